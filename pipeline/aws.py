@@ -1,0 +1,68 @@
+"""aiobotocore clients built from settings (no module-level clients).
+
+Credentials come from botocore's default chain. In a task that is the container
+credential provider (``AWS_CONTAINER_CREDENTIALS_FULL_URI`` plus
+``AWS_CONTAINER_AUTHORIZATION_TOKEN``), served by the orchestrator with the
+task's own role; explicit keys are only passed by tools and tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+from aiobotocore.config import AioConfig
+from aiobotocore.session import get_session
+
+from pipeline.settings import AwsSettings
+
+
+def client_config(*, timeout: float = 5.0, read_timeout: float = 30.0, attempts: int = 3, pool: int = 50) -> AioConfig:
+    """A client config with short connect timeouts and botocore's bounded "standard" retries."""
+    return AioConfig(
+        connect_timeout=timeout,
+        read_timeout=read_timeout,
+        retries={"max_attempts": attempts, "mode": "standard"},
+        max_pool_connections=pool,
+        s3={"addressing_style": "path"},
+        signature_version="s3v4",
+    )
+
+
+def credential_kwargs(credentials: Mapping[str, str] | None) -> dict[str, str]:
+    """botocore keyword arguments for explicit credentials (``None`` → default chain)."""
+    if not credentials:
+        return {}
+    kwargs = {
+        "aws_access_key_id": credentials["access_key_id"],
+        "aws_secret_access_key": credentials["secret_access_key"],
+    }
+    if credentials.get("session_token"):
+        kwargs["aws_session_token"] = credentials["session_token"]
+    return kwargs
+
+
+@asynccontextmanager
+async def aws_clients(
+    aws: AwsSettings,
+    *services: str,
+    config: AioConfig | None = None,
+    credentials: Mapping[str, str] | None = None,
+) -> AsyncIterator[Any]:
+    """Open one client per service name; yields a single client or a tuple of them."""
+    session = get_session()
+    async with AsyncExitStack() as stack:
+        clients = [
+            await stack.enter_async_context(
+                session.create_client(
+                    service,
+                    region_name=aws.region,
+                    endpoint_url=aws.endpoint_url,
+                    config=config or client_config(),
+                    **credential_kwargs(credentials),
+                )
+            )
+            for service in services
+        ]
+        yield clients[0] if len(clients) == 1 else tuple(clients)

@@ -1,0 +1,264 @@
+"""The error taxonomy shared by every service.
+
+Two kinds of failure exist, and every code path must know which one it has:
+
+* :class:`PermanentError` — the input is bad (not an image, over a limit, an
+  unknown preset). Retrying cannot help. It carries a stable ``code``, a public
+  ``message`` that is safe to show to the client, and the HTTP status the API
+  answers with. A worker records it as a failed job and never retries it.
+* :class:`RetryableError` — the world is temporarily unwell (network, throttling,
+  the emulator is down). It is retried with bounded exponential backoff; the API
+  answers 503 with ``Retry-After``.
+
+Anything else that escapes is a bug; callers treat it as retryable a bounded
+number of times (see :func:`classify`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from typing import TypeVar
+
+import aiohttp
+import botocore.exceptions
+
+T = TypeVar("T")
+
+
+class PixfleetError(Exception):
+    """Base class of every error pixfleet raises on purpose."""
+
+    code = "internal_error"
+    http_status = 500
+
+    def __init__(self, message: str, *, code: str | None = None, http_status: int | None = None):
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        if http_status is not None:
+            self.http_status = http_status
+
+    def to_dict(self) -> dict[str, str]:
+        """The public JSON shape: ``{"code", "message"}``."""
+        return {"code": self.code, "message": self.message}
+
+
+class PermanentError(PixfleetError):
+    """Bad input: never retried, has a code and a public message."""
+
+    code = "invalid_input"
+    http_status = 422
+
+
+class RetryableError(PixfleetError):
+    """A transient failure: retried with backoff; the API answers 503."""
+
+    code = "service_unavailable"
+    http_status = 503
+
+    def __init__(self, message: str, *, retry_after: float = 5.0, code: str | None = None):
+        super().__init__(message, code=code)
+        self.retry_after = retry_after
+
+
+# --- permanent errors, one class per public code -------------------------------------------
+
+
+class UnknownPreset(PermanentError):
+    code, http_status = "unknown_preset", 400
+
+
+class InvalidRequest(PermanentError):
+    code, http_status = "invalid_request", 400
+
+
+class InvalidSpec(PermanentError):
+    """An explicit operation list (or preset definition) is malformed."""
+
+    code, http_status = "invalid_spec", 400
+
+
+class InvalidMessage(PermanentError):
+    """A queue message that is neither a v1 job nor an S3 event."""
+
+    code, http_status = "invalid_message", 400
+
+
+class PayloadTooLarge(PermanentError):
+    code, http_status = "payload_too_large", 413
+
+
+class NotAnImage(PermanentError):
+    code, http_status = "not_an_image", 415
+
+
+class UnsupportedFormat(PermanentError):
+    code, http_status = "unsupported_format", 415
+
+
+class TooManyPixels(PermanentError):
+    code, http_status = "too_many_pixels", 422
+
+
+class TooManyFrames(PermanentError):
+    code, http_status = "too_many_frames", 422
+
+
+class DecompressionBomb(PermanentError):
+    code, http_status = "decompression_bomb", 422
+
+
+class CorruptImage(PermanentError):
+    """Truncated or otherwise undecodable image data."""
+
+    code, http_status = "corrupt_image", 422
+
+
+class SourceMissing(PermanentError):
+    """The job's source object does not exist (deleted, or a forged message)."""
+
+    code, http_status = "source_missing", 404
+
+
+class Unauthorized(PermanentError):
+    code, http_status = "unauthorized", 401
+
+
+class NotFound(PermanentError):
+    code, http_status = "not_found", 404
+
+
+# --- classification of foreign exceptions ------------------------------------------------
+
+_RETRYABLE_AWS_CODES = frozenset(
+    {
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "RequestThrottled",
+        "RequestThrottledException",
+        "SlowDown",
+        "TooManyRequestsException",
+        "ProvisionedThroughputExceededException",
+        "RequestLimitExceeded",
+        "InternalError",
+        "InternalFailure",
+        "ServiceUnavailable",
+        "ServiceUnavailableException",
+        "RequestTimeout",
+        "RequestTimeoutException",
+        "ExpiredToken",
+        "ExpiredTokenException",
+        "InvalidClientTokenId",  # credentials rotated underneath us
+        "AWS.SimpleQueueService.ServiceUnavailable",
+    }
+)
+
+
+def aws_error_code(exc: BaseException) -> str | None:
+    """The AWS error code of a botocore ``ClientError``, else ``None``."""
+    if isinstance(exc, botocore.exceptions.ClientError):
+        return exc.response.get("Error", {}).get("Code")
+    return None
+
+
+def is_not_found(exc: BaseException) -> bool:
+    """True for the many spellings of "no such object" that S3 uses."""
+    if not isinstance(exc, botocore.exceptions.ClientError):
+        return False
+    code = aws_error_code(exc)
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return code in {"NoSuchKey", "404", "NotFound", "NoSuchBucket"} or status == 404
+
+
+def classify(exc: BaseException) -> PixfleetError:
+    """Map any exception to pixfleet's taxonomy.
+
+    Our own errors pass through. Connection problems, throttling and 5xx answers
+    from AWS (or the emulator) are retryable. Everything else unknown is also
+    treated as retryable: the caller bounds the number of attempts, so a bug
+    cannot loop forever, and a transient oddity is not turned into a lost job.
+    """
+    if isinstance(exc, PixfleetError):
+        return exc
+    if isinstance(
+        exc,
+        (
+            botocore.exceptions.EndpointConnectionError,
+            botocore.exceptions.ConnectionClosedError,
+            botocore.exceptions.ConnectTimeoutError,
+            botocore.exceptions.ReadTimeoutError,
+            botocore.exceptions.HTTPClientError,
+            botocore.exceptions.NoCredentialsError,
+            botocore.exceptions.CredentialRetrievalError,
+            aiohttp.ClientError,
+            asyncio.TimeoutError,
+            ConnectionError,
+        ),
+    ):
+        return RetryableError(f"AWS endpoint unavailable: {type(exc).__name__}", code="aws_unavailable")
+    if isinstance(exc, botocore.exceptions.ClientError):
+        code = aws_error_code(exc) or "Unknown"
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+        if code in _RETRYABLE_AWS_CODES or status >= 500 or status == 429:
+            return RetryableError(f"AWS is unavailable or throttling ({code})", code="aws_unavailable")
+        if code in {"AccessDenied", "AccessDeniedException", "InvalidAccessKeyId", "SignatureDoesNotMatch"}:
+            return RetryableError(f"AWS denied the request ({code})", code="aws_access_denied")
+        return RetryableError(f"AWS request failed ({code})", code="aws_error")
+    return RetryableError(f"unexpected error: {type(exc).__name__}", code="internal_error")
+
+
+# --- backoff -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Bounded exponential backoff with full jitter (AWS architecture blog's variant)."""
+
+    base: float = 0.2
+    cap: float = 10.0
+    attempts: int = 5
+
+    def delays(self, rng: random.Random | None = None) -> Iterator[float]:
+        """The sleep before each retry: ``attempts - 1`` values."""
+        rng = rng or random.Random()
+        for attempt in range(self.attempts - 1):
+            yield rng.uniform(0, min(self.cap, self.base * 2**attempt))
+
+    def delay_for(self, attempt: int) -> float:
+        """Deterministic upper bound of the delay before retry number ``attempt`` (0-based)."""
+        return min(self.cap, self.base * 2**attempt)
+
+
+async def retry_async(
+    fn: Callable[[], Awaitable[T]],
+    backoff: Backoff = Backoff(),
+    *,
+    on_retry: Callable[[int, PixfleetError], None] | None = None,
+) -> T:
+    """Await ``fn()``; retry retryable failures with backoff; re-raise permanent ones at once.
+
+    The last failure is raised as the classified :class:`PixfleetError`.
+    """
+    delays = backoff.delays()
+    attempt = 0
+    while True:
+        try:
+            return await fn()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - classified below
+            err = classify(exc)
+            if isinstance(err, PermanentError):
+                raise err from exc
+            delay = next(delays, None)
+            if delay is None:
+                raise err from exc
+            if on_retry:
+                on_retry(attempt, err)
+            attempt += 1
+            await asyncio.sleep(delay)

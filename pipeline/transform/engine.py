@@ -1,0 +1,363 @@
+"""Render one source image into many variants with one decode.
+
+The pipeline, in order (each step lives in :mod:`pipeline.transform.steps`):
+
+1. **Limits before decode** — byte size, magic bytes, header dimensions and the
+   frame count are checked before any pixel is decoded.
+2. **Plan** — every variant's geometry (:func:`plan_geometry`) is computed
+   from the upright source size; together they give the smallest resolution the
+   decoder must deliver (:func:`plan_decode_size`).
+3. **Decode once**, JPEGs at draft scale: ``draft()`` makes libjpeg scale by
+   1/2, 1/4 or 1/8 during the IDCT (it never goes below the requested size, so
+   quality holds), with the request rotated into stored axes when EXIF says
+   the image is rotated.
+4. **Source steps** once: orientation, ICC → sRGB, working pixel mode.
+5. **Resize chain**: variants are rendered largest first, each from the
+   smallest already-resized *clean* intermediate that still has enough
+   resolution (so ``w320`` is made from ``w800``, not from the 12 MP source), with
+   LANCZOS and ``reducing_gap`` for large ratios. Identical geometries are
+   resized once (``w320`` JPEG and WebP share pixels). Fill crops are folded into
+   the resize (``box=``), so cropped-away pixels are never resampled.
+6. **Finishing steps** per variant on a new image (never on a shared
+   intermediate), then encoding, with metadata stripped (or EXIF kept with
+   orientation 1 when ``strip_metadata`` is false).
+
+Animated inputs (GIF, WebP, APNG) and multi-page TIFFs are rendered from their
+first frame only; the frame count is still checked against ``Limits.max_frames``
+and reported in :attr:`TransformResult.frames`.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import struct
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from PIL import Image, UnidentifiedImageError
+
+from pipeline.errors import CorruptImage, DecompressionBomb, PayloadTooLarge, RetryableError, TooManyFrames, TooManyPixels
+from pipeline.transform import steps
+from pipeline.transform.probe import PILLOW_FORMATS, detect_format, pillow_guard, too_many_pixels
+from pipeline.transform.spec import Limits, VariantSpec
+from pipeline.transform.steps import Canvas, SourceInfo
+
+RESAMPLE = Image.Resampling.LANCZOS
+# Box-reduce first while the remaining ratio stays ≥ 3: indistinguishable from pure
+# LANCZOS at that gap (Pillow's docs) and much cheaper for non-JPEG sources.
+REDUCING_GAP = 3.0
+_GRAVITY = {  # (x, y) anchor of the crop window: 0 = left/top, 0.5 = centre, 1 = right/bottom
+    "center": (0.5, 0.5),
+    "north": (0.5, 0.0),
+    "south": (0.5, 1.0),
+    "east": (1.0, 0.5),
+    "west": (0.0, 0.5),
+    "northeast": (1.0, 0.0),
+    "northwest": (0.0, 0.0),
+    "southeast": (1.0, 1.0),
+    "southwest": (0.0, 1.0),
+}
+_EXIF_ORIENTATION = 0x0112
+
+
+@dataclass(frozen=True)
+class Rendition:
+    """One encoded output."""
+
+    variant: str
+    format: str
+    width: int
+    height: int
+    data: bytes = field(repr=False)
+    content_type: str
+    extension: str
+
+
+@dataclass(frozen=True)
+class TransformResult:
+    """Everything a job produced, renditions in the order the variants were given.
+
+    ``source_width``/``source_height`` are the upright (post-orientation) size
+    of the full-resolution source; ``decoded_width``/``decoded_height`` what the
+    decoder actually delivered (smaller after a JPEG draft).
+    """
+
+    source_format: str
+    source_width: int
+    source_height: int
+    frames: int
+    renditions: list[Rendition]
+    cpu_ms: float
+    decoded_width: int
+    decoded_height: int
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Where a variant's pixels come from and how big it ends up.
+
+    ``region`` is the part of the upright full-resolution source (float pixels)
+    that is scaled to ``out``; ``scale`` is the resolution (output pixels per
+    source pixel, per axis) the region needs.
+    """
+
+    out: tuple[int, int]
+    region: tuple[float, float, float, float]
+    full_frame: bool
+
+    @property
+    def scale(self) -> tuple[float, float]:
+        x0, y0, x1, y1 = self.region
+        return self.out[0] / (x1 - x0), self.out[1] / (y1 - y0)
+
+    @property
+    def uniform(self) -> bool:
+        sx, sy = self.scale
+        return math.isclose(sx, sy, rel_tol=0.02)
+
+
+# --- planning (pure) ----------------------------------------------------------------------------
+
+
+def plan_geometry(width: int, height: int, spec: VariantSpec) -> Geometry:
+    """The geometry of ``spec`` applied to an upright ``width × height`` source.
+
+    * ``fit``: the largest size inside the box keeping the aspect ratio.
+    * ``fill``: the box, covered and cropped at ``spec.gravity``.
+    * ``exact``: the box, stretched.
+
+    Without ``spec.upscale`` nothing is enlarged: ``fit`` keeps the source size,
+    ``fill`` and ``exact`` shrink the *box* (keeping its aspect ratio) until it
+    fits inside the source.
+    """
+    full = (0.0, 0.0, float(width), float(height))
+    tw, th = spec.width, spec.height
+    if spec.mode == "fit":
+        scale = min(tw / width if tw else math.inf, th / height if th else math.inf)
+        if not spec.upscale or scale == math.inf:
+            scale = min(scale, 1.0)
+        out = (min(max(1, round(width * scale)), tw or 10**9), min(max(1, round(height * scale)), th or 10**9))
+        return Geometry(out, full, True)
+    assert tw is not None and th is not None, "fill/exact need both dimensions (validated by VariantSpec)"
+    shrink = 1.0 if spec.upscale else min(1.0, width / tw, height / th)
+    out = (max(1, round(tw * shrink)), max(1, round(th * shrink)))
+    if spec.mode == "exact":
+        return Geometry(out, full, True)
+    cover = max(out[0] / width, out[1] / height)
+    cw, ch = min(width, out[0] / cover), min(height, out[1] / cover)
+    gx, gy = _GRAVITY[spec.gravity]
+    x0, y0 = (width - cw) * gx, (height - ch) * gy
+    return Geometry(out, (x0, y0, x0 + cw, y0 + ch), cw >= width - 1e-6 and ch >= height - 1e-6)
+
+
+def plan_decode_size(width: int, height: int, geometries: Sequence[Geometry], orientation: int = 1) -> tuple[int, int]:
+    """The smallest full-frame size, in *stored* axes, that serves every geometry.
+
+    ``width``/``height`` are the upright source size; for EXIF orientations 5–8
+    the request is swapped back because the decoder works on stored pixels.
+    Passed to ``Image.draft``, which picks the largest DCT scale-down that stays
+    at or above this size.
+    """
+    need_w = max((width * g.scale[0] for g in geometries), default=width)
+    need_h = max((height * g.scale[1] for g in geometries), default=height)
+    size = (min(width, max(1, math.ceil(need_w - 1e-6))), min(height, max(1, math.ceil(need_h - 1e-6))))
+    return (size[1], size[0]) if orientation in steps.SWAPS_AXES else size
+
+
+# --- the job ------------------------------------------------------------------------------------
+
+
+def transform(
+    data: bytes,
+    variants: Sequence[VariantSpec],
+    limits: Limits,
+    *,
+    deadline: float | None = None,
+) -> TransformResult:
+    """Decode ``data`` once and render every variant.
+
+    Raises a :class:`~pipeline.errors.PermanentError` subclass for bad input
+    (not an image, unsupported, corrupt, over a limit, decompression bomb). With
+    ``deadline`` (a :func:`time.monotonic` value) it raises a
+    :class:`~pipeline.errors.RetryableError` coded ``deadline_exceeded`` between
+    steps once the deadline has passed.
+    """
+    started = time.process_time()
+    check_deadline = _deadline_checker(deadline)
+    if len(data) > limits.max_bytes:
+        raise PayloadTooLarge(f"image is {len(data):,} bytes; the limit is {limits.max_bytes:,} bytes")
+    fmt = detect_format(data[:4096])
+    with pillow_guard(limits):
+        im = _open(data, fmt)
+        stored_w, stored_h = im.size
+        if stored_w * stored_h > limits.max_pixels:
+            raise too_many_pixels(stored_w, stored_h, limits)
+        frames = _frame_count(im)
+        if frames > limits.max_frames:
+            raise TooManyFrames(f"image has {frames} frames; the limit is {limits.max_frames}")
+        # Only a JPEG's EXIF is known before decoding (and only a JPEG can use it for draft);
+        # other formats may keep it after the pixels (PNG eXIf), so read it after load().
+        early = _orientation(im) if im.format in ("JPEG", "MPO") else 1
+        canvas = _decode(im, plan_decode_size(*_upright(im.size, early), _plans(im.size, early, variants), early))
+        orientation = _orientation(im)
+        width, height = _upright((stored_w, stored_h), orientation)
+        geometries = _plans((stored_w, stored_h), orientation, variants)
+        info = SourceInfo(orientation=orientation, icc_profile=im.info.get("icc_profile"))
+        exif = _kept_exif(im)
+    decoded_w, decoded_h = canvas.image.size
+    check_deadline()
+    for step in steps.SOURCE_STEPS:
+        canvas = step(canvas, info)
+        check_deadline()
+    canvas.image.info = {}  # nothing from the source travels by accident (ICC, XMP, comments...)
+
+    chain = _ResizeChain(canvas, width, height)
+    rendered: dict[int, Rendition] = {}
+    order = sorted(range(len(variants)), key=lambda i: -(geometries[i].out[0] * geometries[i].out[1]))
+    for i in order:
+        spec, pixels = variants[i], chain.render(geometries[i])
+        check_deadline()
+        for finish in steps.FINISH_STEPS:
+            pixels = finish(pixels, spec)
+        payload = steps.encode(pixels, spec, exif=None if spec.strip_metadata else exif)
+        rendered[i] = Rendition(spec.name, spec.format, pixels.width, pixels.height, payload, spec.content_type, spec.extension)
+        check_deadline()
+    return TransformResult(
+        source_format=fmt,
+        source_width=width,
+        source_height=height,
+        frames=frames,
+        renditions=[rendered[i] for i in range(len(variants))],
+        cpu_ms=(time.process_time() - started) * 1000,
+        decoded_width=decoded_w,
+        decoded_height=decoded_h,
+    )
+
+
+class _ResizeChain:
+    """Clean (unfinished) downscaled intermediates, reused by smaller variants.
+
+    Only full-frame, uniformly scaled results join the chain; crops, stretches
+    and enlargements are rendered from it but never become sources themselves.
+    """
+
+    def __init__(self, source: Canvas, width: int, height: int):
+        self.width, self.height = width, height
+        self.nodes = [source]
+        self.cache: dict[tuple, Image.Image] = {}
+
+    def render(self, g: Geometry) -> Image.Image:
+        key = (g.out, tuple(round(v, 3) for v in g.region))
+        if key in self.cache:
+            return self.cache[key]
+        src = self._source_for(g)
+        box = self._region_in(src, g.region)
+        if src.image.size == g.out and box == (0.0, 0.0, float(g.out[0]), float(g.out[1])):
+            pixels = src.image  # already exactly this size: share, steps never modify in place
+        else:
+            pixels = src.image.resize(g.out, RESAMPLE, box=box, reducing_gap=REDUCING_GAP)
+        self.cache[key] = pixels
+        base = self.nodes[0]
+        if g.full_frame and g.uniform and g.out[0] <= base.box[2] - base.box[0] and pixels is not src.image:
+            self.nodes.append(Canvas.whole(pixels))
+        return pixels
+
+    def _source_for(self, g: Geometry) -> Canvas:
+        """The smallest node whose resolution is at least what ``g`` needs (else the source)."""
+        sx, sy = g.scale
+        need_w, need_h = self.width * sx - 1e-6, self.height * sy - 1e-6
+        fits = [n for n in self.nodes if n.box[2] - n.box[0] >= need_w and n.box[3] - n.box[1] >= need_h]
+        return min(fits, key=lambda n: n.image.width * n.image.height) if fits else self.nodes[0]
+
+    def _region_in(self, node: Canvas, region: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
+        bx0, by0, bx1, by1 = node.box
+        kx, ky = (bx1 - bx0) / self.width, (by1 - by0) / self.height
+        x0, y0, x1, y1 = region
+        return (bx0 + x0 * kx, by0 + y0 * ky, bx0 + x1 * kx, by0 + y1 * ky)
+
+
+def _upright(size: tuple[int, int], orientation: int) -> tuple[int, int]:
+    return (size[1], size[0]) if orientation in steps.SWAPS_AXES else size
+
+
+def _plans(stored: tuple[int, int], orientation: int, variants: Sequence[VariantSpec]) -> list[Geometry]:
+    width, height = _upright(stored, orientation)
+    return [plan_geometry(width, height, spec) for spec in variants]
+
+
+# --- decoding helpers ----------------------------------------------------------------------------
+
+_CORRUPT = (OSError, SyntaxError, EOFError, struct.error, IndexError, ValueError, KeyError, TypeError, ZeroDivisionError)
+
+
+def _open(data: bytes, fmt: str) -> Image.Image:
+    """Parse the header (no pixels) with the one Pillow plugin the magic bytes allow."""
+    try:
+        return Image.open(io.BytesIO(data), formats=PILLOW_FORMATS[fmt])
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise TooManyPixels("image declares more pixels than allowed") from None
+    except UnidentifiedImageError as exc:
+        raise CorruptImage(f"the {fmt} header cannot be read") from exc
+    except ValueError as exc:
+        if "too large" in str(exc).lower():
+            raise DecompressionBomb("image metadata inflates beyond the safety limit") from exc
+        raise CorruptImage(f"the {fmt} header is invalid") from exc
+    except _CORRUPT as exc:
+        raise CorruptImage(f"the {fmt} header is invalid") from exc
+
+
+def _frame_count(im: Image.Image) -> int:
+    try:
+        return int(getattr(im, "n_frames", 1))
+    except _CORRUPT as exc:
+        raise CorruptImage("the frame structure is invalid") from exc
+
+
+def _orientation(im: Image.Image) -> int:
+    try:
+        value = im.getexif().get(_EXIF_ORIENTATION, 1)
+    except _CORRUPT:
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def _kept_exif(im: Image.Image) -> bytes | None:
+    """The source EXIF with orientation reset to 1 (for ``strip_metadata=False``), if it had any."""
+    if not im.info.get("exif"):
+        return None
+    try:
+        exif = im.getexif()
+        exif[_EXIF_ORIENTATION] = 1
+        return exif.tobytes()
+    except _CORRUPT:
+        return None
+
+
+def _decode(im: Image.Image, request: tuple[int, int]) -> Canvas:
+    """Decode the first frame, JPEGs at the coarsest DCT scale still ≥ ``request``."""
+    box: tuple[float, float, float, float] = (0.0, 0.0, float(im.width), float(im.height))
+    if im.format in ("JPEG", "MPO"):
+        drafted = im.draft("RGB", request)
+        if drafted is not None:
+            box = tuple(float(v) for v in drafted[1])  # type: ignore[assignment]
+    try:
+        im.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise DecompressionBomb("image decodes to more pixels than allowed") from exc
+    except ValueError as exc:
+        if "too large" in str(exc).lower():
+            raise DecompressionBomb("image data inflates beyond the safety limit") from exc
+        raise CorruptImage("image data is invalid") from exc
+    except _CORRUPT as exc:
+        raise CorruptImage(f"image data is truncated or corrupt ({exc})") from exc
+    return Canvas(im, box)
+
+
+def _deadline_checker(deadline: float | None):
+    def check() -> None:
+        if deadline is not None and time.monotonic() > deadline:
+            raise RetryableError("transform exceeded its deadline", code="deadline_exceeded")
+
+    return check

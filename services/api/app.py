@@ -1,0 +1,451 @@
+"""The upload API: an aiohttp app factory.
+
+``create_app(settings)`` builds everything; shared aiobotocore clients live in a
+cleanup context under typed ``web.AppKey``s (aiohttp's "no singletons" advice).
+Handlers are plain functions listed in :data:`ROUTES`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from pipeline.aws import aws_clients, client_config
+from pipeline.errors import (
+    InvalidRequest,
+    NotFound,
+    PayloadTooLarge,
+    PermanentError,
+    PixfleetError,
+    RetryableError,
+    Unauthorized,
+    UnsupportedFormat,
+    classify,
+    is_not_found,
+)
+from pipeline.manifest import Manifest, incoming_key, manifest_key, upload_key
+from pipeline.messages import JOB_ID_RE, JobMessage, new_job_id, utcnow_iso
+from pipeline.settings import ApiSettings
+from pipeline.transform.presets import get_preset, presets_as_json
+from pipeline.transform.spec import VariantSpec, parse_operations
+from services.api.openapi import openapi_document
+from services.api.uploads import ByteBudget, StoredUpload, store_upload
+
+log = logging.getLogger("pixfleet.api")
+
+MAX_FILES_PER_REQUEST = 20
+
+
+@dataclass
+class Metrics:
+    registry: CollectorRegistry
+    uploads: Counter
+    upload_bytes: Counter
+    requests: Histogram
+
+    @classmethod
+    def create(cls) -> Metrics:
+        registry = CollectorRegistry()
+        return cls(
+            registry=registry,
+            uploads=Counter("pixfleet_api_uploads", "Uploads by outcome", ["outcome"], registry=registry),
+            upload_bytes=Counter("pixfleet_api_upload_bytes", "Bytes accepted into the input bucket", registry=registry),
+            requests=Histogram(
+                "pixfleet_api_request_seconds", "Request latency", ["route", "status"], registry=registry
+            ),
+        )
+
+
+SETTINGS = web.AppKey("settings", ApiSettings)
+S3 = web.AppKey("s3", Any)
+SQS = web.AppKey("sqs", Any)
+BUDGET = web.AppKey("budget", ByteBudget)
+METRICS = web.AppKey("metrics", Metrics)
+
+
+# --- middleware ----------------------------------------------------------------------------
+
+
+def error_response(err: PixfleetError, **extra: Any) -> web.Response:
+    """The one JSON error shape: ``{"error": {"code", "message", ...}}``."""
+    body = {"error": {**err.to_dict(), **extra}}
+    response = web.json_response(body, status=err.http_status)
+    if isinstance(err, RetryableError):
+        response.headers["Retry-After"] = str(max(1, round(err.retry_after)))
+    if isinstance(err, PayloadTooLarge):
+        response.force_close()  # do not drain an oversized body
+    return response
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    started = time.perf_counter()
+    route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        if exc.status < 400:
+            raise
+        reason = exc.reason.lower().replace(" ", "_")
+        return error_response(PixfleetError(exc.text or exc.reason, code=reason, http_status=exc.status))
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - every error becomes JSON, never a stack trace
+        err = classify(exc)
+        status = err.http_status
+        if not isinstance(err, PermanentError):
+            log.warning("%s %s failed: %s", request.method, request.path, exc, exc_info=not isinstance(exc, PixfleetError))
+        return error_response(err, **getattr(exc, "extra", {}))
+    finally:
+        request.app[METRICS].requests.labels(route, str(status)).observe(time.perf_counter() - started)
+
+
+@web.middleware
+async def api_key_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    keys = request.app[SETTINGS].api_keys
+    if keys and request.path.startswith("/v1/") and request.headers.get("X-API-Key") not in keys:
+        raise Unauthorized("a valid X-API-Key header is required")
+    return await handler(request)
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+def _variants(request: web.Request, operations: Any = None) -> tuple[str | None, tuple[VariantSpec, ...] | None]:
+    """The preset name (validated) or explicit operations of a request."""
+    if operations is not None:
+        return None, parse_operations(operations)
+    preset = request.query.get("preset") or request.app[SETTINGS].default_preset
+    get_preset(preset)  # raises UnknownPreset (400)
+    return preset, None
+
+
+def _status_url(request: web.Request, job_id: str) -> str:
+    return str(request.url.with_path(f"/v1/jobs/{job_id}").with_query(None))
+
+
+def _job_id(request: web.Request) -> str:
+    job_id = request.match_info["job_id"]
+    if not JOB_ID_RE.match(job_id):
+        raise NotFound("no such job")
+    return job_id
+
+
+async def _send_job(request: web.Request, stored: StoredUpload, job_id: str, preset: str | None, ops: Any) -> None:
+    settings = request.app[SETTINGS]
+    message = JobMessage(
+        job_id=job_id,
+        bucket=stored.bucket,
+        key=stored.key,
+        preset=preset,
+        operations=ops,
+        submitted_at=utcnow_iso(),
+        content_type=stored.content_type,
+        size=stored.size,
+    )
+    await request.app[SQS].send_message(QueueUrl=settings.aws.queue_url, MessageBody=message.to_json())
+
+
+async def _delete_quietly(request: web.Request, keys: list[str]) -> None:
+    s3, bucket = request.app[S3], request.app[SETTINGS].aws.input_bucket
+    for key in keys:
+        try:
+            await s3.delete_object(Bucket=bucket, Key=key)
+        except Exception:  # noqa: BLE001 - best effort cleanup of an upload we refused
+            log.warning("could not delete %s after a failed request", key, exc_info=True)
+
+
+# --- handlers ------------------------------------------------------------------------------
+
+
+async def upload_images(request: web.Request) -> web.Response:
+    """POST /v1/images — multipart (``file`` fields) or a raw image body → 202 with job ids.
+
+    All files of one request are stored first; the job messages are sent only when
+    every file was accepted, so a rejected request leaves nothing behind.
+    """
+    settings = request.app[SETTINGS]
+    preset, ops = _variants(request)  # unknown preset → 400 before reading the body
+    declared = request.content_length
+    stored: list[tuple[str, StoredUpload]] = []
+
+    async def store(read: Any, index: int, filename: str | None) -> None:
+        job_id = new_job_id()
+        try:
+            upload = await store_upload(
+                read,
+                s3=request.app[S3],
+                bucket=settings.aws.input_bucket,
+                key=upload_key(job_id),
+                limits=settings.limits,
+                part_size=settings.part_size,
+                budget=request.app[BUDGET],
+                metadata={"job-id": job_id},
+            )
+        except PixfleetError as exc:
+            exc.extra = {"file": index, **({"filename": filename} if filename else {})}
+            raise
+        stored.append((job_id, upload))
+
+    try:
+        if request.content_type.startswith("multipart/"):
+            reader = await request.multipart()
+            index = 0
+            async for part in reader:
+                if part.name == "operations":
+                    preset, ops = _variants(request, _json_field(await part.text()))
+                    continue
+                if part.name != "file":
+                    continue
+                if index >= MAX_FILES_PER_REQUEST:
+                    raise InvalidRequest(f"at most {MAX_FILES_PER_REQUEST} files per request")
+                await store(part.read_chunk, index, part.filename)
+                index += 1
+            if not stored:
+                raise InvalidRequest("no 'file' field in the multipart body")
+        else:
+            if not (request.content_type.startswith("image/") or request.content_type == "application/octet-stream"):
+                raise UnsupportedFormat("send multipart/form-data or a body with an image/* Content-Type")
+            if declared is not None and declared > settings.limits.max_bytes:
+                raise PayloadTooLarge(f"the image is larger than the limit of {settings.limits.max_bytes} bytes")
+            if declared == 0:
+                raise InvalidRequest("the request body is empty")
+            await store(request.content.read, 0, None)
+        for job_id, upload in list(stored):
+            await _send_job(request, upload, job_id, preset, ops)
+            stored.remove((job_id, upload))
+            request.app[METRICS].uploads.labels("accepted").inc()
+            request.app[METRICS].upload_bytes.inc(upload.size)
+            _accepted(request).append(job_id)
+    except BaseException as exc:
+        if isinstance(exc, PixfleetError):
+            request.app[METRICS].uploads.labels(exc.code).inc()
+        await asyncio.shield(_delete_quietly(request, [u.key for _, u in stored]))
+        if _accepted(request) and not isinstance(exc, asyncio.CancelledError):
+            log.warning("request failed after %d job(s) were queued: %s", len(_accepted(request)), exc)
+        raise
+    jobs = [{"job_id": j, "status_url": _status_url(request, j)} for j in _accepted(request)]
+    multi = request.content_type.startswith("multipart/") and len(jobs) > 1
+    return web.json_response(jobs if multi else jobs[0], status=202)
+
+
+def _accepted(request: web.Request) -> list[str]:
+    return request.setdefault("accepted_jobs", [])  # type: ignore[no-any-return]
+
+
+def _json_field(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise InvalidRequest("the 'operations' field must be JSON") from exc
+
+
+async def create_upload(request: web.Request) -> web.Response:
+    """POST /v1/uploads — a presigned POST for a direct upload to ``incoming/{job_id}/``."""
+    settings = request.app[SETTINGS]
+    preset, _ = _variants(request)
+    job_id = new_job_id()
+    key = incoming_key(job_id)
+    post = await request.app[S3].generate_presigned_post(
+        Bucket=settings.aws.input_bucket,
+        Key=key,
+        Fields={"x-amz-meta-preset": preset},
+        Conditions=[
+            {"x-amz-meta-preset": preset},
+            ["content-length-range", 1, settings.limits.max_bytes],
+            ["starts-with", "$Content-Type", "image/"],
+        ],
+        ExpiresIn=settings.presign_expires,
+    )
+    expires = datetime.now(UTC) + timedelta(seconds=settings.presign_expires)
+    return web.json_response(
+        {
+            "job_id": job_id,
+            "status_url": _status_url(request, job_id),
+            "upload": {"url": post["url"], "fields": post["fields"], "method": "POST", "file_field": "file"},
+            "max_bytes": settings.limits.max_bytes,
+            "expires_at": expires.isoformat(timespec="seconds").replace("+00:00", "Z"),
+        },
+        status=201,
+    )
+
+
+async def _read_manifest(request: web.Request, job_id: str) -> Manifest | None:
+    s3, settings = request.app[S3], request.app[SETTINGS]
+    try:
+        obj = await s3.get_object(Bucket=settings.aws.output_bucket, Key=manifest_key(job_id))
+    except Exception as exc:
+        if is_not_found(exc):
+            return None
+        raise
+    async with obj["Body"] as body:
+        return Manifest.from_json(await body.read())
+
+
+async def _source_exists(request: web.Request, job_id: str) -> bool:
+    s3, bucket = request.app[S3], request.app[SETTINGS].aws.input_bucket
+    for key in (upload_key(job_id), incoming_key(job_id)):
+        try:
+            await s3.head_object(Bucket=bucket, Key=key)
+            return True
+        except Exception as exc:
+            if not is_not_found(exc):
+                raise
+    return False
+
+
+async def get_job(request: web.Request) -> web.Response:
+    """GET /v1/jobs/{id} — status, outputs with download URLs, and the error if it failed."""
+    job_id = _job_id(request)
+    manifest = await _read_manifest(request, job_id)
+    if manifest is None:
+        if not await _source_exists(request, job_id):
+            raise NotFound("no such job")
+        return web.json_response({"job_id": job_id, "status": "queued", "outputs": [], "error": None})
+    base = _status_url(request, job_id)
+    outputs = [
+        {
+            "variant": o.variant,
+            "format": o.format,
+            "width": o.width,
+            "height": o.height,
+            "bytes": o.bytes,
+            "url": f"{base}/outputs/{o.variant}",
+        }
+        for o in manifest.outputs
+    ]
+    return web.json_response(
+        {
+            "job_id": job_id,
+            "status": manifest.status,
+            "preset": manifest.preset,
+            "outputs": outputs,
+            "error": manifest.error,
+            "source": manifest.source,
+            "submitted_at": manifest.submitted_at,
+            "started_at": manifest.started_at,
+            "finished_at": manifest.finished_at,
+            "timings_ms": manifest.timings_ms,
+        }
+    )
+
+
+async def download_output(request: web.Request) -> web.StreamResponse:
+    """GET /v1/jobs/{id}/outputs/{variant} — stream one rendered variant from the output bucket."""
+    job_id = _job_id(request)
+    manifest = await _read_manifest(request, job_id)
+    record = next((o for o in (manifest.outputs if manifest else []) if o.variant == request.match_info["variant"]), None)
+    if record is None:
+        raise NotFound("no such output")
+    obj = await request.app[S3].get_object(Bucket=request.app[SETTINGS].aws.output_bucket, Key=record.key)
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": record.content_type,
+            "Content-Length": str(obj["ContentLength"]),
+            "Cache-Control": "public, max-age=31536000, immutable",
+            "Content-Disposition": f'inline; filename="{job_id}-{record.variant}.{record.key.rsplit(".", 1)[-1]}"',
+        }
+    )
+    await response.prepare(request)
+    async with obj["Body"] as body:
+        async for chunk in body.iter_chunks(256 * 1024):
+            await response.write(chunk)
+    await response.write_eof()
+    return response
+
+
+async def list_presets(request: web.Request) -> web.Response:
+    return web.json_response(presets_as_json())
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """GET /healthz — 200 when S3 and SQS answer, else 503 naming what failed."""
+    settings = request.app[SETTINGS]
+    checks: dict[str, str] = {}
+
+    async def check(name: str, call: Any) -> None:
+        try:
+            await asyncio.wait_for(call, settings.aws_timeout)
+            checks[name] = "ok"
+        except Exception as exc:  # noqa: BLE001
+            if name == "s3" and is_not_found(exc):
+                checks[name] = "ok"  # S3 answered: the probe key simply does not exist
+            else:
+                checks[name] = f"error: {classify(exc).message}"
+
+    await asyncio.gather(
+        check("s3", request.app[S3].head_object(Bucket=settings.aws.input_bucket, Key="uploads/.healthz")),
+        check("sqs", request.app[SQS].get_queue_attributes(QueueUrl=settings.aws.queue_url, AttributeNames=["QueueArn"])),
+    )
+    healthy = all(v == "ok" for v in checks.values())
+    response = web.json_response({"status": "ok" if healthy else "unavailable", "checks": checks}, status=200 if healthy else 503)
+    if not healthy:
+        response.headers["Retry-After"] = "5"
+    return response
+
+
+async def metrics(request: web.Request) -> web.Response:
+    budget = request.app[BUDGET]
+    body = generate_latest(request.app[METRICS].registry)
+    body += f"# HELP pixfleet_api_buffer_bytes_in_use Upload buffer bytes in use\n# TYPE pixfleet_api_buffer_bytes_in_use gauge\npixfleet_api_buffer_bytes_in_use {budget.in_use}\n".encode()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(openapi_document(request.app[SETTINGS]))
+
+
+ROUTES = [
+    web.post("/v1/images", upload_images),
+    web.post("/v1/uploads", create_upload),
+    web.get("/v1/jobs/{job_id}", get_job),
+    web.get("/v1/jobs/{job_id}/outputs/{variant}", download_output),
+    web.get("/v1/presets", list_presets),
+    web.get("/healthz", healthz),
+    web.get("/metrics", metrics),
+    web.get("/openapi.json", openapi),
+]
+
+
+# --- factory -------------------------------------------------------------------------------
+
+
+def _aws_clients(credentials: Mapping[str, str] | None) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def clients(app: web.Application) -> AsyncIterator[None]:
+        settings = app[SETTINGS]
+        # Few retries and short timeouts: when AWS is down the client gets a quick 503.
+        config = client_config(timeout=settings.aws_timeout, read_timeout=max(30.0, settings.aws_timeout), attempts=2)
+        async with aws_clients(settings.aws, "s3", "sqs", config=config, credentials=credentials) as (s3, sqs):
+            app[S3], app[SQS] = s3, sqs
+            yield
+
+    return clients
+
+
+def create_app(settings: ApiSettings, *, credentials: Mapping[str, str] | None = None) -> web.Application:
+    """Build the API application; AWS clients open on startup and close on cleanup.
+
+    ``credentials`` is for tools and tests; a task leaves it out and gets its
+    role's credentials from the default chain (the orchestrator's endpoint).
+    """
+    app = web.Application(middlewares=[errors_middleware, api_key_middleware], client_max_size=1024 * 1024)
+    app[SETTINGS] = settings
+    app[BUDGET] = ByteBudget(settings.buffer_budget)
+    app[METRICS] = Metrics.create()
+    app.cleanup_ctx.append(_aws_clients(credentials))
+    app.add_routes(ROUTES)
+    return app

@@ -1,0 +1,452 @@
+"""The worker: long-poll the job queue, render images in a process pool, record the outcome.
+
+One :class:`Worker` per process. The event loop only does I/O (SQS, S3, the
+health endpoint); Pillow runs in a process pool sized to the cores, because a
+thread cannot be interrupted inside C code.
+
+Delivery contract (at-least-once in, exactly-one-set-of-outputs out):
+
+* outputs go to deterministic keys, the manifest is written last, and the
+  message is deleted only after that — a crash at any point means redelivery,
+  which overwrites the same objects;
+* a permanent error (bad input) writes a failed manifest and moves the message
+  to the DLQ at once; a retryable error leaves it on the queue with backoff,
+  and once ``max_receive_count`` is reached the job is recorded as failed;
+* SIGTERM stops receiving, lets running jobs finish within the grace period,
+  hands back messages whose work never started (visibility 0) and exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import time
+from collections.abc import AsyncIterator
+from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import AsyncExitStack, asynccontextmanager, suppress
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from pipeline.aws import aws_clients, client_config
+from pipeline.errors import (
+    PayloadTooLarge,
+    PermanentError,
+    PixfleetError,
+    RetryableError,
+    SourceMissing,
+    classify,
+    is_not_found,
+)
+from pipeline.manifest import Manifest, OutputRecord, manifest_key, output_key
+from pipeline.messages import JobMessage, parse_message, utcnow_iso
+from pipeline.settings import WorkerSettings
+from pipeline.transform.engine import TransformResult, transform
+from pipeline.transform.presets import get_preset
+from pipeline.transform.spec import VariantSpec
+
+log = logging.getLogger("pixfleet.worker")
+
+DEFAULT_PRESET = "web"
+
+
+class JobNotStarted(Exception):
+    """Raised into a job that was still waiting for a CPU slot when the worker began to drain."""
+
+
+@dataclass
+class WorkerMetrics:
+    registry: CollectorRegistry
+    jobs: Counter
+    job_seconds: Histogram
+    in_flight: Gauge
+    received: Counter
+
+    @classmethod
+    def create(cls) -> WorkerMetrics:
+        r = CollectorRegistry()
+        return cls(
+            registry=r,
+            jobs=Counter("pixfleet_worker_jobs", "Jobs finished, by outcome", ["outcome"], registry=r),
+            job_seconds=Histogram(
+                "pixfleet_worker_job_seconds",
+                "Seconds from receive to outcome",
+                buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120),
+                registry=r,
+            ),
+            in_flight=Gauge("pixfleet_worker_in_flight", "Messages being worked on", registry=r),
+            received=Counter("pixfleet_worker_messages_received", "Messages received", registry=r),
+        )
+
+
+def _warm_up() -> int:
+    """Run once in each pool process so the first job does not pay for imports."""
+    import PIL.Image  # noqa: F401
+
+    return 0
+
+
+class Worker:
+    """Consumes the job queue until :meth:`stop` (SIGTERM) or, in batch mode, until it stays empty."""
+
+    def __init__(self, settings: WorkerSettings, *, credentials: dict[str, str] | None = None):
+        self.settings = settings
+        self.credentials = credentials
+        self.metrics = WorkerMetrics.create()
+        self._stopping = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._cpu_slots = asyncio.Semaphore(settings.processes)
+        self._started: set[asyncio.Task[None]] = set()
+        self._last_poll = time.monotonic()
+        self._last_activity = time.monotonic()
+        self._pool: Executor | None = None
+        self._sqs: Any = None
+        self._s3: Any = None
+        self.health_url: str | None = None
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Begin a graceful drain (the SIGTERM handler calls this)."""
+        if not self._stopping.is_set():
+            log.info("draining: no more receives; %d job(s) in flight", len(self._tasks))
+            self._stopping.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._tasks)
+
+    async def main(self) -> int:
+        """Run until stopped; return the process exit code (0 after a clean drain)."""
+        async with self._resources():
+            await self._receive_loop()
+            await self._drain()
+        return 0
+
+    @asynccontextmanager
+    async def _resources(self) -> AsyncIterator[None]:
+        s = self.settings
+        async with AsyncExitStack() as stack:
+            config = client_config(timeout=5, read_timeout=s.wait_time + 10, attempts=3, pool=s.concurrency * 4 + 4)
+            self._s3, self._sqs = await stack.enter_async_context(
+                aws_clients(s.aws, "s3", "sqs", config=config, credentials=self.credentials)
+            )
+            self._pool = self._new_pool()
+            stack.callback(lambda: self._pool and self._pool.shutdown(wait=True, cancel_futures=True))
+            if s.health_port is not None:
+                await stack.enter_async_context(self._health_server())
+            yield
+
+    def _new_pool(self) -> Executor:
+        pool = ProcessPoolExecutor(self.settings.processes, mp_context=multiprocessing.get_context("spawn"))
+        for _ in range(self.settings.processes):
+            pool.submit(_warm_up)
+        return pool
+
+    # --- the receive loop ------------------------------------------------------------------
+
+    async def _receive_loop(self) -> None:
+        s = self.settings
+        slot_freed = asyncio.Event()
+        while not self.stopping:
+            free = s.concurrency - len(self._tasks)
+            if free <= 0:
+                slot_freed.clear()
+                await _first(slot_freed.wait(), self._stopping.wait())
+                continue
+            if s.idle_exit_after and not self._tasks and time.monotonic() - self._last_activity > s.idle_exit_after:
+                log.info("queue stayed empty for %.0fs: batch worker exits", s.idle_exit_after)
+                self.stop()
+                break
+            receive = asyncio.ensure_future(
+                self._sqs.receive_message(
+                    QueueUrl=s.aws.queue_url,
+                    MaxNumberOfMessages=min(s.batch_size, free),
+                    WaitTimeSeconds=s.wait_time,
+                    VisibilityTimeout=s.visibility_timeout,
+                    AttributeNames=["ApproximateReceiveCount", "SentTimestamp"],
+                    MessageAttributeNames=["All"],
+                )
+            )
+            await _first(receive, self._stopping.wait())
+            if not receive.done():
+                receive.cancel()  # anything SQS handed out meanwhile reappears after the visibility timeout
+                with suppress(BaseException):
+                    await receive
+                break
+            try:
+                messages = receive.result().get("Messages", [])
+                self._last_poll = time.monotonic()
+            except Exception as exc:  # noqa: BLE001 - the queue is unreachable: back off, never crash
+                err = classify(exc)
+                log.warning("receive failed (%s); retrying", err.message)
+                await _first(asyncio.sleep(min(5.0, s.retry_base or 1.0)), self._stopping.wait())
+                continue
+            for message in messages:
+                self.metrics.received.inc()
+                self._last_activity = time.monotonic()
+                task = asyncio.create_task(self._handle(message))
+                self._tasks.add(task)
+                self.metrics.in_flight.set(len(self._tasks))
+                task.add_done_callback(lambda t: (self._tasks.discard(t), self.metrics.in_flight.set(len(self._tasks)), slot_freed.set()))
+
+    async def _drain(self) -> None:
+        """Hand back jobs that never started, give running ones the grace period, then cancel."""
+        for task in list(self._tasks - self._started):
+            task.cancel(JobNotStarted.__name__)
+        if not self._tasks:
+            return
+        done, pending = await asyncio.wait(self._tasks, timeout=self.settings.grace_period)
+        if pending:
+            log.warning("grace period over: handing back %d unfinished job(s)", len(pending))
+            for task in pending:
+                task.cancel()
+            await asyncio.wait(pending)
+
+    # --- one message -----------------------------------------------------------------------
+
+    async def _handle(self, message: dict[str, Any]) -> None:
+        receipt = message["ReceiptHandle"]
+        receive_count = int(message.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
+        started = time.perf_counter()
+        heartbeat = asyncio.create_task(self._heartbeat(receipt))
+        job: JobMessage | None = None
+        try:
+            jobs = parse_message(message["Body"])
+            for job in jobs:
+                await self._process(job, receive_count)
+            await self._sqs.delete_message(QueueUrl=self.settings.aws.queue_url, ReceiptHandle=receipt)
+            outcome = "succeeded" if jobs else "ignored"
+        except asyncio.CancelledError:
+            await self._release(receipt)
+            outcome = "released"
+            raise
+        except PermanentError as exc:
+            log.info("job %s failed permanently: %s (%s)", job.job_id if job else "?", exc.code, exc.message)
+            await self._dead_letter(message, exc)
+            outcome = "failed"
+        except Exception as exc:  # noqa: BLE001 - classified: retry with backoff, bounded by the redrive policy
+            err = classify(exc)
+            if isinstance(exc, BrokenProcessPool):
+                self._pool = self._new_pool()
+            if receive_count >= self.settings.max_receive_count:
+                log.error("job %s failed after %d attempts: %s", job.job_id if job else "?", receive_count, err.message)
+                if job is not None:
+                    failure = PermanentError(f"gave up after {receive_count} attempts: {err.message}", code="retries_exhausted")
+                    await self._record_failure(job, failure, receive_count)
+                await self._dead_letter(message, err)
+                outcome = "failed"
+            else:
+                delay = min(self.settings.visibility_timeout, self.settings.retry_base * 2 ** (receive_count - 1))
+                log.warning("job %s attempt %d failed (%s); retry in %.1fs", job.job_id if job else "?", receive_count, err.message, delay)
+                await self._set_visibility(receipt, round(delay))
+                outcome = "retried"
+        finally:
+            heartbeat.cancel()
+        self.metrics.jobs.labels(outcome).inc()
+        self.metrics.job_seconds.observe(time.perf_counter() - started)
+
+    async def _process(self, job: JobMessage, attempt: int) -> None:
+        """Render one job; write outputs, then the manifest. Idempotent for redeliveries."""
+        existing = await self._read_manifest(job.job_id)
+        if existing is not None and existing.terminal:
+            log.info("job %s is already %s: duplicate delivery, nothing to do", job.job_id, existing.status)
+            return
+        manifest = Manifest(
+            job_id=job.job_id,
+            status="processing",
+            source={"bucket": job.bucket, "key": job.key, "content_type": job.content_type, "bytes": job.size},
+            preset=job.preset,
+            submitted_at=job.submitted_at,
+            started_at=utcnow_iso(),
+            attempt=attempt,
+            worker_id=self.settings.worker_id,
+        )
+        await self._write_manifest(manifest)
+        try:
+            t0 = time.perf_counter()
+            data, object_preset = await self._download(job)
+            manifest.preset = job.preset or (None if job.operations else object_preset or DEFAULT_PRESET)
+            variants = job.operations or get_preset(manifest.preset)
+            t1 = time.perf_counter()
+            result = await self._render(data, variants)
+            del data
+            t2 = time.perf_counter()
+            manifest.outputs = await self._upload_outputs(job.job_id, result)
+            t3 = time.perf_counter()
+        except PermanentError as exc:
+            await self._record_failure(job, exc, attempt, manifest)
+            raise
+        manifest.source.update(format=result.source_format, width=result.source_width, height=result.source_height, frames=result.frames)
+        manifest.status, manifest.finished_at = "succeeded", utcnow_iso()
+        manifest.timings_ms = {
+            "download": round((t1 - t0) * 1000, 1),
+            "transform": round((t2 - t1) * 1000, 1),
+            "transform_cpu": round(result.cpu_ms, 1),
+            "upload": round((t3 - t2) * 1000, 1),
+        }
+        await self._write_manifest(manifest)
+
+    async def _download(self, job: JobMessage) -> tuple[bytes, str | None]:
+        try:
+            obj = await self._s3.get_object(Bucket=job.bucket, Key=job.key)
+        except Exception as exc:
+            if is_not_found(exc):
+                raise SourceMissing(f"the source object {job.key} does not exist") from exc
+            raise
+        async with obj["Body"] as body:
+            if obj["ContentLength"] > self.settings.limits.max_bytes:
+                raise PayloadTooLarge(f"the image is larger than the limit of {self.settings.limits.max_bytes} bytes")
+            data = await body.read()
+        return data, obj.get("Metadata", {}).get("preset")
+
+    async def _render(self, data: bytes, variants: tuple[VariantSpec, ...]) -> TransformResult:
+        async with self._cpu_slots:
+            task = asyncio.current_task()
+            assert task is not None
+            self._started.add(task)
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._pool, transform, data, variants, self.settings.limits)
+
+    async def _upload_outputs(self, job_id: str, result: TransformResult) -> list[OutputRecord]:
+        records = [
+            OutputRecord(
+                variant=r.variant,
+                format=r.format,
+                width=r.width,
+                height=r.height,
+                bytes=len(r.data),
+                key=output_key(job_id, r.variant, r.extension),
+                content_type=r.content_type,
+            )
+            for r in result.renditions
+        ]
+        await asyncio.gather(
+            *(
+                self._s3.put_object(Bucket=self.settings.aws.output_bucket, Key=rec.key, Body=r.data, ContentType=rec.content_type)
+                for rec, r in zip(records, result.renditions, strict=True)
+            )
+        )
+        return records
+
+    async def _record_failure(self, job: JobMessage, error: PixfleetError, attempt: int, manifest: Manifest | None = None) -> None:
+        manifest = manifest or Manifest(
+            job_id=job.job_id,
+            status="failed",
+            source={"bucket": job.bucket, "key": job.key},
+            preset=job.preset,
+            submitted_at=job.submitted_at,
+            attempt=attempt,
+            worker_id=self.settings.worker_id,
+        )
+        manifest.status, manifest.finished_at, manifest.outputs = "failed", utcnow_iso(), []
+        manifest.error = error.to_dict()
+        await self._write_manifest(manifest)
+
+    # --- S3 / SQS helpers ------------------------------------------------------------------
+
+    async def _read_manifest(self, job_id: str) -> Manifest | None:
+        try:
+            obj = await self._s3.get_object(Bucket=self.settings.aws.output_bucket, Key=manifest_key(job_id))
+        except Exception as exc:
+            if is_not_found(exc):
+                return None
+            raise
+        async with obj["Body"] as body:
+            return Manifest.from_json(await body.read())
+
+    async def _write_manifest(self, manifest: Manifest) -> None:
+        await self._s3.put_object(
+            Bucket=self.settings.aws.output_bucket,
+            Key=manifest_key(manifest.job_id),
+            Body=manifest.to_json(),
+            ContentType="application/json",
+        )
+
+    async def _dead_letter(self, message: dict[str, Any], error: PixfleetError) -> None:
+        """Move a message to the DLQ now (permanent errors need no more attempts)."""
+        s = self.settings
+        if s.aws.dlq_url:
+            await self._sqs.send_message(
+                QueueUrl=s.aws.dlq_url,
+                MessageBody=message["Body"],
+                MessageAttributes={
+                    "error_code": {"DataType": "String", "StringValue": error.code},
+                    "error_message": {"DataType": "String", "StringValue": error.message[:1000]},
+                },
+            )
+        await self._sqs.delete_message(QueueUrl=s.aws.queue_url, ReceiptHandle=message["ReceiptHandle"])
+
+    async def _set_visibility(self, receipt: str, seconds: int) -> None:
+        try:
+            await self._sqs.change_message_visibility(
+                QueueUrl=self.settings.aws.queue_url, ReceiptHandle=receipt, VisibilityTimeout=seconds
+            )
+        except Exception as exc:  # noqa: BLE001 - the message reappears after its timeout anyway
+            log.warning("could not change visibility: %s", classify(exc).message)
+
+    async def _release(self, receipt: str) -> None:
+        await asyncio.shield(self._set_visibility(receipt, 0))
+
+    async def _heartbeat(self, receipt: str) -> None:
+        """Keep a running job invisible to other workers."""
+        while True:
+            await asyncio.sleep(self.settings.heartbeat_interval)
+            await self._set_visibility(receipt, self.settings.visibility_timeout)
+
+    # --- health ------------------------------------------------------------------------------
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        """Healthy while the receive loop polls (or drains) and the pool is alive."""
+        age = time.monotonic() - self._last_poll
+        healthy = self.stopping or age < 3 * self.settings.wait_time + 30
+        return healthy, {
+            "status": "ok" if healthy else "stuck",
+            "worker_id": self.settings.worker_id,
+            "in_flight": self.in_flight,
+            "draining": self.stopping,
+            "seconds_since_poll": round(age, 1),
+        }
+
+    @asynccontextmanager
+    async def _health_server(self) -> AsyncIterator[None]:
+        async def healthz(request: web.Request) -> web.Response:
+            healthy, body = self.health()
+            return web.json_response(body, status=200 if healthy else 503)
+
+        async def metrics(request: web.Request) -> web.Response:
+            return web.Response(body=generate_latest(self.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+        app = web.Application()
+        app.add_routes([web.get("/healthz", healthz), web.get("/metrics", metrics)])
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, self.settings.health_host, self.settings.health_port)
+        await site.start()
+        port = runner.addresses[0][1]
+        self.health_url = f"http://{self.settings.health_host}:{port}"
+        log.info("health and metrics on %s", self.health_url)
+        try:
+            yield
+        finally:
+            await runner.cleanup()
+
+
+async def _first(*aws: Any) -> None:
+    """Wait until the first of several awaitables finishes; cancel the helper tasks we created."""
+    tasks = [a if isinstance(a, asyncio.Future) else asyncio.ensure_future(a) for a in aws]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t, a in zip(tasks, aws, strict=True):
+            if t is not a and not t.done():
+                t.cancel()

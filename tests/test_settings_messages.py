@@ -1,0 +1,130 @@
+"""Pure logic: settings from the environment, the job message schema, the error taxonomy."""
+
+from __future__ import annotations
+
+import json
+
+import botocore.exceptions
+import pytest
+
+from pipeline.errors import InvalidMessage, InvalidSpec, PermanentError, RetryableError, classify
+from pipeline.messages import JobMessage, new_job_id, parse_message
+from pipeline.settings import ApiSettings, SettingsError, WorkerSettings
+from pipeline.transform.spec import VariantSpec, parse_operations
+
+BASE = {"PIXFLEET_QUEUE_URL": "http://q/1/jobs"}
+
+
+@pytest.mark.parametrize(
+    ("env", "problems"),
+    [
+        ({}, ["PIXFLEET_QUEUE_URL is required"]),
+        ({**BASE, "PIXFLEET_API_PORT": "http"}, ["PIXFLEET_API_PORT='http': not a valid int"]),
+        ({**BASE, "PIXFLEET_API_PORT": "70000", "PIXFLEET_MAX_BYTES": "0"}, ["PIXFLEET_API_PORT='70000': must be <= 65535", "PIXFLEET_MAX_BYTES='0': must be >= 1"]),
+        ({**BASE, "PIXFLEET_API_PART_SIZE": "1000"}, ["PIXFLEET_API_PART_SIZE='1000': must be >= 5242880"]),
+        ({**BASE, "PIXFLEET_API_BUFFER_BUDGET": str(6 << 20), "PIXFLEET_API_PART_SIZE": str(8 << 20)}, ["PIXFLEET_API_BUFFER_BUDGET must be >= PIXFLEET_API_PART_SIZE"]),
+        (BASE, []),
+    ],
+)
+def test_api_settings_report_every_problem_at_once(env: dict, problems: list[str]) -> None:
+    if not problems:
+        settings = ApiSettings.from_env(env)
+        assert settings.aws.queue_url == BASE["PIXFLEET_QUEUE_URL"]
+        return
+    with pytest.raises(SettingsError) as info:
+        ApiSettings.from_env(env)
+    assert info.value.problems == problems
+
+
+def test_worker_settings_collect_all_problems() -> None:
+    env = {"PIXFLEET_WORKER_CONCURRENCY": "0", "PIXFLEET_WORKER_WAIT_TIME": "99", "PIXFLEET_VISIBILITY_TIMEOUT": "x"}
+    with pytest.raises(SettingsError) as info:
+        WorkerSettings.from_env(env)
+    assert len(info.value.problems) == 4  # queue url + the three above
+    ok = WorkerSettings.from_env({**BASE, "PIXFLEET_VISIBILITY_TIMEOUT": "30", "PIXFLEET_WORKER_IDLE_EXIT_AFTER": "5"})
+    assert ok.heartbeat_interval == 10 and ok.idle_exit_after == 5
+
+
+def _s3_event(key: str, event: str = "ObjectCreated:Post") -> str:
+    return json.dumps({"Records": [{"eventName": event, "eventTime": "2026-01-01T00:00:00.000Z", "s3": {"bucket": {"name": "in"}, "object": {"key": key, "size": 10}}}]})
+
+
+JOB_ID = "0123456789abcdef0123456789abcdef"
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (JobMessage(job_id=JOB_ID, bucket="in", key="uploads/x/original", preset="web").to_json(), [(JOB_ID, "uploads/x/original", "web", "api")]),
+        (_s3_event(f"incoming/{JOB_ID}/original"), [(JOB_ID, f"incoming/{JOB_ID}/original", None, "s3-event")]),
+        (json.dumps({"Service": "Amazon S3", "Event": "s3:TestEvent"}), []),
+        (_s3_event(f"incoming/{JOB_ID}/original", event="ObjectRemoved:Delete"), []),
+    ],
+)
+def test_parse_message(body: str, expected: list) -> None:
+    jobs = parse_message(body)
+    assert [(j.job_id, j.key, j.preset, j.origin) for j in jobs] == expected
+
+
+def test_s3_event_keys_are_url_decoded_and_get_a_stable_id() -> None:
+    (a,) = parse_message(_s3_event("incoming/my+holiday%21/photo+1.jpg"))
+    (b,) = parse_message(_s3_event("incoming/my+holiday%21/photo+1.jpg"))
+    assert a.key == "incoming/my holiday!/photo 1.jpg"
+    assert a.job_id == b.job_id and len(a.job_id) == 32
+
+
+@pytest.mark.parametrize(
+    "body",
+    ["not json", "[]", json.dumps({"type": "pixfleet.job", "version": 2}), json.dumps({"type": "pixfleet.job", "version": 1, "job_id": "x"}), json.dumps({"Records": [{"nope": 1}]}), json.dumps({"foo": "bar"})],
+)
+def test_invalid_messages_are_permanent(body: str) -> None:
+    with pytest.raises(InvalidMessage):
+        parse_message(body)
+
+
+def test_job_message_round_trip_with_operations() -> None:
+    ops = parse_operations([{"name": "a", "width": 10, "format": "png"}])
+    msg = JobMessage(job_id=new_job_id(), bucket="b", key="k", operations=ops, size=5, content_type="image/png")
+    (back,) = parse_message(msg.to_json())
+    assert back == msg
+
+
+@pytest.mark.parametrize(
+    ("raw", "is_error", "fragment"),
+    [
+        ({"name": "a", "width": 10}, False, None),
+        ({"name": "A B"}, True, "name must match"),
+        ({"name": "a", "mode": "fill", "width": 10}, True, "needs both width and height"),
+        ({"name": "a", "format": "gif"}, True, "format must be one of"),
+        ({"name": "a", "quality": 0, "blur": -1}, True, "quality must be"),
+        ({"name": "a", "colour": "red"}, True, "unknown field 'colour'"),
+        ({"name": "a", "background": "white"}, True, "background must be"),
+    ],
+)
+def test_variant_spec_validation(raw: dict, is_error: bool, fragment: str | None) -> None:
+    if not is_error:
+        assert VariantSpec.from_dict(raw).name == raw["name"]
+        return
+    with pytest.raises(InvalidSpec) as info:
+        VariantSpec.from_dict(raw)
+    assert fragment in info.value.message
+
+
+def test_duplicate_variant_names_are_refused() -> None:
+    with pytest.raises(InvalidSpec):
+        parse_operations([{"name": "a"}, {"name": "a"}])
+
+
+@pytest.mark.parametrize(
+    ("exc", "kind", "code"),
+    [
+        (botocore.exceptions.EndpointConnectionError(endpoint_url="http://x"), RetryableError, "aws_unavailable"),
+        (botocore.exceptions.ClientError({"Error": {"Code": "SlowDown"}, "ResponseMetadata": {"HTTPStatusCode": 503}}, "PutObject"), RetryableError, "aws_unavailable"),
+        (botocore.exceptions.ClientError({"Error": {"Code": "AccessDenied"}, "ResponseMetadata": {"HTTPStatusCode": 403}}, "PutObject"), RetryableError, "aws_access_denied"),
+        (InvalidSpec("bad"), PermanentError, "invalid_spec"),
+        (ValueError("bug"), RetryableError, "internal_error"),
+    ],
+)
+def test_classify(exc: Exception, kind: type, code: str) -> None:
+    err = classify(exc)
+    assert isinstance(err, kind) and err.code == code
