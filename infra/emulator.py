@@ -57,6 +57,7 @@ BOOTSTRAP_USER = "pixfleet-bootstrap"
 ORCHESTRATOR_SESSION_NAME = "pixfleet-orchestrator"
 STACK_OUTPUTS_FILE = "stack-outputs.json"
 _REPO_ROOT = Path(__file__).resolve().parent.parent
+_PARENT_PID_ENV = "PIXFLEET_MOTO_PARENT_PID"
 
 _ADMIN_POLICY = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
 
@@ -90,7 +91,9 @@ class MotoServer:
     ``log_path`` receives the server's output (request log and errors); without it
     a temporary file is used and removed by :meth:`stop`. ``presigned_auth=False``
     runs plain ``python -m moto.server`` (presigned requests then fail once IAM is
-    enforced; see the module docstring).
+    enforced; see the module docstring). With ``exit_with_parent`` (the default,
+    presigned_auth only) the server exits when the process that started it dies,
+    so a killed test run leaves no emulator behind.
     """
 
     def __init__(
@@ -102,11 +105,14 @@ class MotoServer:
         log_path: str | os.PathLike[str] | None = None,
         startup_timeout: float = 30.0,
         presigned_auth: bool = True,
+        exit_with_parent: bool = True,
     ):
         self.host = host
         self.region = region
         self.startup_timeout = startup_timeout
         self.presigned_auth = presigned_auth
+        self.exit_with_parent = exit_with_parent
+        self._iam_enforced = False
         self._requested_port = port
         self._port: int | None = None
         self._log_path = Path(log_path) if log_path is not None else None
@@ -184,6 +190,8 @@ class MotoServer:
         if self.presigned_auth:
             module = "infra.emulator"
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_REPO_ROOT), env.get("PYTHONPATH")]))
+            if self.exit_with_parent:
+                env[_PARENT_PID_ENV] = str(os.getpid())
         with open(self._log_path, "ab") as log:
             self._process = subprocess.Popen(
                 [sys.executable, "-m", module, "-H", self.host, "-p", str(port)],
@@ -212,6 +220,7 @@ class MotoServer:
         )
 
     def _terminate(self, timeout: float = 5.0) -> None:
+        self._iam_enforced = False  # a restarted server starts open again
         process, self._process = self._process, None
         if process is None or process.poll() is not None:
             return
@@ -251,6 +260,8 @@ class MotoServer:
         it only keys that exist in moto's IAM. Calling it again (before
         enforcement) adds another key to the same user.
         """
+        if self._iam_enforced:
+            raise RuntimeError("bootstrap() must run before enforce_iam(): moto now refuses unknown keys")
         iam = botocore.session.get_session().create_client(
             "iam",
             endpoint_url=self.url,
@@ -280,6 +291,7 @@ class MotoServer:
         answer = json.loads(self._request("POST", "/moto-api/reset-auth", body=b"0"))
         if answer.get("status") != "ok":
             raise EmulatorUnavailable(f"moto refused to enforce IAM: {answer}")
+        self._iam_enforced = True
 
 
 async def start_provisioned_emulator(
@@ -566,9 +578,22 @@ def post_policy_problem(
 def _serve(argv: list[str]) -> None:
     """``python -m infra.emulator -H HOST -p PORT``: moto's server with presigned auth."""
     install_presigned_auth()
+    if os.environ.get(_PARENT_PID_ENV):
+        _exit_when_orphaned(int(os.environ[_PARENT_PID_ENV]))
     from moto.server import main
 
     main(argv)
+
+
+def _exit_when_orphaned(parent_pid: int) -> None:
+    import threading
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 if __name__ == "__main__":

@@ -175,6 +175,15 @@ def is_not_found(exc: BaseException) -> bool:
     return code in {"NoSuchKey", "404", "NotFound", "NoSuchBucket"} or status == 404
 
 
+def is_missing_readable_object(exc: BaseException) -> bool:
+    """A missing key under a prefix the caller may read.
+
+    Roles here have ``s3:GetObject`` but (least privilege) no ``s3:ListBucket``, and
+    then real S3 answers 403 rather than 404 for a key that does not exist.
+    """
+    return is_not_found(exc) or aws_error_code(exc) in ("403", "AccessDenied")
+
+
 def classify(exc: BaseException) -> PixfleetError:
     """Map any exception to pixfleet's taxonomy.
 

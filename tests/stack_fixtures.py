@@ -42,8 +42,10 @@ class StackClient:
         async with self.http.post(f"{self.api}/v1/images", params={"preset": preset}, data=form) as r:
             return r.status, await r.json()
 
-    async def job(self, job_id: str) -> dict[str, Any]:
+    async def job(self, job_id: str, *, missing_ok: bool = False) -> dict[str, Any]:
         async with self.http.get(f"{self.api}/v1/jobs/{job_id}") as r:
+            if missing_ok and r.status == 404:
+                return {"job_id": job_id, "status": "unknown"}
             assert r.status == 200, await r.text()
             return await r.json()
 
@@ -51,7 +53,7 @@ class StackClient:
         """Poll the job's status endpoint (the API's own event source) until it reaches ``until``."""
         deadline = time.monotonic() + timeout
         while True:
-            job = await self.job(job_id)
+            job = await self.job(job_id, missing_ok=True)
             if job["status"] in until:
                 return job
             if time.monotonic() > deadline:
@@ -95,7 +97,7 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Embed
         api_port=0,
         spec=StackSpec(visibility_timeout=30),
         api_env={"PIXFLEET_MAX_BYTES": str(12 * MiB), "PIXFLEET_API_PART_SIZE": str(5 * MiB), "PIXFLEET_MAX_PIXELS": str(40_000_000)},
-        worker_env={"PIXFLEET_MAX_BYTES": str(12 * MiB), "PIXFLEET_MAX_PIXELS": str(40_000_000)},
+        worker_env={"PIXFLEET_MAX_BYTES": str(12 * MiB), "PIXFLEET_MAX_PIXELS": str(40_000_000), "PIXFLEET_WORKER_RETRY_BASE": "0.5"},
     )
     async with EmbeddedStack(config) as running:
         yield running

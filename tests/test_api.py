@@ -102,7 +102,7 @@ async def test_presigned_post_refuses_a_body_over_the_limit(client: StackClient)
     form.add_field("Content-Type", "image/jpeg")
     form.add_field("file", b"\xff\xd8\xff" + bytes(grant["max_bytes"]), filename="big.jpg", content_type="image/jpeg")
     async with client.http.post(grant["upload"]["url"], data=form) as r:
-        assert r.status == 400
+        assert r.status in (400, 403), await r.text()  # AWS says 400 EntityTooLarge; moto 403
     assert await client.keys(client.stack.aws.input_bucket, f"incoming/{grant['job_id']}/") == []
 
 
@@ -178,7 +178,7 @@ async def test_unknown_job_is_404_json(client: StackClient) -> None:
 async def test_presets_health_metrics_openapi(client: StackClient) -> None:
     async with client.http.get(f"{client.api}/v1/presets") as r:
         presets = await r.json()
-    assert {"web", "thumbs"} <= set(presets)
+    assert {"web", "thumbs"} <= {p["name"] for p in presets["presets"]}
     async with client.http.get(f"{client.api}/healthz") as r:
         assert r.status == 200
         assert (await r.json())["checks"] == {"s3": "ok", "sqs": "ok"}

@@ -116,3 +116,17 @@ async def test_duplicated_message_gives_the_same_single_set_of_outputs(client: S
     for output in result["outputs"]:
         async with client.http.get(output["url"]) as r:
             assert await r.read() == reference[output["variant"]], f"{output['variant']} differs from a fresh render"
+
+
+async def test_retryable_failures_are_retried_with_backoff_then_recorded(client: StackClient) -> None:
+    # The worker role may not read this key (IAM enforced by moto): AccessDenied is treated as
+    # transient, retried with backoff up to maxReceiveCount, then recorded as failed.
+    job = JobMessage(job_id=new_job_id(), bucket=client.stack.aws.output_bucket, key="elsewhere/secret.jpg", preset="web")
+    await client.send_raw(job.to_json())
+    result = await client.wait(job.job_id, timeout=90)
+    assert result["status"] == "failed"
+    assert result["error"]["code"] == "retries_exhausted"
+    assert "AccessDenied" in result["error"]["message"]
+    manifest = await _manifest(client, job.job_id)
+    assert manifest["attempt"] == client.stack.config.spec.max_receive_count
+    await _dlq_job(client, job.job_id)

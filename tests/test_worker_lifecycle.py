@@ -57,7 +57,9 @@ async def test_worker_killed_mid_job_the_job_still_completes_once(lone: StackCli
     assert keys == sorted([f"results/{job_id}/big{i}.avif" for i in range(3)] + [f"results/{job_id}/manifest.json"])
     async with lone.admin("s3") as s3:
         manifest = json.loads(await (await s3.get_object(Bucket=lone.stack.aws.output_bucket, Key=f"results/{job_id}/manifest.json"))["Body"].read())
-    assert manifest["attempt"] == 2  # redelivered once, after the visibility timeout
+    # Redelivered after the visibility timeout. (The dead worker's pending long poll may
+    # swallow one more delivery first, as with real SQS: hence >= 2.)
+    assert manifest["attempt"] >= 2
     assert manifest["worker_id"] != f"worker-{victim.task.task_id[:8]}"
 
 

@@ -38,7 +38,14 @@ from dataclasses import dataclass, field
 
 from PIL import Image, UnidentifiedImageError
 
-from pipeline.errors import CorruptImage, DecompressionBomb, PayloadTooLarge, RetryableError, TooManyFrames, TooManyPixels
+from pipeline.errors import (
+    CorruptImage,
+    DecompressionBomb,
+    PayloadTooLarge,
+    RetryableError,
+    TooManyFrames,
+    TooManyPixels,
+)
 from pipeline.transform import steps
 from pipeline.transform.probe import PILLOW_FORMATS, detect_format, pillow_guard, too_many_pixels
 from pipeline.transform.spec import Limits, VariantSpec
@@ -199,11 +206,13 @@ def transform(
             raise TooManyFrames(f"image has {frames} frames; the limit is {limits.max_frames}")
         # Only a JPEG's EXIF is known before decoding (and only a JPEG can use it for draft);
         # other formats may keep it after the pixels (PNG eXIf), so read it after load().
+        stored = (stored_w, stored_h)
         early = _orientation(im) if im.format in ("JPEG", "MPO") else 1
-        canvas = _decode(im, plan_decode_size(*_upright(im.size, early), _plans(im.size, early, variants), early))
+        request = plan_decode_size(*_upright(stored, early), _plans(stored, early, variants), early)
+        canvas = _decode(im, request)
         orientation = _orientation(im)
-        width, height = _upright((stored_w, stored_h), orientation)
-        geometries = _plans((stored_w, stored_h), orientation, variants)
+        width, height = _upright(stored, orientation)
+        geometries = _plans(stored, orientation, variants)
         info = SourceInfo(orientation=orientation, icc_profile=im.info.get("icc_profile"))
         exif = _kept_exif(im)
     decoded_w, decoded_h = canvas.image.size
@@ -222,7 +231,9 @@ def transform(
         for finish in steps.FINISH_STEPS:
             pixels = finish(pixels, spec)
         payload = steps.encode(pixels, spec, exif=None if spec.strip_metadata else exif)
-        rendered[i] = Rendition(spec.name, spec.format, pixels.width, pixels.height, payload, spec.content_type, spec.extension)
+        rendered[i] = Rendition(
+            spec.name, spec.format, pixels.width, pixels.height, payload, spec.content_type, spec.extension
+        )
         check_deadline()
     return TransformResult(
         source_format=fmt,
@@ -289,7 +300,10 @@ def _plans(stored: tuple[int, int], orientation: int, variants: Sequence[Variant
 
 # --- decoding helpers ----------------------------------------------------------------------------
 
-_CORRUPT = (OSError, SyntaxError, EOFError, struct.error, IndexError, ValueError, KeyError, TypeError, ZeroDivisionError)
+# What Pillow plugins raise on malformed data (besides UnidentifiedImageError).
+_CORRUPT = (
+    OSError, SyntaxError, EOFError, struct.error, IndexError, ValueError, KeyError, TypeError, ZeroDivisionError
+)
 
 
 def _open(data: bytes, fmt: str) -> Image.Image:

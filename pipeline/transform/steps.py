@@ -135,12 +135,24 @@ def _srgb_transform(icc: bytes, mode: str) -> ImageCms.ImageCmsTransform | None:
         space = profile.profile.xcolor_space.strip()
         if space != {"RGB": "RGB", "RGBA": "RGB", "CMYK": "CMYK"}[mode]:
             return None
-        if space == "RGB" and "srgb" in (ImageCms.getProfileDescription(profile) or "").lower():
-            return None
         out_mode = "RGBA" if mode == "RGBA" else "RGB"
-        return ImageCms.buildTransform(profile, _srgb_profile(), mode, out_mode, ImageCms.Intent.PERCEPTUAL)
+        transform = ImageCms.buildTransform(profile, _srgb_profile(), mode, out_mode, ImageCms.Intent.PERCEPTUAL)
+        if space == "RGB" and _is_identity(transform, mode):
+            return None  # an sRGB profile (under whatever name): skip a full-image pass
+        return transform
     except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
         return None
+
+
+def _is_identity(transform: ImageCms.ImageCmsTransform, mode: str) -> bool:
+    """True when ``transform`` moves no colour of a 6×6×6 grid by more than one level."""
+    levels = (0, 51, 102, 153, 204, 255)
+    grid = bytes(v for r in levels for g in levels for b in levels for v in (r, g, b))
+    probe = Image.frombytes("RGB", (len(grid) // 3, 1), grid)
+    if mode == "RGBA":
+        probe = probe.convert("RGBA")
+    out = ImageCms.applyTransform(probe, transform)
+    return max(abs(a - b) for a, b in zip(probe.tobytes(), out.tobytes())) <= 1
 
 
 def normalize_mode(canvas: Canvas, info: SourceInfo) -> Canvas:
@@ -242,7 +254,8 @@ def watermark(im: Image.Image, spec: VariantSpec) -> Image.Image:
         return im
     x, y = max(0, w - margin - tw), max(0, h - margin - th)
     shadow, text = Image.new("L", (tw, th)), Image.new("L", (tw, th))
-    ImageDraw.Draw(shadow).text((-left, -top), spec.watermark, font=font, fill=round(255 * WATERMARK_OPACITY * 0.6), stroke_width=stroke, stroke_fill=round(255 * WATERMARK_OPACITY * 0.6))
+    shade = round(255 * WATERMARK_OPACITY * 0.6)
+    ImageDraw.Draw(shadow).text((-left, -top), spec.watermark, font=font, fill=shade, stroke_width=stroke, stroke_fill=shade)
     ImageDraw.Draw(text).text((-left, -top), spec.watermark, font=font, fill=round(255 * WATERMARK_OPACITY))
     out = im.copy()
     out.paste(ImageColor.getcolor("#000000", out.mode), (x, y, x + tw, y + th), shadow)
@@ -282,7 +295,12 @@ def encode(im: Image.Image, spec: VariantSpec, exif: bytes | None = None) -> byt
     """
     params: dict[str, object] = {}
     if spec.format == "jpeg":
-        params = {"quality": spec.quality, "optimize": False, "progressive": spec.progressive, "subsampling": JPEG_SUBSAMPLING_420}
+        params = {
+            "quality": spec.quality,
+            "optimize": False,
+            "progressive": spec.progressive,
+            "subsampling": JPEG_SUBSAMPLING_420,
+        }
     elif spec.format == "png":
         params = {"compress_level": PNG_COMPRESS_LEVEL}
     elif spec.format == "webp":

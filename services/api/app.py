@@ -31,7 +31,7 @@ from pipeline.errors import (
     Unauthorized,
     UnsupportedFormat,
     classify,
-    is_not_found,
+    is_missing_readable_object,
 )
 from pipeline.manifest import Manifest, incoming_key, manifest_key, upload_key
 from pipeline.messages import JOB_ID_RE, JobMessage, new_job_id, utcnow_iso
@@ -182,6 +182,7 @@ async def upload_images(request: web.Request) -> web.Response:
     preset, ops = _variants(request)  # unknown preset → 400 before reading the body
     declared = request.content_length
     stored: list[tuple[str, StoredUpload]] = []
+    accepted: list[str] = []
 
     async def store(read: Any, index: int, filename: str | None) -> None:
         job_id = new_job_id()
@@ -230,21 +231,17 @@ async def upload_images(request: web.Request) -> web.Response:
             stored.remove((job_id, upload))
             request.app[METRICS].uploads.labels("accepted").inc()
             request.app[METRICS].upload_bytes.inc(upload.size)
-            _accepted(request).append(job_id)
+            accepted.append(job_id)
     except BaseException as exc:
         if isinstance(exc, PixfleetError):
             request.app[METRICS].uploads.labels(exc.code).inc()
         await asyncio.shield(_delete_quietly(request, [u.key for _, u in stored]))
-        if _accepted(request) and not isinstance(exc, asyncio.CancelledError):
-            log.warning("request failed after %d job(s) were queued: %s", len(_accepted(request)), exc)
+        if accepted and not isinstance(exc, asyncio.CancelledError):
+            log.warning("request failed after %d job(s) were queued: %s", len(accepted), exc)
         raise
-    jobs = [{"job_id": j, "status_url": _status_url(request, j)} for j in _accepted(request)]
+    jobs = [{"job_id": j, "status_url": _status_url(request, j)} for j in accepted]
     multi = request.content_type.startswith("multipart/") and len(jobs) > 1
     return web.json_response(jobs if multi else jobs[0], status=202)
-
-
-def _accepted(request: web.Request) -> list[str]:
-    return request.setdefault("accepted_jobs", [])  # type: ignore[no-any-return]
 
 
 def _json_field(text: str) -> Any:
@@ -289,7 +286,7 @@ async def _read_manifest(request: web.Request, job_id: str) -> Manifest | None:
     try:
         obj = await s3.get_object(Bucket=settings.aws.output_bucket, Key=manifest_key(job_id))
     except Exception as exc:
-        if is_not_found(exc):
+        if is_missing_readable_object(exc):
             return None
         raise
     async with obj["Body"] as body:
@@ -303,7 +300,7 @@ async def _source_exists(request: web.Request, job_id: str) -> bool:
             await s3.head_object(Bucket=bucket, Key=key)
             return True
         except Exception as exc:
-            if not is_not_found(exc):
+            if not is_missing_readable_object(exc):
                 raise
     return False
 
@@ -382,7 +379,7 @@ async def healthz(request: web.Request) -> web.Response:
             await asyncio.wait_for(call, settings.aws_timeout)
             checks[name] = "ok"
         except Exception as exc:  # noqa: BLE001
-            if name == "s3" and is_not_found(exc):
+            if name == "s3" and is_missing_readable_object(exc):
                 checks[name] = "ok"  # S3 answered: the probe key simply does not exist
             else:
                 checks[name] = f"error: {classify(exc).message}"

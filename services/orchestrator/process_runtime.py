@@ -86,13 +86,21 @@ class ProcessRuntime:
                 await asyncio.wait_for(task.process.wait(), timeout)
             except TimeoutError:
                 log.warning("%s task %s ignored SIGTERM for %.0fs: killing", task.name, task.task_id[:8], timeout)
-                task.process.kill()
-        return await task.process.wait()
+                self.kill(task)
+        code = await task.process.wait()
+        _killpg(task.pid)  # leftovers of the task (its pool processes) go with it, as in a container
+        return code
 
     def kill(self, task: ProcessTask) -> None:
-        """SIGKILL at once (tests and `docker kill`-style failure drills)."""
-        if task.running:
-            task.process.kill()
+        """SIGKILL the task and every process it started (like `docker kill` on its container)."""
+        _killpg(task.pid)
+
+
+def _killpg(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def _resolve(command: list[str]) -> list[str]:

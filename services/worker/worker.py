@@ -41,6 +41,7 @@ from pipeline.errors import (
     RetryableError,
     SourceMissing,
     classify,
+    is_missing_readable_object,
     is_not_found,
 )
 from pipeline.manifest import Manifest, OutputRecord, manifest_key, output_key
@@ -272,6 +273,7 @@ class Worker:
             worker_id=self.settings.worker_id,
         )
         await self._write_manifest(manifest)
+        log.info("job %s attempt %d started", job.job_id, attempt)
         try:
             t0 = time.perf_counter()
             data, object_preset = await self._download(job)
@@ -295,6 +297,7 @@ class Worker:
             "upload": round((t3 - t2) * 1000, 1),
         }
         await self._write_manifest(manifest)
+        log.info("job %s succeeded in %.0f ms (%d outputs)", job.job_id, (t3 - t0) * 1000, len(manifest.outputs))
 
     async def _download(self, job: JobMessage) -> tuple[bytes, str | None]:
         try:
@@ -358,7 +361,7 @@ class Worker:
         try:
             obj = await self._s3.get_object(Bucket=self.settings.aws.output_bucket, Key=manifest_key(job_id))
         except Exception as exc:
-            if is_not_found(exc):
+            if is_missing_readable_object(exc):
                 return None
             raise
         async with obj["Body"] as body:
