@@ -31,6 +31,9 @@ from infra.provision import StackOutputs
 
 REGION = "us-east-1"
 
+# The embedded-stack fixtures (moto + API + worker processes) live in their own module.
+pytest_plugins = ["stack_fixtures"]
+
 
 @dataclass(frozen=True)
 class Emulator:

@@ -115,7 +115,8 @@ def _xyz(x: float, y: float, z: float) -> bytes:
 def _rgb_icc(description: str, red, green, blue, gamma: float) -> bytes:
     """A minimal ICC v2 matrix/TRC display profile (D50 colorants, one gamma)."""
     desc_ascii = description.encode() + b"\0"
-    desc = b"desc\0\0\0\0" + struct.pack(">I", len(desc_ascii)) + desc_ascii + b"\0" * 4 + b"\0" * 4 + b"\0\0\0" + b"\0" * 67
+    # textDescriptionType: ASCII part, then empty Unicode and ScriptCode parts.
+    desc = b"desc\0\0\0\0" + struct.pack(">I", len(desc_ascii)) + desc_ascii + b"\0" * 8 + b"\0" * 3 + b"\0" * 67
     curv = b"curv\0\0\0\0" + struct.pack(">IH", 1, round(gamma * 256)) + b"\0\0"
     tags = [
         (b"desc", desc),
@@ -196,7 +197,9 @@ def photo_jpeg(
     return _encode(im, "JPEG", **params)
 
 
-def solid(w: int, h: int, color: tuple[int, ...], *, fmt: str = "PNG", mode: str = "RGB", icc: str | None = None) -> bytes:
+def solid(
+    w: int, h: int, color: tuple[int, ...] | int, *, fmt: str = "PNG", mode: str = "RGB", icc: str | None = None
+) -> bytes:
     """A flat-colour image in any Pillow format (``fmt``), optionally tagged with an ICC profile."""
     im = Image.new(mode, (w, h), color)
     params = {"icc_profile": icc_profile(icc)} if icc else {}
@@ -335,6 +338,7 @@ def pixel_bomb_png(w: int = 20_000, h: int = 20_000) -> bytes:
     )
 
 
+@lru_cache(maxsize=1)
 def zip_bomb_png() -> bytes:
     """A tiny 8×8 PNG carrying a zTXt chunk that inflates to 64 MiB (a decompression bomb
     in the metadata, not in the pixels)."""
@@ -344,7 +348,9 @@ def zip_bomb_png() -> bytes:
     return _png(8, 8, 8, 0, [b"\x80" * 8] * 8, extra_chunks=ztxt)
 
 
-def stripes(w: int, h: int, colors=((255, 0, 0), (0, 255, 0), (0, 0, 255)), *, vertical: bool = False, fmt: str = "PNG") -> bytes:
+def stripes(
+    w: int, h: int, colors=((255, 0, 0), (0, 255, 0), (0, 0, 255)), *, vertical: bool = False, fmt: str = "PNG"
+) -> bytes:
     """Equal flat stripes, left→right (or top→bottom with ``vertical``), to check crop gravity."""
     im = Image.new("RGB", (w, h))
     n = len(colors)

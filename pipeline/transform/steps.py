@@ -255,7 +255,9 @@ def watermark(im: Image.Image, spec: VariantSpec) -> Image.Image:
     x, y = max(0, w - margin - tw), max(0, h - margin - th)
     shadow, text = Image.new("L", (tw, th)), Image.new("L", (tw, th))
     shade = round(255 * WATERMARK_OPACITY * 0.6)
-    ImageDraw.Draw(shadow).text((-left, -top), spec.watermark, font=font, fill=shade, stroke_width=stroke, stroke_fill=shade)
+    ImageDraw.Draw(shadow).text(
+        (-left, -top), spec.watermark, font=font, fill=shade, stroke_width=stroke, stroke_fill=shade
+    )
     ImageDraw.Draw(text).text((-left, -top), spec.watermark, font=font, fill=round(255 * WATERMARK_OPACITY))
     out = im.copy()
     out.paste(ImageColor.getcolor("#000000", out.mode), (x, y, x + tw, y + th), shadow)
