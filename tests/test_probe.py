@@ -10,7 +10,7 @@ from PIL import ImageFile
 from pipeline.errors import NotAnImage, PermanentError, TooManyPixels, UnsupportedFormat
 from pipeline.transform.probe import PROBE_BYTES, Probe, detect_format, probe_header
 from pipeline.transform.spec import Limits
-from tests import images
+import images
 
 
 def _ftyp(major: bytes, *compatible: bytes) -> bytes:

@@ -40,7 +40,7 @@ from pipeline.transform import (
 )
 from pipeline.transform import steps
 from pipeline.transform.presets import PRESET_DESCRIPTIONS
-from tests import images
+import images
 
 LANCZOS = Image.Resampling.LANCZOS
 

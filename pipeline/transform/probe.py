@@ -170,7 +170,8 @@ def probe_header(head: bytes, limits: Limits) -> Probe:
     ``head`` may be a prefix of the file (the API passes the first chunk,
     :data:`PROBE_BYTES` is plenty for nearly every file). Raises like
     :func:`detect_format`, and :class:`TooManyPixels` when the header declares
-    more than ``limits.max_pixels``. When the size is not inside ``head`` (or
+    more than ``limits.max_pixels``. The size is the stored one (before EXIF
+    orientation), which is all a pixel limit needs. When it is not inside ``head`` (or
     Pillow cannot parse the partial header) width and height are ``None`` and
     the worker enforces the limits after the full upload.
     """
