@@ -14,6 +14,8 @@ from typing import Any
 
 from aiobotocore.session import get_session
 
+from pipeline.aws import credential_kwargs
+
 # Any keys do before moto enforces IAM; aiobotocore still needs some to sign with.
 EMULATOR_DUMMY_CREDENTIALS = {"access_key_id": "testing", "secret_access_key": "testing"}
 
@@ -65,10 +67,7 @@ def client_kwargs(endpoint_url: str | None, region: str, credentials: Credential
             credentials = EMULATOR_DUMMY_CREDENTIALS
     if credentials is not None:
         creds = credentials.as_dict() if isinstance(credentials, TemporaryCredentials) else credentials
-        kwargs["aws_access_key_id"] = creds["access_key_id"]
-        kwargs["aws_secret_access_key"] = creds["secret_access_key"]
-        if creds.get("session_token"):
-            kwargs["aws_session_token"] = creds["session_token"]
+        kwargs.update(credential_kwargs(creds))
     return kwargs
 
 
