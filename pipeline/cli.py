@@ -15,6 +15,9 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from pipeline.bench import bench
+from services.orchestrator.cli import COMMANDS as ORCHESTRATOR_COMMANDS
+
 console = Console(stderr=True)
 STATE_DIR = Path(os.environ.get("PIXFLEET_STATE_DIR", ".pixfleet"))
 
@@ -40,18 +43,23 @@ def main(verbose: bool) -> None:
 
 
 @main.command()
-@click.option("--workers", default=2, show_default=True, help="Worker processes to start.")
+@click.option("--workers", default=1, show_default=True, help="Minimum worker tasks (autoscaling floor).")
+@click.option("--max-workers", default=4, show_default=True, help="Autoscaling ceiling of the worker service.")
 @click.option("--port", default=8080, show_default=True, help="API port (0 picks a free one).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="API bind address.")
 @click.option("--state-dir", type=click.Path(path_type=Path), default=STATE_DIR, show_default=True)
 @click.option("--max-receive-count", default=3, show_default=True, help="Deliveries before a message goes to the DLQ.")
-def up(workers: int, port: int, host: str, state_dir: Path, max_receive_count: int) -> None:
-    """Start the embedded stack: emulator, API and workers as local processes. Ctrl-C stops it."""
+def up(workers: int, max_workers: int, port: int, host: str, state_dir: Path, max_receive_count: int) -> None:
+    """Start the embedded stack: emulator, orchestrator, and the API and worker services as local processes.
+
+    Ctrl-C drains the workers and stops everything.
+    """
     from infra.stack import StackSpec
     from services.orchestrator.embedded import EmbeddedConfig, EmbeddedStack
 
     config = EmbeddedConfig(
-        state_dir=state_dir, workers=workers, api_port=port, api_host=host, spec=StackSpec(max_receive_count=max_receive_count)
+        state_dir=state_dir, workers=workers, max_workers=max_workers, api_port=port, api_host=host,
+        spec=StackSpec(max_receive_count=max_receive_count),
     )
 
     async def run() -> None:
@@ -77,11 +85,12 @@ def _print_stack(info: dict[str, Any], state_dir: Path) -> None:
     table.add_row("input bucket", info["input_bucket"])
     table.add_row("output bucket", info["output_bucket"])
     table.add_row("job queue", info["queue_url"])
-    table.add_row("workers", str(info["workers"]))
-    table.add_row("logs", info["logs"])
+    table.add_row("orchestrator", info["orchestrator_url"])
+    table.add_row("logs", f'{info["logs"]} (tasks: {info["task_logs"]})')
     table.add_row("stack file", str(state_dir / "stack.json"))
     console.print(table)
-    console.print(f'try: curl -F file=@photo.jpg "{info["api_url"]}/v1/images?preset=web"   (Ctrl-C to stop)')
+    console.print(f'try: curl -F file=@photo.jpg "{info["api_url"]}/v1/images?preset=web"')
+    console.print("     pixfleet status · pixfleet events -f · Ctrl-C to stop")
 
 
 @main.command()
@@ -119,6 +128,11 @@ def submit(files: tuple[Path, ...], preset: str, wait: bool, out: Path | None, a
     waited = wait or out is not None
     if any((r.get("status") != "succeeded") if waited else ("job_id" not in r) for r in results):
         sys.exit(1)
+
+
+for _command in ORCHESTRATOR_COMMANDS:
+    main.add_command(_command)
+main.add_command(bench)
 
 
 if __name__ == "__main__":

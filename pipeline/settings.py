@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+from pathlib import Path
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -229,5 +230,52 @@ class WorkerSettings:
             idle_exit_after=idle or None,
             retry_base=r.float("PIXFLEET_WORKER_RETRY_BASE", 2.0, min=0),
         )
+        r.raise_if_problems()
+        return settings
+
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class OrchestratorSettings:
+    """Settings of the orchestrator process (the control plane)."""
+
+    aws: AwsSettings
+    cluster: str = "pixfleet"
+    state_dir: str = ".pixfleet/orchestrator"
+    taskdefs_dir: str = str(REPO_ROOT / "infra" / "taskdefs")
+    services_file: str = str(REPO_ROOT / "infra" / "services.json")
+    host: str = "127.0.0.1"
+    port: int = 8090
+    task_endpoint_url: str = ""
+    runtime: str = "process"
+    stop_tasks_on_exit: bool = True
+    tick_interval: float = 1.0
+    admin_token: str = ""
+
+    @property
+    def endpoint_for_tasks(self) -> str:
+        """How tasks reach the credentials and metadata endpoints."""
+        return self.task_endpoint_url or f"http://{self.host}:{self.port}"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> OrchestratorSettings:
+        r = EnvReader(env)
+        settings = cls(
+            aws=AwsSettings.read(r),
+            cluster=r.str("PIXFLEET_CLUSTER", "pixfleet"),
+            state_dir=r.str("PIXFLEET_ORCH_STATE_DIR", ".pixfleet/orchestrator"),
+            taskdefs_dir=r.str("PIXFLEET_TASKDEFS_DIR", str(REPO_ROOT / "infra" / "taskdefs")),
+            services_file=r.str("PIXFLEET_SERVICES_FILE", str(REPO_ROOT / "infra" / "services.json")),
+            host=r.str("PIXFLEET_ORCH_HOST", "127.0.0.1"),
+            port=r.int("PIXFLEET_ORCH_PORT", 8090, min=0, max=65535),
+            task_endpoint_url=r.str("PIXFLEET_ORCH_TASK_ENDPOINT", ""),
+            runtime=r.str("PIXFLEET_RUNTIME", "process"),
+            stop_tasks_on_exit=r.bool("PIXFLEET_ORCH_STOP_TASKS_ON_EXIT", True),
+            tick_interval=r.float("PIXFLEET_ORCH_TICK", 1.0, min=0.05, max=60),
+            admin_token=r.str("PIXFLEET_ORCH_ADMIN_TOKEN", ""),
+        )
+        r.check(settings.runtime in ("process", "docker"), f"PIXFLEET_RUNTIME={settings.runtime!r}: must be 'process' or 'docker'")
         r.raise_if_problems()
         return settings

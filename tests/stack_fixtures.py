@@ -90,10 +90,11 @@ class StackClient:
 
 @pytest.fixture(scope="session")
 async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[EmbeddedStack]:
-    """The shared embedded stack: moto, the API (12 MiB limit, 5 MiB parts) and two workers."""
+    """The shared embedded stack: moto, the orchestrator, the API (12 MiB limit, 5 MiB parts) and two workers."""
     config = EmbeddedConfig(
         state_dir=tmp_path_factory.mktemp("stack"),
         workers=2,
+        max_workers=2,
         api_port=0,
         spec=StackSpec(visibility_timeout=30),
         api_env={"PIXFLEET_MAX_BYTES": str(12 * MiB), "PIXFLEET_API_PART_SIZE": str(5 * MiB), "PIXFLEET_MAX_PIXELS": str(40_000_000)},

@@ -191,8 +191,10 @@ async def test_presets_health_metrics_openapi(client: StackClient) -> None:
 
 
 async def test_api_task_has_no_static_aws_keys(client: StackClient) -> None:
-    for task in [client.stack.api, *client.stack.workers]:
-        environ = open(f"/proc/{task.task.pid}/environ", "rb").read().split(b"\0")
+    tasks = await client.stack.tasks()
+    assert {t["service"] for t in tasks} == {"api", "worker"}
+    for task in tasks:
+        environ = open(f"/proc/{task['pid']}/environ", "rb").read().split(b"\0")
         names = {e.split(b"=", 1)[0].decode() for e in environ if e}
         assert "AWS_SECRET_ACCESS_KEY" not in names and "AWS_ACCESS_KEY_ID" not in names
         assert {"AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_CONTAINER_AUTHORIZATION_TOKEN"} <= names

@@ -1,10 +1,11 @@
-"""Worker processes dying and draining: no job lost, exactly one set of outputs."""
+"""Worker tasks dying, being replaced and being drained by the orchestrator: no job lost, one set of outputs."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import signal
+import time
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -26,61 +27,109 @@ SLOW_OPERATIONS = [
 
 @pytest.fixture(scope="module")
 async def lone(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[StackClient]:
-    """A stack with one worker and a short visibility timeout, so a lost worker's job reappears fast."""
-    config = EmbeddedConfig(state_dir=tmp_path_factory.mktemp("lone"), workers=1, api_port=0, spec=StackSpec(visibility_timeout=6))
+    """One worker taking one job at a time, and a short visibility timeout, so a lost job reappears fast."""
+    config = EmbeddedConfig(
+        state_dir=tmp_path_factory.mktemp("lone"),
+        workers=1,
+        max_workers=1,
+        api_port=0,
+        spec=StackSpec(visibility_timeout=6),
+        worker_env={"PIXFLEET_WORKER_CONCURRENCY": "1"},
+    )
     async with EmbeddedStack(config) as stack, aiohttp.ClientSession() as http:
         yield StackClient(stack, http)
 
 
-async def _submit_slow(client: StackClient) -> str:
+async def submit_slow(client: StackClient, seed: int = 3) -> str:
     form = aiohttp.FormData()
     form.add_field("operations", json.dumps(SLOW_OPERATIONS))
-    form.add_field("file", images.photo_jpeg(2600, 2600, seed=3), filename="big.jpg", content_type="image/jpeg")
+    form.add_field("file", images.photo_jpeg(2600, 2600, seed=seed), filename="big.jpg", content_type="image/jpeg")
     async with client.http.post(f"{client.api}/v1/images", data=form) as r:
         body = await r.json()
         assert r.status == 202, body
     return body["job_id"]
 
 
-async def test_worker_killed_mid_job_the_job_still_completes_once(lone: StackClient) -> None:
-    job_id = await _submit_slow(lone)
-    first = await lone.wait(job_id, until=("processing",))
-    assert first["status"] == "processing"
-    victim = lone.stack.workers[0]
-    lone.stack.runtime.kill(victim.task)  # SIGKILL: no drain, no goodbye
-    assert await victim.task.process.wait() == -signal.SIGKILL
-    lone.stack.workers.remove(victim)
-    await lone.stack.start_worker()
+async def manifest(client: StackClient, job_id: str) -> dict:
+    async with client.admin("s3") as s3:
+        obj = await s3.get_object(Bucket=client.stack.aws.output_bucket, Key=f"results/{job_id}/manifest.json")
+        return json.loads(await obj["Body"].read())
+
+
+async def wait_for(predicate, timeout: float = 60, what: str = "condition") -> object:  # noqa: ANN001
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached after {timeout}s")
+        await asyncio.sleep(0.2)
+
+
+async def test_killed_worker_is_replaced_and_its_job_still_completes_once(lone: StackClient) -> None:
+    stack = lone.stack
+    (victim,) = await stack.tasks("worker")
+    job_id = await submit_slow(lone)
+    await lone.wait(job_id, until=("processing",))
+    await stack.request("POST", f"/v1/tasks/{victim['taskId']}/kill")  # SIGKILL: no drain, no goodbye
+
+    async def replaced() -> list:
+        running = await stack.tasks("worker")
+        return [t for t in running if t["taskId"] != victim["taskId"] and t["healthStatus"] == "HEALTHY"]
+
+    await wait_for(replaced, what="a replacement worker task")
+    (stopped,) = [t for t in await stack.tasks("worker", status="STOPPED") if t["taskId"] == victim["taskId"]]
+    assert stopped["exitCode"] == -signal.SIGKILL
+    assert "Essential container in task exited" in stopped["stoppedReason"]
+
     job = await lone.wait(job_id, timeout=120)
     assert job["status"] == "succeeded", job
-    keys = sorted(await lone.keys(lone.stack.aws.output_bucket, f"results/{job_id}/"))
+    keys = sorted(await lone.keys(stack.aws.output_bucket, f"results/{job_id}/"))
     assert keys == sorted([f"results/{job_id}/big{i}.avif" for i in range(3)] + [f"results/{job_id}/manifest.json"])
-    async with lone.admin("s3") as s3:
-        manifest = json.loads(await (await s3.get_object(Bucket=lone.stack.aws.output_bucket, Key=f"results/{job_id}/manifest.json"))["Body"].read())
     # Redelivered after the visibility timeout. (The dead worker's pending long poll may
     # swallow one more delivery first, as with real SQS: hence >= 2.)
-    assert manifest["attempt"] >= 2
-    assert manifest["worker_id"] != f"worker-{victim.task.task_id[:8]}"
+    assert (await manifest(lone, job_id))["attempt"] >= 2
+    events = [e["message"] for e in (await stack.request("GET", "/v1/events?service=worker"))["events"]]
+    assert any(victim["taskId"][:8] in m and "stopped" in m for m in events)
 
 
-async def test_sigterm_drains_the_running_job_and_exits_zero(lone: StackClient) -> None:
-    job_id = await _submit_slow(lone)
-    await lone.wait(job_id, until=("processing",))
-    worker = lone.stack.workers[-1]
-    code = await lone.stack.stop_task(worker, timeout=60)  # SIGTERM, SIGKILL only after 60 s
-    assert code == 0
-    lone.stack.workers.remove(worker)
-    job = await lone.job(job_id)
-    assert job["status"] == "succeeded", job  # finished before exit: nothing for anyone to redo
-    assert "draining" in worker.task.log_path.read_text()
-    await lone.stack.start_worker()
+async def test_scale_in_during_slow_jobs_drains_them_without_redelivery(lone: StackClient) -> None:
+    stack = lone.stack
+    await stack.request("PATCH", "/v1/services/worker", {"min": 2, "max": 2})
+    await stack.wait_steady()
+    jobs = [await submit_slow(lone, seed=s) for s in (11, 12)]
+    for job_id in jobs:
+        await lone.wait(job_id, until=("processing",))
+    before = {t["taskId"] for t in await stack.tasks("worker")}
+    await stack.request("PATCH", "/v1/services/worker", {"min": 1, "max": 1})  # both workers are busy
+
+    async def drained() -> list:
+        return [t for t in await stack.tasks("worker", status="STOPPED") if t["taskId"] in before]
+
+    (stopped,) = await wait_for(drained, timeout=90, what="one drained worker")
+    assert stopped["exitCode"] == 0  # it finished its job and exited cleanly on SIGTERM
+    assert "Scaling activity" in stopped["stoppedReason"]
+    for job_id in jobs:
+        job = await lone.wait(job_id, timeout=120)
+        assert job["status"] == "succeeded", job
+        assert (await manifest(lone, job_id))["attempt"] == 1  # no redelivery, no loss
+    assert len(await stack.tasks("worker")) == 1
 
 
-async def test_sigterm_on_an_idle_worker_exits_promptly(lone: StackClient) -> None:
-    worker = lone.stack.workers[-1]
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    assert await lone.stack.stop_task(worker, timeout=30) == 0
-    lone.stack.workers.remove(worker)
-    # The 20 s long poll is abandoned at once rather than waited out.
-    assert loop.time() - started < 10
+async def test_restarted_orchestrator_adopts_its_tasks(lone: StackClient) -> None:
+    stack = lone.stack
+    await stack.wait_steady()
+    before = sorted(t["taskId"] for t in await stack.tasks())
+    stack.kill_orchestrator()  # a crash: tasks keep running
+    await stack.runtime.wait(stack.orchestrator)
+    await stack.start_orchestrator()
+    await stack.wait_steady()
+    after = sorted(t["taskId"] for t in await stack.tasks())
+    assert after == before  # adopted: no duplicates, no orphans
+    events = [e["message"] for e in (await stack.request("GET", "/v1/events"))["events"]]
+    assert any(f"adopted {len(before)} running task(s)" in m for m in events)
+    # The adopted tasks still get their credentials from the new orchestrator.
+    status, body = await lone.upload(images.photo_jpeg(400, 300), preset="thumbs")
+    assert status == 202
+    assert (await lone.wait(body["job_id"]))["status"] == "succeeded"

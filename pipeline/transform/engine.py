@@ -173,6 +173,17 @@ def plan_decode_size(width: int, height: int, geometries: Sequence[Geometry], or
     return (size[1], size[0]) if orientation in steps.SWAPS_AXES else size
 
 
+def draft_request(im: Image.Image, variants: Sequence[VariantSpec]) -> tuple[int, int]:
+    """The decode size (stored axes) the engine asks of ``im``, an opened but not loaded image.
+
+    Only a JPEG's EXIF is known before decoding (and only a JPEG can use it for draft);
+    other formats may keep it after the pixels (PNG eXIf), so they plan as orientation 1.
+    The benchmark's "floor" decodes at exactly this size.
+    """
+    early = _orientation(im) if im.format in ("JPEG", "MPO") else 1
+    return plan_decode_size(*_upright(im.size, early), _plans(im.size, early, variants), early)
+
+
 # --- the job ------------------------------------------------------------------------------------
 
 
@@ -204,13 +215,9 @@ def transform(
         frames = _frame_count(im)
         if frames > limits.max_frames:
             raise TooManyFrames(f"image has {frames} frames; the limit is {limits.max_frames}")
-        # Only a JPEG's EXIF is known before decoding (and only a JPEG can use it for draft);
-        # other formats may keep it after the pixels (PNG eXIf), so read it after load().
         stored = (stored_w, stored_h)
-        early = _orientation(im) if im.format in ("JPEG", "MPO") else 1
-        request = plan_decode_size(*_upright(stored, early), _plans(stored, early, variants), early)
-        canvas = _decode(im, request)
-        orientation = _orientation(im)
+        canvas = _decode(im, draft_request(im, variants))
+        orientation = _orientation(im)  # after load(): other formats may keep EXIF after the pixels
         width, height = _upright(stored, orientation)
         geometries = _plans(stored, orientation, variants)
         info = SourceInfo(orientation=orientation, icc_profile=im.info.get("icc_profile"))

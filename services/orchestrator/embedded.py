@@ -1,10 +1,11 @@
 """The embedded default stack: ``pixfleet up`` with no Docker.
 
-It starts moto's server on loopback, provisions the stack, switches IAM
-enforcement on, serves per-task role credentials on a loopback credentials
-endpoint, and runs the API and the workers as separate local processes — each
-with only its own role's temporary credentials, never the bootstrap keys.
-``.pixfleet/stack.json`` tells scripts and tests where everything is.
+It starts moto's server on loopback, provisions the stack and switches IAM
+enforcement on. Then it starts the **orchestrator** as its own process, with only
+the orchestrator role's credentials (served, ECS-style, from a loopback
+endpoint here); the orchestrator runs the API and worker services as task
+processes, each with only its own role. ``.pixfleet/stack.json`` tells scripts
+and tests where everything is.
 """
 
 from __future__ import annotations
@@ -12,7 +13,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import uuid
+import os
+import secrets
+import signal
+import time
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,14 +26,18 @@ import aiohttp
 from aiohttp import web
 
 from infra.credentials import assume_role
-from infra.emulator import MotoServer, free_port, start_provisioned_emulator
+from infra.emulator import ORCHESTRATOR_SESSION_NAME, MotoServer, free_port, start_provisioned_emulator
 from infra.provision import StackOutputs
 from infra.stack import StackSpec
-from pipeline.settings import AwsSettings
+from pipeline.settings import REPO_ROOT, AwsSettings
 from services.orchestrator.credentials import CredentialVault, credentials_routes
-from services.orchestrator.process_runtime import ProcessRuntime, ProcessTask
+from services.orchestrator.process_runtime import ProcessRuntime
+from services.orchestrator.runtime import LaunchSpec
 
 log = logging.getLogger("pixfleet.embedded")
+
+SHIPPED_TASKDEFS = REPO_ROOT / "infra" / "taskdefs"
+SHIPPED_SERVICES = REPO_ROOT / "infra" / "services.json"
 
 
 @dataclass
@@ -37,75 +45,111 @@ class EmbeddedConfig:
     """What ``pixfleet up`` starts."""
 
     state_dir: Path = Path(".pixfleet")
-    workers: int = 2
-    worker_processes: int = 1
-    worker_concurrency: int = 2
+    workers: int = 1
+    max_workers: int | None = 4
     api_host: str = "127.0.0.1"
     api_port: int = 8080
     region: str = "us-east-1"
     spec: StackSpec = field(default_factory=StackSpec)
     api_env: dict[str, str] = field(default_factory=dict)
     worker_env: dict[str, str] = field(default_factory=dict)
+    scaling: dict[str, Any] = field(default_factory=dict)
+    orchestrator_env: dict[str, str] = field(default_factory=dict)
 
 
-@dataclass
-class RunningTask:
-    task: ProcessTask
-    role: str
-    health_url: str | None = None
+def _set_env(container: dict[str, Any], values: dict[str, str]) -> None:
+    env = {e["name"]: e["value"] for e in container.get("environment", [])}
+    env.update(values)
+    container["environment"] = [{"name": k, "value": v} for k, v in env.items()]
 
 
 class EmbeddedStack:
-    """Emulator + provisioned stack + credentials endpoint + API and worker processes."""
+    """Emulator + provisioned stack + the orchestrator process, which runs the services."""
 
     def __init__(self, config: EmbeddedConfig):
         self.config = config
+        self.state_dir = config.state_dir
         self.emulator: MotoServer | None = None
         self.outputs: StackOutputs | None = None
         self.bootstrap: dict[str, str] = {}
-        self.vault: CredentialVault | None = None
-        self.credentials_url = ""
         self.api_url = ""
-        self.api: RunningTask | None = None
-        self.workers: list[RunningTask] = []
+        self.orchestrator_url = ""
+        self.admin_token = secrets.token_urlsafe(24)
+        self.orchestrator: dict[str, Any] | None = None
+        self._orchestrator_port = 0
+        self._vault: CredentialVault | None = None
+        self._credentials_url = ""
         self._runner: web.AppRunner | None = None
         self.runtime = ProcessRuntime(config.state_dir / "logs")
 
     # --- start / stop ----------------------------------------------------------------------
 
-    async def start(self) -> None:
+    async def start(self, timeout: float = 90.0) -> None:
         cfg = self.config
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
-        self.emulator, self.outputs, self.bootstrap = await start_provisioned_emulator(
-            cfg.state_dir / "logs", cfg.region, cfg.spec
-        )
+        self.emulator, self.outputs, self.bootstrap = await start_provisioned_emulator(cfg.state_dir / "logs", cfg.region, cfg.spec)
+        self._write_service_config()
         await self._start_credentials_endpoint()
-        await self.start_api()
-        await asyncio.gather(*(self.start_worker() for _ in range(cfg.workers)))
+        self._orchestrator_port = free_port()
+        self.orchestrator_url = f"http://127.0.0.1:{self._orchestrator_port}"
+        await self.start_orchestrator()
+        await self.wait_steady(timeout)
         self.write_stack_json()
 
-    async def stop(self, timeout: float = 30.0) -> None:
-        tasks = [t for t in [self.api, *self.workers] if t is not None]
-        await asyncio.gather(*(self.stop_task(t, timeout) for t in tasks), return_exceptions=True)
+    async def stop(self, timeout: float = 60.0) -> None:
+        await self.stop_orchestrator(timeout)
         if self._runner:
             await self._runner.cleanup()
+            self._runner = None
         if self.emulator:
             await asyncio.to_thread(self.emulator.stop)
         with suppress(FileNotFoundError):
-            (self.config.state_dir / "stack.json").unlink()
+            (self.state_dir / "stack.json").unlink()
 
     async def __aenter__(self) -> EmbeddedStack:
         try:
             await self.start()
         except BaseException:
-            await self.stop(timeout=5)
+            await self.stop(timeout=10)
             raise
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
-    # --- tasks -------------------------------------------------------------------------------
+    # --- configuration ---------------------------------------------------------------------
+
+    def _write_service_config(self) -> None:
+        """Task definitions and services for this stack: the shipped ones with this config's overrides."""
+        cfg = self.config
+        folder = self.state_dir / "config" / "taskdefs"
+        folder.mkdir(parents=True, exist_ok=True)
+        api = json.loads((SHIPPED_TASKDEFS / "api.json").read_text())
+        container = api["containerDefinitions"][0]
+        for mapping in container["portMappings"]:
+            if mapping["containerPort"] == 8080:
+                mapping.pop("hostPort", None)
+                if cfg.api_port:
+                    mapping["hostPort"] = cfg.api_port
+        _set_env(container, {"PIXFLEET_API_HOST": cfg.api_host, **cfg.api_env})
+        (folder / "api.json").write_text(json.dumps(api, indent=2))
+        worker = json.loads((SHIPPED_TASKDEFS / "worker.json").read_text())
+        _set_env(
+            worker["containerDefinitions"][0],
+            {
+                "PIXFLEET_VISIBILITY_TIMEOUT": str(cfg.spec.visibility_timeout),
+                "PIXFLEET_MAX_RECEIVE_COUNT": str(cfg.spec.max_receive_count),
+                **cfg.worker_env,
+            },
+        )
+        (folder / "worker.json").write_text(json.dumps(worker, indent=2))
+        services = json.loads(SHIPPED_SERVICES.read_text())
+        for service in services["services"]:
+            if service["serviceName"] == "worker":
+                service["desiredCount"] = cfg.workers
+                scaling = service.setdefault("autoScaling", {})
+                scaling.update({"min": cfg.workers, "max": max(cfg.workers, cfg.max_workers or cfg.workers), **cfg.scaling})
+        (self.state_dir / "config" / "services.json").write_text(json.dumps(services, indent=2))
 
     @property
     def aws(self) -> AwsSettings:
@@ -119,93 +163,117 @@ class EmbeddedStack:
             dlq_url=self.outputs.dlq_url,
         )
 
-    def _task_env(self, task_id: str, role: str) -> dict[str, str]:
-        assert self.vault and self.outputs
-        token = self.vault.register(task_id, self.outputs.role_arns[role])
-        return {
-            **self.aws.env(),
-            "AWS_CONTAINER_CREDENTIALS_FULL_URI": f"{self.credentials_url}/v1/credentials/{task_id}",
-            "AWS_CONTAINER_AUTHORIZATION_TOKEN": token,
-            "PIXFLEET_TASK_ID": task_id,
-        }
-
-    async def start_api(self) -> RunningTask:
-        cfg = self.config
-        task_id = uuid.uuid4().hex
-        port = cfg.api_port or free_port(cfg.api_host)
-        env = {
-            **self._task_env(task_id, "api"),
-            "PIXFLEET_API_HOST": cfg.api_host,
-            "PIXFLEET_API_PORT": str(port),
-            "PIXFLEET_MAX_RECEIVE_COUNT": str(cfg.spec.max_receive_count),
-            **cfg.api_env,
-        }
-        process = await self.runtime.start(task_id, "api", ["python", "-m", "services.api"], env)
-        self.api_url = f"http://{cfg.api_host}:{port}"
-        self.api = RunningTask(process, "api", f"{self.api_url}/healthz")
-        await self._wait_healthy(self.api)
-        return self.api
-
-    async def start_worker(self) -> RunningTask:
-        cfg = self.config
-        task_id = uuid.uuid4().hex
-        port = free_port()
-        env = {
-            **self._task_env(task_id, "worker"),
-            "PIXFLEET_WORKER_ID": f"worker-{task_id[:8]}",
-            "PIXFLEET_WORKER_PROCESSES": str(cfg.worker_processes),
-            "PIXFLEET_WORKER_CONCURRENCY": str(cfg.worker_concurrency),
-            "PIXFLEET_WORKER_HEALTH_PORT": str(port),
-            "PIXFLEET_VISIBILITY_TIMEOUT": str(cfg.spec.visibility_timeout),
-            "PIXFLEET_MAX_RECEIVE_COUNT": str(cfg.spec.max_receive_count),
-            **cfg.worker_env,
-        }
-        process = await self.runtime.start(task_id, "worker", ["python", "-m", "services.worker"], env)
-        worker = RunningTask(process, "worker", f"http://127.0.0.1:{port}/healthz")
-        self.workers.append(worker)
-        await self._wait_healthy(worker)
-        return worker
-
-    async def stop_task(self, task: RunningTask, timeout: float = 30.0) -> int:
-        code = await self.runtime.stop(task.task, timeout)
-        assert self.vault
-        self.vault.revoke(task.task.task_id)
-        return code
-
-    async def _wait_healthy(self, task: RunningTask, timeout: float = 60.0) -> None:
-        """Poll the task's health endpoint until it answers 200 (or the process dies)."""
-        assert task.health_url
-        deadline = asyncio.get_running_loop().time() + timeout
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as http:
-            while True:
-                if not task.task.running:
-                    tail = task.task.log_path.read_text(errors="replace")[-2000:]
-                    raise RuntimeError(f"{task.role} task exited with {task.task.process.returncode}:\n{tail}")
-                with suppress(aiohttp.ClientError, TimeoutError):
-                    async with http.get(task.health_url) as response:
-                        if response.status == 200:
-                            return
-                if asyncio.get_running_loop().time() > deadline:
-                    raise TimeoutError(f"{task.role} task not healthy after {timeout:.0f}s (log: {task.task.log_path})")
-                await asyncio.sleep(0.1)
-
-    # --- credentials endpoint ----------------------------------------------------------------
+    # --- the orchestrator process --------------------------------------------------------------
 
     async def _start_credentials_endpoint(self) -> None:
+        """The orchestrator's own role, served like an instance's: assumed with the bootstrap keys."""
         assert self.emulator and self.outputs
         url, region, bootstrap = self.emulator.url, self.outputs.region, self.bootstrap
 
         async def assume(role_arn: str, session_name: str) -> Any:
             return await assume_role(url, region, bootstrap, role_arn, session_name, duration_seconds=3600)
 
-        self.vault = CredentialVault(assume)
+        self._vault = CredentialVault(assume)
         app = web.Application()
-        app.add_routes(credentials_routes(self.vault))
+        app.add_routes(credentials_routes(self._vault))
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         port = free_port()
         await web.TCPSite(self._runner, "127.0.0.1", port).start()
-        self.credentials_url = f"http://127.0.0.1:{port}"
+        self._credentials_url = f"http://127.0.0.1:{port}"
+
+    async def start_orchestrator(self) -> None:
+        """Start (or restart, adopting running tasks) the orchestrator process."""
+        assert self._vault and self.outputs
+        token = self._vault.register(ORCHESTRATOR_SESSION_NAME, self.outputs.role_arns["orchestrator"])
+        env = {
+            **self.aws.env(),
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI": f"{self._credentials_url}/v1/credentials/{ORCHESTRATOR_SESSION_NAME}",
+            "AWS_CONTAINER_AUTHORIZATION_TOKEN": token,
+            "PIXFLEET_ORCH_STATE_DIR": str((self.state_dir / "orchestrator").resolve()),
+            "PIXFLEET_TASKDEFS_DIR": str((self.state_dir / "config" / "taskdefs").resolve()),
+            "PIXFLEET_SERVICES_FILE": str((self.state_dir / "config" / "services.json").resolve()),
+            "PIXFLEET_ORCH_PORT": str(self._orchestrator_port),
+            "PIXFLEET_ORCH_ADMIN_TOKEN": self.admin_token,
+            **self.config.orchestrator_env,
+        }
+        spec = LaunchSpec(
+            task_id=f"orchestrator-{int(time.time())}",
+            cluster="pixfleet",
+            service=None,
+            family="pixfleet-orchestrator",
+            revision=1,
+            command=("python", "-m", "services.orchestrator"),
+            image="",
+            environment={},
+            port_mappings=(),
+            cpu_units=0,
+            memory_mib=0,
+        )
+        self.orchestrator = await self.runtime.start(spec, lambda ports: env)
+        await self._wait_http(f"{self.orchestrator_url}/healthz", self.orchestrator)
+
+    async def stop_orchestrator(self, timeout: float = 60.0) -> int | None:
+        """SIGTERM the orchestrator; it drains and stops its tasks (its stop timeout covers theirs)."""
+        if self.orchestrator is None:
+            return None
+        code = await self.runtime.stop(self.orchestrator, timeout)
+        self.orchestrator = None
+        return code
+
+    def kill_orchestrator(self) -> None:
+        """SIGKILL only the orchestrator process (not its tasks): a crash, for adoption drills."""
+        assert self.orchestrator is not None
+        os.kill(self.orchestrator["pid"], signal.SIGKILL)
+
+    async def _wait_http(self, url: str, handle: dict[str, Any], timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as http:
+            while True:
+                if not await self.runtime.alive(handle):
+                    tail = Path(handle["log"]).read_text(errors="replace")[-3000:]
+                    raise RuntimeError(f"the orchestrator exited:\n{tail}")
+                with suppress(aiohttp.ClientError, TimeoutError):
+                    async with http.get(url) as response:
+                        if response.status == 200:
+                            return
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{url} not up after {timeout:.0f}s")
+                await asyncio.sleep(0.1)
+
+    # --- talking to the orchestrator ---------------------------------------------------------
+
+    async def request(self, method: str, path: str, body: Any = None) -> Any:
+        headers = {"Authorization": f"Bearer {self.admin_token}"}
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
+            async with http.request(method, f"{self.orchestrator_url}{path}", json=body, headers=headers) as response:
+                data = await response.json()
+                if response.status >= 400:
+                    raise RuntimeError(f"{method} {path}: {response.status} {data}")
+                return data
+
+    async def services(self) -> dict[str, dict[str, Any]]:
+        return {s["serviceName"]: s for s in (await self.request("GET", "/v1/services"))["services"]}
+
+    async def tasks(self, service: str | None = None, status: str | None = "RUNNING") -> list[dict[str, Any]]:
+        query = "&".join(f"{k}={v}" for k, v in (("service", service), ("status", status)) if v)
+        return (await self.request("GET", f"/v1/tasks?{query}"))["tasks"]
+
+    async def wait_steady(self, timeout: float = 90.0) -> None:
+        """Until every service is steady (desired count of healthy primary tasks); then learn the API's URL."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.orchestrator is None or not await self.runtime.alive(self.orchestrator):
+                raise RuntimeError("the orchestrator is not running")
+            services = await self.services()
+            if services and all(s["steady"] for s in services.values()):
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"services not steady after {timeout:.0f}s: {services}; logs in {self.state_dir}")
+            await asyncio.sleep(0.2)
+        (api,) = await self.tasks("api")
+        port = next(b["hostPort"] for b in api["networkBindings"] if b["containerPort"] == 8080)
+        self.api_url = f"http://{self.config.api_host}:{port}"
 
     # --- discovery ---------------------------------------------------------------------------
 
@@ -225,12 +293,15 @@ class EmbeddedStack:
                 "access_key_id": self.bootstrap["access_key_id"],
                 "secret_access_key": self.bootstrap["secret_access_key"],
             },
-            "credentials_url": self.credentials_url,
-            "workers": len(self.workers),
-            "logs": str(self.runtime.log_dir.resolve()),
+            "orchestrator_url": self.orchestrator_url,
+            "orchestrator_token": self.admin_token,
+            "logs": str((self.state_dir / "logs").resolve()),
+            "task_logs": str((self.state_dir / "orchestrator" / "logs").resolve()),
         }
 
     def write_stack_json(self) -> Path:
-        path = self.config.state_dir / "stack.json"
-        path.write_text(json.dumps(self.stack_info(), indent=2) + "\n")
+        path = self.state_dir / "stack.json"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # holds the admin token
+        with open(fd, "w") as f:
+            f.write(json.dumps(self.stack_info(), indent=2) + "\n")
         return path

@@ -1,9 +1,12 @@
-"""Run tasks as local processes (the runtime of the embedded default; Docker comes later).
+"""Run tasks as local processes (the runtime of the embedded default).
 
 A task process gets a clean environment built from an allow-list plus what the
-task definition says; the launcher's own AWS keys, profiles and config files
-never leak into it, so its only way to AWS credentials is the credentials
-endpoint named in its environment.
+task definition and the orchestrator say; the launcher's own AWS keys, profiles
+and config files never leak into it, so its only way to AWS credentials is the
+credentials endpoint named in its environment. Each task runs in its own
+process group, so stopping or killing it takes its child processes (the
+worker's pool) along, as a container would. Ports are host ports: a mapping
+without ``hostPort`` gets a free one.
 """
 
 from __future__ import annotations
@@ -14,8 +17,12 @@ import os
 import signal
 import sys
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+from infra.emulator import free_port
+from services.orchestrator.runtime import HealthResult, LaunchSpec
 
 log = logging.getLogger("pixfleet.runtime.process")
 
@@ -38,73 +45,115 @@ def task_environment(extra: dict[str, str]) -> dict[str, str]:
     return env
 
 
-@dataclass
-class ProcessTask:
-    """One running task process."""
-
-    task_id: str
-    name: str
-    process: asyncio.subprocess.Process
-    log_path: Path
-    started_at: float = field(default_factory=time.time)
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    @property
-    def running(self) -> bool:
-        return self.process.returncode is None
+def resolve_command(command: tuple[str, ...] | list[str]) -> list[str]:
+    """Run ``python …`` commands with the launcher's interpreter (the venv's)."""
+    if command and command[0] in ("python", "python3"):
+        return [sys.executable, *command[1:]]
+    return list(command)
 
 
-class ProcessRuntime:
-    """Starts and stops task processes with ECS's stop semantics (SIGTERM, then SIGKILL)."""
-
-    def __init__(self, log_dir: Path):
-        self.log_dir = log_dir
-        log_dir.mkdir(parents=True, exist_ok=True)
-
-    async def start(self, task_id: str, name: str, command: list[str], env: dict[str, str]) -> ProcessTask:
-        log_path = self.log_dir / f"{name}-{task_id[:8]}.log"
-        with open(log_path, "ab") as out:
-            process = await asyncio.create_subprocess_exec(
-                *_resolve(command),
-                env=task_environment(env),
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=out,
-                stderr=asyncio.subprocess.STDOUT,
-                start_new_session=True,  # Ctrl-C in the terminal reaches the launcher only
-            )
-        log.info("started %s task %s (pid %d)", name, task_id[:8], process.pid)
-        return ProcessTask(task_id, name, process, log_path)
-
-    async def stop(self, task: ProcessTask, timeout: float) -> int:
-        """SIGTERM, wait up to ``timeout`` seconds, then SIGKILL; return the exit code."""
-        if task.running:
-            task.process.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(task.process.wait(), timeout)
-            except TimeoutError:
-                log.warning("%s task %s ignored SIGTERM for %.0fs: killing", task.name, task.task_id[:8], timeout)
-                self.kill(task)
-        code = await task.process.wait()
-        _killpg(task.pid)  # leftovers of the task (its pool processes) go with it, as in a container
-        return code
-
-    def kill(self, task: ProcessTask) -> None:
-        """SIGKILL the task and every process it started (like `docker kill` on its container)."""
-        _killpg(task.pid)
-
-
-def _killpg(pgid: int) -> None:
+def pid_alive(pid: int, task_id: str | None = None) -> bool:
+    """Running (not a zombie) and, when ``task_id`` is given, really that task (no pid reuse)."""
     try:
-        os.killpg(pgid, signal.SIGKILL)
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        if state in ("Z", "X"):
+            return False
+        if task_id is not None:
+            return f"PIXFLEET_TASK_ID={task_id}".encode() in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        return True
+    except (OSError, IndexError):
+        return False
+
+
+def _killpg(pgid: int, sig: int = signal.SIGKILL) -> None:
+    try:
+        os.killpg(pgid, sig)
     except (ProcessLookupError, PermissionError):
         pass
 
 
-def _resolve(command: list[str]) -> list[str]:
-    """Run ``python …`` commands with the launcher's interpreter (the venv's)."""
-    if command and command[0] in ("python", "python3"):
-        return [sys.executable, *command[1:]]
-    return command
+class ProcessRuntime:
+    """Tasks as local process groups."""
+
+    name = "process"
+
+    def __init__(self, log_dir: Path | str, **_: Any):
+        self.log_dir = Path(log_dir)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self._children: dict[int, asyncio.subprocess.Process] = {}
+        self._exit_codes: dict[int, int] = {}
+
+    async def start(self, spec: LaunchSpec, resolve_env: Callable[[dict[int, int]], dict[str, str]]) -> dict[str, Any]:
+        ports = {container: host if host else free_port() for container, host in spec.port_mappings}
+        env = task_environment({**resolve_env(ports), "PIXFLEET_TASK_ID": spec.task_id})
+        log_path = self.log_dir / f"{spec.family}-{spec.task_id[:8]}.log"
+        with open(log_path, "ab") as out:
+            process = await asyncio.create_subprocess_exec(
+                *resolve_command(spec.command),
+                env=env,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=out,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,  # its own process group; Ctrl-C reaches the launcher only
+            )
+        self._children[process.pid] = process
+        log.info("started %s task %s (pid %d)", spec.family, spec.task_id[:8], process.pid)
+        return {"pid": process.pid, "task_id": spec.task_id, "ports": {str(k): v for k, v in ports.items()}, "log": str(log_path)}
+
+    async def wait(self, handle: dict[str, Any]) -> int | None:
+        pid = handle["pid"]
+        if pid in self._exit_codes:
+            return self._exit_codes[pid]
+        child = self._children.get(pid)
+        if child is not None:
+            code = await child.wait()
+            self._exit_codes[pid] = code
+            self._children.pop(pid, None)
+            _killpg(pid)  # leftovers of the task (e.g. its pool) go with it, as in a container
+            return code
+        # An adopted task is not our child: watch it, its exit code is not ours to read.
+        while pid_alive(pid, handle.get("task_id")):
+            await asyncio.sleep(0.5)
+        _killpg(pid)
+        return None
+
+    async def stop(self, handle: dict[str, Any], timeout: float) -> int | None:
+        pid = handle["pid"]
+        if pid_alive(pid, handle.get("task_id")):
+            os.kill(pid, signal.SIGTERM)
+            try:
+                return await asyncio.wait_for(self.wait(handle), timeout)
+            except TimeoutError:
+                log.warning("task %s ignored SIGTERM for %.0fs: killing", handle.get("task_id", "?")[:8], timeout)
+                self.kill(handle)
+        return await self.wait(handle)
+
+    def kill(self, handle: dict[str, Any]) -> None:
+        """SIGKILL the task and every process it started (like `docker kill` on its container)."""
+        if pid_alive(handle["pid"], handle.get("task_id")) or handle["pid"] in self._children:
+            _killpg(handle["pid"])
+
+    async def alive(self, handle: dict[str, Any]) -> bool:
+        return pid_alive(handle["pid"], handle.get("task_id"))
+
+    async def health_check(self, handle: dict[str, Any], command: tuple[str, ...], env: dict[str, str], timeout: float) -> HealthResult:
+        kind, *rest = command
+        argv = ["/bin/sh", "-c", rest[0]] if kind == "CMD-SHELL" else resolve_command(rest)
+        started = time.monotonic()
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv, env=task_environment(env), stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            )
+        except OSError as exc:
+            return HealthResult(False, f"cannot run health check: {exc}")
+        try:
+            out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            return HealthResult(False, f"health check timed out after {time.monotonic() - started:.1f}s")
+        return HealthResult(proc.returncode == 0, out.decode(errors="replace")[-4096:])
+
+    def port_bindings(self, handle: dict[str, Any]) -> dict[int, int]:
+        return {int(k): int(v) for k, v in handle.get("ports", {}).items()}

@@ -109,6 +109,8 @@ class Worker:
         self._sqs: Any = None
         self._s3: Any = None
         self.health_url: str | None = None
+        self._jobs_done = 0
+        self._job_seconds = 0.0
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -253,8 +255,12 @@ class Worker:
                 outcome = "retried"
         finally:
             heartbeat.cancel()
+        elapsed = time.perf_counter() - started
         self.metrics.jobs.labels(outcome).inc()
-        self.metrics.job_seconds.observe(time.perf_counter() - started)
+        self.metrics.job_seconds.observe(elapsed)
+        if outcome == "succeeded":
+            self._jobs_done += 1
+            self._job_seconds += elapsed
 
     async def _process(self, job: JobMessage, attempt: int) -> None:
         """Render one job; write outputs, then the manifest. Idempotent for redeliveries."""
@@ -417,6 +423,8 @@ class Worker:
             "worker_id": self.settings.worker_id,
             "in_flight": self.in_flight,
             "draining": self.stopping,
+            "jobs_succeeded": self._jobs_done,
+            "mean_job_seconds": round(self._job_seconds / self._jobs_done, 4) if self._jobs_done else None,
             "seconds_since_poll": round(age, 1),
         }
 

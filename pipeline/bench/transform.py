@@ -1,0 +1,233 @@
+"""``pixfleet bench transform DIR``: our engine against naive Pillow, pyvips and the floor.
+
+Every (contender, preset) pair runs in a fresh process (:mod:`pipeline.bench.contenders`)
+so that its peak RSS is its own. CPU is process CPU time (all threads), the fastest
+of ``--repeat`` runs per image, summed over the corpus. The SSIM of every one of
+our variants against naive Pillow's (both decoded from their encoded outputs) says
+what the shortcuts cost in quality.
+
+Goals, per preset: ours ≤ 0.75× pyvips, ≤ 0.5× naive Pillow, ≤ 1.25× the floor,
+SSIM ≥ 0.98 for every variant.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from pipeline.bench.contenders import CONTENDERS
+from pipeline.bench.measure import machine
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".gif", ".bmp", ".avif")
+GOALS = {"pyvips": 0.75, "pillow_naive": 0.5, "floor": 1.25}
+SSIM_GOAL = 0.98
+
+
+def corpus_files(directory: Path) -> list[Path]:
+    """The images of a corpus directory, in name order."""
+    files = sorted(p for p in directory.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {directory}")
+    return files
+
+
+def run_contender(
+    contender: str, preset: str, files: Sequence[Path], *, repeat: int, save: Path | None, on_image: Any = None
+) -> dict[str, Any]:
+    """Run one contender on one preset in a child process; ``on_image()`` is called per finished image."""
+    cmd = [sys.executable, "-m", "pipeline.bench.contenders", contender, preset, *map(str, files), "--repeat", str(repeat)]
+    if save is not None:
+        cmd += ["--save", str(save)]
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        tail: list[str] = []
+        assert proc.stderr and proc.stdout
+        for line in proc.stderr:
+            tail = (tail + [line])[-20:]
+            if line.startswith(f"{contender} {preset} ") and on_image:
+                on_image()
+        out = proc.stdout.read()
+    if proc.returncode != 0:
+        raise RuntimeError(f"{contender}/{preset} failed ({proc.returncode}):\n{''.join(tail)}")
+    return json.loads(out)
+
+
+def summarize(run: dict[str, Any]) -> dict[str, Any]:
+    """``cpu_ms_per_image``, ``mpx_per_s`` and ``peak_rss_mb`` of one contender run."""
+    if not run.get("available", True):
+        return {"available": False, "reason": run.get("reason", "")}
+    images = run["images"]
+    cpu_ms = sum(i["cpu_ms"] for i in images)
+    mpx = sum(i["megapixels"] for i in images)
+    return {
+        "available": True,
+        "cpu_ms_per_image": round(cpu_ms / max(1, len(images)), 2),
+        "mpx_per_s": round(mpx / (cpu_ms / 1000), 2) if cpu_ms else 0.0,
+        "peak_rss_mb": run["peak_rss_mb"],
+        "cpu_ms_total": round(cpu_ms, 2),
+        "megapixels_total": round(mpx, 3),
+    }
+
+
+def ssim(a: Image.Image, b: Image.Image, radius: int = 3) -> float:
+    """Mean SSIM over R, G and B with a (2r+1)² uniform window (the test suite's definition)."""
+    import numpy as np
+
+    def box_mean(x: Any) -> Any:
+        k = 2 * radius + 1
+        c = np.cumsum(np.cumsum(np.pad(x, ((1, 0), (1, 0))), 0), 1)
+        return (c[k:, k:] - c[:-k, k:] - c[k:, :-k] + c[:-k, :-k]) / (k * k)
+
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    scores = []
+    for ba, bb in zip(a.convert("RGB").split(), b.convert("RGB").split(), strict=True):
+        x, y = np.asarray(ba, np.float64), np.asarray(bb, np.float64)
+        if min(x.shape) <= 2 * radius:
+            scores.append(1.0 - float(np.abs(x - y).mean()) / 255)
+            continue
+        mx, my = box_mean(x), box_mean(y)
+        vx, vy, cxy = box_mean(x * x) - mx * mx, box_mean(y * y) - my * my, box_mean(x * y) - mx * my
+        scores.append(float((((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))).mean()))
+    return float(np.mean(scores))
+
+
+def compare_outputs(ours: Path, theirs: Path) -> list[dict[str, Any]]:
+    """SSIM of every output file in ``ours`` against the same-named one in ``theirs``."""
+    results = []
+    for mine in sorted(ours.iterdir()):
+        other = theirs / mine.name
+        if not other.exists():
+            continue
+        a, b = Image.open(io.BytesIO(mine.read_bytes())), Image.open(io.BytesIO(other.read_bytes()))
+        a.load(), b.load()
+        file, preset, variant = mine.name.rsplit(".", 1)[0].rsplit(".", 2)
+        entry: dict[str, Any] = {"file": file, "preset": preset, "variant": variant, "size": list(a.size)}
+        entry["ssim"] = round(ssim(a, b), 4) if a.size == b.size else None
+        if a.size != b.size:
+            entry["size_mismatch"] = [list(a.size), list(b.size)]
+        results.append(entry)
+    return results
+
+
+def benchmark(
+    directory: Path,
+    presets: Sequence[str],
+    *,
+    repeat: int = 3,
+    contenders: Sequence[str] = CONTENDERS,
+    progress: Any = None,
+) -> dict[str, Any]:
+    """Measure every contender on every preset; the report ``--json`` writes."""
+    files = corpus_files(directory)
+    per_preset: dict[str, Any] = {}
+    all_runs: dict[str, list[dict[str, Any]]] = {c: [] for c in contenders}
+    similarity: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="pixfleet-bench-") as tmp:
+        for preset in presets:
+            saved = {c: Path(tmp) / preset / c for c in ("pixfleet", "pillow_naive")}
+            for d in saved.values():
+                d.mkdir(parents=True)
+            runs = {}
+            for contender in contenders:
+                task = progress.add_task(f"{contender} · {preset}", total=len(files)) if progress else None
+                runs[contender] = run_contender(
+                    contender,
+                    preset,
+                    files,
+                    repeat=repeat,
+                    save=saved.get(contender),
+                    on_image=(lambda t=task: progress.advance(t)) if progress else None,
+                )
+                all_runs[contender].append(runs[contender])
+            scores = compare_outputs(saved["pixfleet"], saved["pillow_naive"]) if "pillow_naive" in runs else []
+            similarity += scores
+            summary = {c: summarize(r) for c, r in runs.items()}
+            per_preset[preset] = {
+                "contenders": summary,
+                "ratios": ratios(summary),
+                "ssim_min": min((s["ssim"] for s in scores if s["ssim"] is not None), default=None),
+            }
+    overall = {c: summarize(merge(rs)) for c, rs in all_runs.items()}
+    ssim_values = [s["ssim"] for s in similarity if s["ssim"] is not None]
+    return {
+        "benchmark": "transform",
+        "corpus": str(directory),
+        "images": len(files),
+        "megapixels": round(sum(_megapixels(f) for f in files), 2),
+        "presets": presets,
+        "repeat": repeat,
+        "machine": machine(),
+        "contenders": overall,
+        "ratios": ratios(overall),
+        "ssim_min": min(ssim_values, default=None),
+        "goals": {"vs": GOALS, "ssim_min": SSIM_GOAL},
+        "by_preset": per_preset,
+        "ssim": similarity,
+        "size_mismatches": [s for s in similarity if s["ssim"] is None],
+    }
+
+
+def merge(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One run made of several presets' runs (images counted once per preset, peak = the max)."""
+    if not runs or not all(r.get("available", True) for r in runs):
+        return runs[0] if runs else {"available": False, "reason": "not run"}
+    return {
+        "available": True,
+        "images": [i for r in runs for i in r["images"]],
+        "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
+    }
+
+
+def ratios(summary: dict[str, Any]) -> dict[str, float | None]:
+    """Our CPU per image divided by each other contender's."""
+    ours = summary.get("pixfleet", {}).get("cpu_ms_per_image")
+    out: dict[str, float | None] = {}
+    for name in GOALS:
+        theirs = summary.get(name, {}).get("cpu_ms_per_image")
+        out[name] = round(ours / theirs, 3) if ours and theirs else None
+    return out
+
+
+def _megapixels(path: Path) -> float:
+    with Image.open(path) as im:
+        return im.width * im.height / 1e6
+
+
+def render_tables(report: dict[str, Any]) -> list[Any]:
+    """Rich tables: one per preset and the overall one."""
+    from rich.table import Table
+
+    tables = []
+    sections = [(f"preset {name}", p) for name, p in report["by_preset"].items()]
+    sections.append((f"all presets ({report['images']} images × {len(report['presets'])} presets)", report))
+    for title, section in sections:
+        table = Table(title=f"bench transform — {title}")
+        for col in ("contender", "CPU ms/image", "MP/s", "peak RSS MB", "ours ÷ theirs", "goal"):
+            table.add_column(col, justify="left" if col == "contender" else "right")
+        for name, s in section["contenders"].items():
+            if not s.get("available", True):
+                table.add_row(name, "unavailable", "", "", "", s.get("reason", "")[:60])
+                continue
+            ratio = section["ratios"].get(name)
+            goal = GOALS.get(name)
+            verdict = "" if ratio is None or goal is None else (f"≤ {goal} ✓" if ratio <= goal else f"≤ {goal} ✗")
+            table.add_row(
+                name,
+                f"{s['cpu_ms_per_image']:.1f}",
+                f"{s['mpx_per_s']:.1f}",
+                f"{s['peak_rss_mb']:.0f}",
+                "" if ratio is None else f"{ratio:.2f}×",
+                verdict,
+            )
+        if section.get("ssim_min") is not None:
+            ok = "✓" if section["ssim_min"] >= SSIM_GOAL else "✗"
+            table.caption = f"min SSIM ours vs naive Pillow: {section['ssim_min']:.4f} (goal ≥ {SSIM_GOAL} {ok})"
+        tables.append(table)
+    return tables

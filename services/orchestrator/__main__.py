@@ -1,0 +1,117 @@
+"""``python -m services.orchestrator`` — run the control plane with settings from the environment."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import signal
+import sys
+from contextlib import AsyncExitStack
+from datetime import timezone
+from pathlib import Path
+
+from aiobotocore.session import get_session
+from aiohttp import web
+
+from infra.credentials import TemporaryCredentials
+from pipeline.aws import client_config
+from pipeline.settings import OrchestratorSettings, SettingsError
+from services.orchestrator.api import create_orchestrator_app
+from services.orchestrator.credentials import CredentialVault
+from services.orchestrator.metric_sources import SqsQueueDepth
+from services.orchestrator.model import load_services
+from services.orchestrator.orchestrator import Orchestrator
+from services.orchestrator.runtime import create_runtime
+from services.orchestrator.taskdefs import TaskDefinitionRegistry
+
+log = logging.getLogger("pixfleet.orchestrator")
+
+
+def _admin_token(settings: OrchestratorSettings, state_dir: Path) -> str:
+    if settings.admin_token:
+        return settings.admin_token
+    path = state_dir / "admin-token"
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(24))
+    return path.read_text().strip()
+
+
+async def serve(settings: OrchestratorSettings) -> int:
+    state_dir = Path(settings.state_dir)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    session = get_session()
+    aws = settings.aws
+    async with AsyncExitStack() as stack:
+        config = client_config(timeout=3, read_timeout=10, attempts=2)
+        sts = await stack.enter_async_context(session.create_client("sts", region_name=aws.region, endpoint_url=aws.endpoint_url, config=config))
+        sqs = await stack.enter_async_context(session.create_client("sqs", region_name=aws.region, endpoint_url=aws.endpoint_url, config=config))
+        identity = await sts.get_caller_identity()
+        account, partition = identity["Account"], identity["Arn"].split(":")[1]
+
+        def role_arn(value: str) -> str:
+            return value if value.startswith("arn:") else f"arn:{partition}:iam::{account}:role/{value}"
+
+        async def assume(arn: str, session_name: str) -> TemporaryCredentials:
+            creds = (await sts.assume_role(RoleArn=arn, RoleSessionName=session_name, DurationSeconds=3600))["Credentials"]
+            expiration = creds["Expiration"]
+            return TemporaryCredentials(
+                creds["AccessKeyId"], creds["SecretAccessKey"], creds["SessionToken"],
+                expiration if expiration.tzinfo else expiration.replace(tzinfo=timezone.utc), arn,
+            )
+
+        registry = TaskDefinitionRegistry(state_dir / "taskdefs.json")
+        registry.load_dir(Path(settings.taskdefs_dir))
+        orchestrator = Orchestrator(
+            cluster=settings.cluster,
+            registry=registry,
+            services=load_services(Path(settings.services_file)),
+            runtime=create_runtime(settings.runtime, log_dir=state_dir / "logs", cluster=settings.cluster),
+            vault=CredentialVault(assume),
+            metric_source=SqsQueueDepth(sqs, aws.queue_url, aws.dlq_url or None),
+            state_dir=state_dir,
+            task_env=aws.env(),
+            endpoint_url=settings.endpoint_for_tasks,
+            role_arn=role_arn,
+            tick_interval=settings.tick_interval,
+        )
+        runner = web.AppRunner(create_orchestrator_app(orchestrator, _admin_token(settings, state_dir)), access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, settings.host, settings.port).start()
+        stack.push_async_callback(runner.cleanup)
+        log.info("orchestrator API on http://%s:%d", settings.host, settings.port)
+        await orchestrator.start()
+
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+
+        async def refresh_credentials() -> None:
+            while True:
+                await asyncio.sleep(60)
+                await orchestrator.vault.refresh_due()
+
+        refresher = asyncio.create_task(refresh_credentials())
+        await stop.wait()
+        refresher.cancel()
+        log.info("shutting down (stop tasks: %s)", settings.stop_tasks_on_exit)
+        await orchestrator.close(stop_tasks=settings.stop_tasks_on_exit)
+    return 0
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s orchestrator %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = OrchestratorSettings.from_env()
+    except SettingsError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    return asyncio.run(serve(settings))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
