@@ -51,9 +51,19 @@ async def submit_slow(client: StackClient, seed: int = 3) -> str:
 
 
 async def manifest(client: StackClient, job_id: str) -> dict:
+    (found,) = await manifests(client, [job_id])
+    return found
+
+
+async def manifests(client: StackClient, job_ids: list[str]) -> list[dict]:
+    """The jobs' manifests, read with one admin client."""
     async with client.admin("s3") as s3:
-        obj = await s3.get_object(Bucket=client.stack.aws.output_bucket, Key=f"results/{job_id}/manifest.json")
-        return json.loads(await obj["Body"].read())
+
+        async def one(job_id: str) -> dict:
+            obj = await s3.get_object(Bucket=client.stack.aws.output_bucket, Key=f"results/{job_id}/manifest.json")
+            return json.loads(await obj["Body"].read())
+
+        return list(await asyncio.gather(*(one(j) for j in job_ids)))
 
 
 async def wait_for(predicate, timeout: float = 60, what: str = "condition") -> object:  # noqa: ANN001

@@ -13,6 +13,7 @@ on the client through TCP instead of growing the process.
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -75,16 +76,76 @@ class StoredUpload:
         return FORMAT_CONTENT_TYPES.get(self.probe.format, "application/octet-stream")
 
 
-async def _fill(read: ReadChunk, buffer: bytearray, want: int, limit: int, already: int) -> bool:
-    """Read into ``buffer`` until it holds ``want`` bytes; return False at end of stream."""
-    while len(buffer) < want:
-        chunk = await read(min(CHUNK, want - len(buffer)))
-        if not chunk:
-            return False
-        buffer += chunk
-        if already + len(buffer) > limit:
-            raise PayloadTooLarge(f"the image is larger than the limit of {limit} bytes")
-    return True
+class PartBody(io.RawIOBase):
+    """A read-only, seekable file over the first ``size`` bytes of a part buffer, without copying it.
+
+    Handed to botocore as ``Body``: it hashes it in chunks and aiohttp streams it in
+    64 KiB chunks, so neither ``bytes(buffer)`` nor the socket transport's write
+    buffer ever holds a second copy of a part.
+    """
+
+    def __init__(self, buffer: bytearray, size: int):
+        super().__init__()
+        self._view = memoryview(buffer)[:size]
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        n = max(0, min(len(b), len(self._view) - self._pos))
+        b[:n] = self._view[self._pos : self._pos + n]
+        self._pos += n
+        return n
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: len(self._view)}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def __len__(self) -> int:
+        return len(self._view)
+
+    def close(self) -> None:
+        if not self.closed:
+            self._view.release()
+        super().close()
+
+
+class _ExactReader:
+    """``read(n)`` that never returns more than ``n`` bytes (multipart readers may), keeping the rest."""
+
+    def __init__(self, read: ReadChunk):
+        self._read, self._pending = read, b""
+
+    async def __call__(self, n: int) -> bytes:
+        data, self._pending = (self._pending, b"") if self._pending else (await self._read(n), b"")
+        if len(data) > n:
+            data, self._pending = data[:n], data[n:]
+        return data
+
+
+async def _fill(read: ReadChunk, buffer: bytearray, limit: int, already: int) -> int:
+    """Fill the pre-sized ``buffer`` in place from ``read``; the byte count (short only at end of stream)."""
+    view, filled = memoryview(buffer), 0
+    try:
+        while filled < len(buffer):
+            chunk = await read(min(CHUNK, len(buffer) - filled))
+            if not chunk:
+                break
+            if already + filled + len(chunk) > limit:
+                raise PayloadTooLarge(f"the image is larger than the limit of {limit} bytes")
+            view[filled : filled + len(chunk)] = chunk
+            filled += len(chunk)
+    finally:
+        view.release()
+    return filled
 
 
 async def store_upload(
@@ -102,33 +163,39 @@ async def store_upload(
 
     Raises :class:`PayloadTooLarge` as soon as the body passes ``limits.max_bytes``
     (the rest is not read), and the probe's errors (415/422) before anything is stored.
+
+    Memory: one ``part_size`` buffer per upload at a time, counted by ``budget``. It is
+    filled in place and sent through a :class:`PartBody` view, never copied; the next
+    part's buffer is made only after S3 has the previous one.
     """
+    read = _ExactReader(read)
     await budget.acquire(part_size)
     try:
-        buffer = bytearray()
-        more = await _fill(read, buffer, part_size, limits.max_bytes, 0)
-        probe = probe_header(bytes(buffer[:HEADER_BYTES]), limits)
+        buffer = bytearray(part_size)
+        filled = await _fill(read, buffer, limits.max_bytes, 0)
+        probe = probe_header(bytes(buffer[: min(filled, HEADER_BYTES)]), limits)
         content_type = FORMAT_CONTENT_TYPES.get(probe.format, "application/octet-stream")
         extra = {"ContentType": content_type, "Metadata": metadata or {}}
-        if not more:
-            await s3.put_object(Bucket=bucket, Key=key, Body=bytes(buffer), **extra)
-            return StoredUpload(bucket, key, len(buffer), probe)
+        if filled < part_size:
+            with PartBody(buffer, filled) as body:
+                await s3.put_object(Bucket=bucket, Key=key, Body=body, **extra)
+            return StoredUpload(bucket, key, filled, probe)
         upload_id = (await s3.create_multipart_upload(Bucket=bucket, Key=key, **extra))["UploadId"]
         try:
             size, parts = 0, []
-            while True:
-                body, buffer = bytes(buffer), bytearray()
-                size += len(body)
-                part = await s3.upload_part(
-                    Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=len(parts) + 1, Body=body
-                )
-                del body
+            while filled:
+                size += filled
+                with PartBody(buffer, filled) as body:
+                    part = await s3.upload_part(
+                        Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=len(parts) + 1, Body=body
+                    )
                 parts.append({"ETag": part["ETag"], "PartNumber": len(parts) + 1})
-                if not more:
+                if filled < part_size:
                     break
-                more = await _fill(read, buffer, part_size, limits.max_bytes, size)
-                if not buffer:
-                    break
+                del buffer  # S3 has it: free it before the next one (the budget counts one per upload)
+                buffer = bytearray(part_size)
+                filled = await _fill(read, buffer, limits.max_bytes, size)
+            del buffer
             await s3.complete_multipart_upload(
                 Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
             )

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import multiprocessing
 import time
 from collections.abc import AsyncIterator
@@ -170,11 +171,15 @@ class Worker:
                 log.info("queue stayed empty for %.0fs: batch worker exits", s.idle_exit_after)
                 self.stop()
                 break
+            wait_time = s.wait_time
+            if s.idle_exit_after:  # a batch worker must notice an empty queue in time
+                idle_left = s.idle_exit_after - (time.monotonic() - self._last_activity)
+                wait_time = max(1, min(wait_time, math.ceil(idle_left)))
             receive = asyncio.ensure_future(
                 self._sqs.receive_message(
                     QueueUrl=s.aws.queue_url,
                     MaxNumberOfMessages=min(s.batch_size, free),
-                    WaitTimeSeconds=s.wait_time,
+                    WaitTimeSeconds=wait_time,
                     VisibilityTimeout=s.visibility_timeout,
                     AttributeNames=["ApproximateReceiveCount", "SentTimestamp"],
                     MessageAttributeNames=["All"],
