@@ -22,10 +22,9 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
 
-import aiohttp
-import botocore.exceptions
-
 T = TypeVar("T")
+# botocore and aiohttp are imported inside the functions that need them: the transform
+# engine (and so every pool process) imports this module and should stay light.
 
 
 class PixfleetError(Exception):
@@ -161,6 +160,8 @@ _RETRYABLE_AWS_CODES = frozenset(
 
 def aws_error_code(exc: BaseException) -> str | None:
     """The AWS error code of a botocore ``ClientError``, else ``None``."""
+    import botocore.exceptions
+
     if isinstance(exc, botocore.exceptions.ClientError):
         return exc.response.get("Error", {}).get("Code")
     return None
@@ -168,6 +169,8 @@ def aws_error_code(exc: BaseException) -> str | None:
 
 def is_not_found(exc: BaseException) -> bool:
     """True for the many spellings of "no such object" that S3 uses."""
+    import botocore.exceptions
+
     if not isinstance(exc, botocore.exceptions.ClientError):
         return False
     code = aws_error_code(exc)
@@ -192,6 +195,9 @@ def classify(exc: BaseException) -> PixfleetError:
     treated as retryable: the caller bounds the number of attempts, so a bug
     cannot loop forever, and a transient oddity is not turned into a lost job.
     """
+    import aiohttp
+    import botocore.exceptions
+
     if isinstance(exc, PixfleetError):
         return exc
     if isinstance(

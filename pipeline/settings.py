@@ -184,6 +184,12 @@ class ApiSettings:
         return settings
 
 
+def _task_worker_id(r: EnvReader) -> str:
+    """Under the orchestrator a worker is known by its task id (short form, as in the events)."""
+    task_id = r.str("PIXFLEET_TASK_ID", "")
+    return f"worker-{task_id[:8]}" if task_id else ""
+
+
 @dataclass(frozen=True)
 class WorkerSettings:
     """Settings of one worker process."""
@@ -216,7 +222,7 @@ class WorkerSettings:
         health_port = r.int("PIXFLEET_WORKER_HEALTH_PORT", -1, min=-1, max=65535)
         settings = cls(
             aws=AwsSettings.read(r),
-            worker_id=r.str("PIXFLEET_WORKER_ID", f"{socket.gethostname()}-{os.getpid()}"),
+            worker_id=r.str("PIXFLEET_WORKER_ID", "") or _task_worker_id(r) or f"{socket.gethostname()}-{os.getpid()}",
             concurrency=r.int("PIXFLEET_WORKER_CONCURRENCY", cores, min=1, max=256),
             processes=r.int("PIXFLEET_WORKER_PROCESSES", cores, min=1, max=64),
             batch_size=r.int("PIXFLEET_WORKER_BATCH_SIZE", 10, min=1, max=10),
@@ -251,7 +257,7 @@ class OrchestratorSettings:
     task_endpoint_url: str = ""
     runtime: str = "process"
     stop_tasks_on_exit: bool = True
-    tick_interval: float = 1.0
+    tick_interval: float = 0.5
     admin_token: str = ""
 
     @property
@@ -273,7 +279,7 @@ class OrchestratorSettings:
             task_endpoint_url=r.str("PIXFLEET_ORCH_TASK_ENDPOINT", ""),
             runtime=r.str("PIXFLEET_RUNTIME", "process"),
             stop_tasks_on_exit=r.bool("PIXFLEET_ORCH_STOP_TASKS_ON_EXIT", True),
-            tick_interval=r.float("PIXFLEET_ORCH_TICK", 1.0, min=0.05, max=60),
+            tick_interval=r.float("PIXFLEET_ORCH_TICK", 0.5, min=0.05, max=60),
             admin_token=r.str("PIXFLEET_ORCH_ADMIN_TOKEN", ""),
         )
         r.check(settings.runtime in ("process", "docker"), f"PIXFLEET_RUNTIME={settings.runtime!r}: must be 'process' or 'docker'")

@@ -41,11 +41,11 @@ def bench() -> None:
     """Benchmarks: transform engine, pipeline overhead, API throughput and memory."""
 
 
-@bench.command()
+@bench.command("corpus")
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--seed", default=1, show_default=True, help="Same seed, same files.")
 @click.option("--scale", default=1.0, show_default=True, help="Multiply every side (0.1 makes a tiny corpus for tests).")
-def corpus(directory: Path, seed: int, scale: float) -> None:
+def corpus_command(directory: Path, seed: int, scale: float) -> None:
     """Write the generated stand-in corpus (5-50 MP baseline/progressive JPEG, a PNG, a WebP) to DIRECTORY."""
     from pipeline.bench.corpus import DEFAULT_CORPUS, write_corpus
 
@@ -56,7 +56,7 @@ def corpus(directory: Path, seed: int, scale: float) -> None:
     click.echo(f"wrote {len(paths)} images ({total / 1e6:.1f} MB) to {directory}")
 
 
-@bench.command()
+@bench.command("transform")
 @click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--preset", "presets", multiple=True, help="Preset(s) to measure (default: all).")
 @click.option("--repeat", default=3, show_default=True, help="Runs per image; the fastest counts.")
@@ -64,7 +64,7 @@ def corpus(directory: Path, seed: int, scale: float) -> None:
     "--contender", "contenders", multiple=True, type=click.Choice(["pixfleet", "pillow_naive", "pyvips", "floor"]), help="Default: all four."
 )
 @_JSON
-def transform(directory: Path, presets: tuple[str, ...], repeat: int, contenders: tuple[str, ...], json_path: Path | None) -> None:
+def transform_command(directory: Path, presets: tuple[str, ...], repeat: int, contenders: tuple[str, ...], json_path: Path | None) -> None:
     """CPU ms/image, MP/s and peak RSS of the engine, naive Pillow, pyvips and the floor on the images in DIRECTORY."""
     from pipeline.bench.contenders import CONTENDERS
     from pipeline.bench.measure import write_json
@@ -83,13 +83,13 @@ def transform(directory: Path, presets: tuple[str, ...], repeat: int, contenders
     write_json(json_path, report)
 
 
-@bench.command()
+@bench.command("pipeline")
 @click.option("--dir", "directory", type=click.Path(exists=True, file_okay=False, path_type=Path), help="Images to submit (default: generated 12 MP JPEGs).")
 @click.option("--jobs", default=24, show_default=True, help="Jobs per run.")
 @click.option("--preset", default="web", show_default=True)
 @click.option("--workers", "worker_counts", multiple=True, type=int, help="Worker counts to measure (default: 1 and 2).")
 @_JSON
-def pipeline(directory: Path | None, jobs: int, preset: str, worker_counts: tuple[int, ...], json_path: Path | None) -> None:
+def pipeline_command(directory: Path | None, jobs: int, preset: str, worker_counts: tuple[int, ...], json_path: Path | None) -> None:
     """Worker CPU per job vs engine CPU per job, and images/s end to end, through the embedded stack."""
     from pipeline.bench.measure import write_json
     from pipeline.bench.pipeline import benchmark, render_tables
@@ -100,14 +100,14 @@ def pipeline(directory: Path | None, jobs: int, preset: str, worker_counts: tupl
     write_json(json_path, report)
 
 
-@bench.command()
+@bench.command("api")
 @click.option("--requests", default=400, show_default=True, help="256 KB uploads in the throughput run.")
 @click.option("--concurrency", default=16, show_default=True, help="Concurrent clients in the throughput run.")
 @click.option("--image-kb", default=256, show_default=True)
 @click.option("--big-clients", default=50, show_default=True, help="Clients uploading at once in the memory run.")
 @click.option("--big-mb", default=50.0, show_default=True, help="MB (10^6 bytes) each of them uploads.")
 @_JSON
-def api(requests: int, concurrency: int, image_kb: int, big_clients: int, big_mb: float, json_path: Path | None) -> None:
+def api_command(requests: int, concurrency: int, image_kb: int, big_clients: int, big_mb: float, json_path: Path | None) -> None:
     """Accepted uploads/s and latency percentiles, and the API's peak RSS under big concurrent uploads."""
     from pipeline.bench.api import benchmark, render_tables
     from pipeline.bench.measure import write_json

@@ -46,6 +46,7 @@ class ByteBudget:
         self.total = total
         self.available = total
         self._cond = asyncio.Condition()
+        self._spares: list[bytearray] = []
 
     async def acquire(self, n: int) -> None:
         n = min(n, self.total)
@@ -62,6 +63,28 @@ class ByteBudget:
     @property
     def in_use(self) -> int:
         return self.total - self.available
+
+    async def take_buffer(self, size: int) -> bytearray:
+        """A ``size``-byte buffer once the budget allows it: a spare one when there is one.
+
+        Reusing buffers keeps the allocator from churning multi-megabyte blocks, which
+        fragments the heap and keeps freed memory resident; at most ``total // size``
+        buffers ever exist.
+        """
+        await self.acquire(size)
+        for i, spare in enumerate(self._spares):
+            if len(spare) == size:
+                return self._spares.pop(i)
+        return bytearray(size)
+
+    async def give_back(self, buffer: bytearray) -> None:
+        """Return a buffer from :meth:`take_buffer` (kept for reuse) and its bytes to the budget."""
+        size = len(buffer)
+        self._spares.append(buffer)
+        held = sum(len(b) for b in self._spares)
+        while held > self.available + size and self._spares:  # spares never exceed the unused budget
+            held -= len(self._spares.pop(0))
+        await self.release(size)
 
 
 @dataclass(frozen=True)
@@ -164,14 +187,12 @@ async def store_upload(
     Raises :class:`PayloadTooLarge` as soon as the body passes ``limits.max_bytes``
     (the rest is not read), and the probe's errors (415/422) before anything is stored.
 
-    Memory: one ``part_size`` buffer per upload at a time, counted by ``budget``. It is
-    filled in place and sent through a :class:`PartBody` view, never copied; the next
-    part's buffer is made only after S3 has the previous one.
+    Memory: one ``part_size`` buffer per upload, from ``budget`` (reused across uploads),
+    filled in place part after part and sent through a :class:`PartBody` view, never copied.
     """
     read = _ExactReader(read)
-    await budget.acquire(part_size)
+    buffer = await budget.take_buffer(part_size)
     try:
-        buffer = bytearray(part_size)
         filled = await _fill(read, buffer, limits.max_bytes, 0)
         probe = probe_header(bytes(buffer[: min(filled, HEADER_BYTES)]), limits)
         content_type = FORMAT_CONTENT_TYPES.get(probe.format, "application/octet-stream")
@@ -192,10 +213,7 @@ async def store_upload(
                 parts.append({"ETag": part["ETag"], "PartNumber": len(parts) + 1})
                 if filled < part_size:
                     break
-                del buffer  # S3 has it: free it before the next one (the budget counts one per upload)
-                buffer = bytearray(part_size)
-                filled = await _fill(read, buffer, limits.max_bytes, size)
-            del buffer
+                filled = await _fill(read, buffer, limits.max_bytes, size)  # S3 has the part: refill
             await s3.complete_multipart_upload(
                 Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
             )
@@ -204,7 +222,7 @@ async def store_upload(
             await _abort(s3, bucket, key, upload_id)
             raise
     finally:
-        await budget.release(part_size)
+        await budget.give_back(buffer)
 
 
 async def _abort(s3: Any, bucket: str, key: str, upload_id: str) -> None:
