@@ -259,6 +259,9 @@ class OrchestratorSettings:
     stop_tasks_on_exit: bool = True
     tick_interval: float = 0.5
     admin_token: str = ""
+    docker_task_network: str = "pixfleet_tasks"
+    docker_edge_network: str = "pixfleet_edge"
+    task_images: tuple[tuple[str, str], ...] = ()
 
     @property
     def endpoint_for_tasks(self) -> str:
@@ -281,6 +284,13 @@ class OrchestratorSettings:
             stop_tasks_on_exit=r.bool("PIXFLEET_ORCH_STOP_TASKS_ON_EXIT", True),
             tick_interval=r.float("PIXFLEET_ORCH_TICK", 0.5, min=0.05, max=60),
             admin_token=r.str("PIXFLEET_ORCH_ADMIN_TOKEN", ""),
+            docker_task_network=r.str("PIXFLEET_DOCKER_TASK_NETWORK", "pixfleet_tasks"),
+            docker_edge_network=r.str("PIXFLEET_DOCKER_EDGE_NETWORK", "pixfleet_edge"),
+            task_images=tuple(
+                (family, image)
+                for family, image in (("pixfleet-api", r.str("PIXFLEET_API_IMAGE", "")), ("pixfleet-worker", r.str("PIXFLEET_WORKER_IMAGE", "")))
+                if image
+            ),
         )
         r.check(settings.runtime in ("process", "docker"), f"PIXFLEET_RUNTIME={settings.runtime!r}: must be 'process' or 'docker'")
         r.raise_if_problems()

@@ -170,7 +170,7 @@ def test_shipped_task_definitions() -> None:
     assert (api.key, api.task_role_arn) == ("pixfleet-api:1", "pixfleet-api")
     a = api.main_container
     assert (a.image, a.command, a.stop_timeout) == ("pixfleet-api:latest", ("python", "-m", "services.api"), 10)
-    assert a.resolved({}).environment == {"PIXFLEET_API_HOST": "127.0.0.1", "PIXFLEET_API_PORT": "8080"}  # fixed hostPort
+    assert a.resolved({}).environment == {"PIXFLEET_API_HOST": "0.0.0.0", "PIXFLEET_API_PORT": "8080"}  # fixed hostPort; containers bind all interfaces (`pixfleet up` overrides to 127.0.0.1)
     assert a.port_mappings == (PortMapping(8080, 8080, "tcp"),)
     assert a.health_check == HealthCheck(("CMD", "python", "-m", "services.api", "--healthcheck"), 5, 3, 3, 5)
 

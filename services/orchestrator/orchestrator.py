@@ -537,6 +537,7 @@ class Orchestrator:
 
     async def _restore(self) -> None:
         if not self.state_path.exists():
+            await asyncio.gather(*(self.runtime.stop(s, 10) for s in await self.runtime.strays(set())), return_exceptions=True)
             self._save()
             return
         state = json.loads(self.state_path.read_text())
@@ -564,7 +565,14 @@ class Orchestrator:
             if task.state == STOPPING:
                 asyncio.create_task(self._stop_task(task, task.stop_reason or "stopping"))
             adopted += 1
-        self.events.add(None, f"orchestrator started: adopted {adopted} running task(s), {lost} had stopped meanwhile.")
+        strays = await self.runtime.strays(set(self.tasks))
+        # e.g. a container started just before a crash, never saved: stop and remove it.
+        await asyncio.gather(*(self.runtime.stop(stray, 10) for stray in strays), return_exceptions=True)
+        self.events.add(
+            None,
+            f"orchestrator started: adopted {adopted} running task(s), {lost} had stopped meanwhile"
+            + (f", removed {len(strays)} unknown task(s)." if strays else "."),
+        )
 
     # --- views -------------------------------------------------------------------------------
 

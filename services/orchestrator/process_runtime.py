@@ -157,3 +157,7 @@ class ProcessRuntime:
 
     def port_bindings(self, handle: dict[str, Any]) -> dict[int, int]:
         return {int(k): int(v) for k, v in handle.get("ports", {}).items()}
+
+    async def strays(self, known: set[str]) -> list[dict[str, Any]]:
+        """Processes carry no labels to find them by; adoption relies on the saved state alone."""
+        return []

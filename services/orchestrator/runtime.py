@@ -72,6 +72,10 @@ class Runtime(Protocol):
         """containerPort → host port of a started task."""
         ...
 
+    async def strays(self, known: set[str]) -> list[dict[str, Any]]:
+        """Tasks of this cluster that the runtime can see but ``known`` (task ids) does not list."""
+        ...
+
 
 def create_runtime(name: str, **kwargs: Any) -> Runtime:
     """Build the runtime called ``name`` (``process`` or ``docker``)."""
@@ -87,4 +91,10 @@ def _process(**kwargs: Any) -> Runtime:
     return ProcessRuntime(**kwargs)
 
 
-RUNTIMES: dict[str, Callable[..., Runtime]] = {"process": _process}
+def _docker(**kwargs: Any) -> Runtime:
+    from services.orchestrator.docker_runtime import DockerRuntime
+
+    return DockerRuntime(**kwargs)
+
+
+RUNTIMES: dict[str, Callable[..., Runtime]] = {"process": _process, "docker": _docker}

@@ -1,0 +1,178 @@
+"""Run tasks as Docker containers, the ECS way, with the Docker SDK.
+
+* Limits from the task definition: ``cpu`` units → ``nano_cpus`` (1024 units = 1 CPU),
+  ``memory`` MiB → a hard memory limit.
+* Labels identify cluster, service, task and task definition, so a restarted
+  orchestrator finds its containers again (and removes strays).
+* Networks like private subnets: every task joins the internal task network
+  (``169.254.170.0/24``, where the orchestrator answers at 169.254.170.2 with
+  ECS-style credentials); only a task whose task definition publishes a host port
+  (the API) is also attached to the edge network that publishes it.
+* Stop as ECS: ``docker stop`` sends SIGTERM and SIGKILLs after the container
+  definition's ``stopTimeout``. Stopped containers are removed after their log is
+  saved, so ``docker compose down`` leaves nothing behind.
+
+The Docker SDK is synchronous: calls run in a thread pool of their own, large
+enough for one blocking ``wait`` per task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shlex
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+
+from services.orchestrator.runtime import HealthResult, LaunchSpec
+
+log = logging.getLogger("pixfleet.runtime.docker")
+
+
+class DockerRuntime:
+    """Tasks as containers on one Docker engine."""
+
+    name = "docker"
+
+    def __init__(
+        self,
+        *,
+        cluster: str = "pixfleet",
+        task_network: str,
+        edge_network: str | None = None,
+        images: dict[str, str] | None = None,
+        log_dir: Path | str | None = None,
+        client: docker.DockerClient | None = None,
+        **_: Any,
+    ):
+        self.cluster = cluster
+        self.task_network = task_network
+        self.edge_network = edge_network
+        self.images = images or {}
+        self.log_dir = Path(log_dir) if log_dir else None
+        if self.log_dir:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.client = client or docker.from_env()
+        self._pool = ThreadPoolExecutor(max_workers=128, thread_name_prefix="docker")
+
+    async def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, lambda: fn(*args, **kwargs))
+
+    def image_for(self, spec: LaunchSpec) -> str:
+        return self.images.get(spec.family) or spec.image
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self, spec: LaunchSpec, resolve_env: Callable[[dict[int, int]], dict[str, str]]) -> dict[str, Any]:
+        # Inside its own network namespace a task listens on its container ports.
+        env = resolve_env({container: container for container, _ in spec.port_mappings})
+        published = {f"{container}/tcp": host for container, host in spec.port_mappings if host is not None}
+        labels = {
+            "pixfleet.cluster": self.cluster,
+            "pixfleet.service": spec.service or "",
+            "pixfleet.task": spec.task_id,
+            "pixfleet.taskdef": f"{spec.family}:{spec.revision}",
+            **spec.labels,
+        }
+        first_network = self.edge_network if published and self.edge_network else self.task_network
+        container = await self._call(
+            self.client.containers.create,
+            self.image_for(spec),
+            command=list(spec.command) or None,
+            environment={**env, "PIXFLEET_TASK_ID": spec.task_id},
+            name=f"{self.cluster}-{spec.family}-{spec.task_id[:12]}",
+            labels=labels,
+            network=first_network,
+            ports=published or None,
+            nano_cpus=int(spec.cpu_units / 1024 * 1e9) if spec.cpu_units else None,
+            mem_limit=f"{spec.memory_mib}m" if spec.memory_mib else None,
+            init=True,  # signals reach the service; zombies are reaped
+            detach=True,
+        )
+        try:
+            if first_network != self.task_network:
+                network = await self._call(self.client.networks.get, self.task_network)
+                await self._call(network.connect, container)
+            await self._call(container.start)
+        except Exception:
+            await self._call(container.remove, force=True)
+            raise
+        await self._call(container.reload)
+        ports = {container_port: container_port for container_port, _ in spec.port_mappings}
+        for key, bindings in (container.attrs.get("NetworkSettings", {}).get("Ports") or {}).items():
+            if bindings:
+                ports[int(key.split("/")[0])] = int(bindings[0]["HostPort"])
+        log.info("started %s task %s (container %s)", spec.family, spec.task_id[:8], container.short_id)
+        return {"container_id": container.id, "task_id": spec.task_id, "ports": {str(k): v for k, v in ports.items()}, "name": container.name}
+
+    async def wait(self, handle: dict[str, Any]) -> int | None:
+        try:
+            container = await self._call(self.client.containers.get, handle["container_id"])
+            result = await self._call(container.wait)
+        except docker.errors.NotFound:
+            return None
+        code = int(result.get("StatusCode", -1))
+        # Docker reports a SIGKILLed process as 137 (128 + 9), as ECS does.
+        await self._save_log_and_remove(container, handle)
+        return code
+
+    async def _save_log_and_remove(self, container: Any, handle: dict[str, Any]) -> None:
+        try:
+            if self.log_dir:
+                logs = await self._call(container.logs, stdout=True, stderr=True)
+                (self.log_dir / f"{handle.get('name', container.name)}.log").write_bytes(logs)
+            await self._call(container.remove, force=True)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as exc:  # removal already in progress
+            log.debug("remove %s: %s", container.name, exc)
+
+    async def stop(self, handle: dict[str, Any], timeout: float) -> int | None:
+        try:
+            container = await self._call(self.client.containers.get, handle["container_id"])
+            await self._call(container.stop, timeout=int(timeout))
+        except docker.errors.NotFound:
+            return None
+        return await self.wait(handle)
+
+    def kill(self, handle: dict[str, Any]) -> None:
+        try:
+            self.client.containers.get(handle["container_id"]).kill()
+        except docker.errors.APIError:
+            pass
+
+    async def alive(self, handle: dict[str, Any]) -> bool:
+        try:
+            container = await self._call(self.client.containers.get, handle["container_id"])
+        except docker.errors.NotFound:
+            return False
+        return container.status in ("running", "created", "restarting")
+
+    async def health_check(self, handle: dict[str, Any], command: tuple[str, ...], env: dict[str, str], timeout: float) -> HealthResult:
+        kind, *rest = command
+        argv = ["/bin/sh", "-c", rest[0]] if kind == "CMD-SHELL" else rest
+        try:
+            container = await self._call(self.client.containers.get, handle["container_id"])
+            result = await asyncio.wait_for(self._call(container.exec_run, argv), timeout)
+        except TimeoutError:
+            return HealthResult(False, f"health check timed out after {timeout}s: {shlex.join(argv)}")
+        except docker.errors.APIError as exc:
+            return HealthResult(False, f"health check could not run: {exc}")
+        return HealthResult(result.exit_code == 0, (result.output or b"").decode(errors="replace")[-4096:])
+
+    def port_bindings(self, handle: dict[str, Any]) -> dict[int, int]:
+        return {int(k): int(v) for k, v in handle.get("ports", {}).items()}
+
+    async def strays(self, known: set[str]) -> list[dict[str, Any]]:
+        """Containers of this cluster that the orchestrator's state does not know (to be removed)."""
+        containers = await self._call(self.client.containers.list, all=True, filters={"label": f"pixfleet.cluster={self.cluster}"})
+        return [
+            {"container_id": c.id, "task_id": c.labels.get("pixfleet.task", ""), "name": c.name}
+            for c in containers
+            if c.labels.get("pixfleet.task") not in known
+        ]
