@@ -163,6 +163,7 @@ class ApiSettings:
     presign_expires: int = 900
     default_preset: str = "web"
     aws_timeout: float = 5.0
+    public_s3_url: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ApiSettings:
@@ -178,6 +179,7 @@ class ApiSettings:
             presign_expires=r.int("PIXFLEET_PRESIGN_EXPIRES", 900, min=60, max=7 * 24 * 3600),
             default_preset=r.str("PIXFLEET_DEFAULT_PRESET", "web"),
             aws_timeout=r.float("PIXFLEET_AWS_TIMEOUT", 5.0, min=0.1),
+            public_s3_url=r.str("PIXFLEET_PUBLIC_S3_URL", ""),
         )
         r.check(settings.buffer_budget >= settings.part_size, "PIXFLEET_API_BUFFER_BUDGET must be >= PIXFLEET_API_PART_SIZE")
         r.raise_if_problems()

@@ -125,3 +125,8 @@ def api_command(requests: int, concurrency: int, image_kb: int, big_clients: int
         )
     _print(render_tables(report))
     write_json(json_path, report)
+
+
+from pipeline.bench.scaling import scaling  # noqa: E402 - the orchestrator's benchmark, beside the others
+
+bench.add_command(scaling)

@@ -268,12 +268,17 @@ async def create_upload(request: web.Request) -> web.Response:
         ],
         ExpiresIn=settings.presign_expires,
     )
+    url = post["url"]
+    if settings.public_s3_url:
+        # The API may reach S3 by an address the client cannot (e.g. a container name); a POST
+        # policy's signature does not cover the host, so the client gets the public address.
+        url = settings.public_s3_url.rstrip("/") + "/" + url.split("://", 1)[1].split("/", 1)[1]
     expires = datetime.now(UTC) + timedelta(seconds=settings.presign_expires)
     return web.json_response(
         {
             "job_id": job_id,
             "status_url": _status_url(request, job_id),
-            "upload": {"url": post["url"], "fields": post["fields"], "method": "POST", "file_field": "file"},
+            "upload": {"url": url, "fields": post["fields"], "method": "POST", "file_field": "file"},
             "max_bytes": settings.limits.max_bytes,
             "expires_at": expires.isoformat(timespec="seconds").replace("+00:00", "Z"),
         },
