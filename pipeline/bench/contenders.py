@@ -22,6 +22,7 @@ quality and progressive flag, JPEG 4:2:0, metadata stripped.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
 import json
 import os
@@ -149,6 +150,12 @@ def pyvips_unavailable() -> str | None:
     return None
 
 
+def save_outputs(directory: Path, source: str, preset: str, outputs: list) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    for variant, ext, _, _, payload in outputs:
+        (directory / f"{source}.{preset}.{variant}.{ext}").write_bytes(payload)
+
+
 def run(contender: str, preset: str, files: Sequence[Path], repeat: int, save: Path | None) -> dict[str, Any]:
     """Render every file with one contender; the report printed by the command line."""
     from PIL import Image
@@ -167,8 +174,9 @@ def run(contender: str, preset: str, files: Sequence[Path], repeat: int, save: P
             megapixels = im.width * im.height / 1e6
         best, outputs = min((render(data, variants) for _ in range(repeat)), key=lambda r: r[0])
         if save is not None:
-            for variant, ext, _, _, payload in outputs:
-                (save / f"{path.name}.{preset}.{variant}.{ext}").write_bytes(payload)
+            save_outputs(save / "encoded", path.name, preset, outputs)
+            lossless = [dataclasses.replace(v, format="png") for v in variants]  # untimed: pixels without codec noise
+            save_outputs(save / "lossless", path.name, preset, render(data, lossless)[1])
         report["images"].append(
             {
                 "file": path.name,
@@ -191,7 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("preset")
     parser.add_argument("files", nargs="*", type=Path)
     parser.add_argument("--repeat", type=int, default=1)
-    parser.add_argument("--save", type=Path, help="write the outputs here (for SSIM)")
+    parser.add_argument("--save", type=Path, help="write the outputs (encoded/ and lossless/) here, for SSIM")
     args = parser.parse_args(argv)
     print(json.dumps(run(args.contender, args.preset, args.files, max(1, args.repeat), args.save)))
     return 0

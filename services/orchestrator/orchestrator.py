@@ -329,6 +329,7 @@ class Orchestrator:
                 "AWS_CONTAINER_CREDENTIALS_FULL_URI": f"{self.endpoint_url}/v1/credentials/{task.task_id}",
                 "AWS_CONTAINER_AUTHORIZATION_TOKEN": task.token,
                 "ECS_CONTAINER_METADATA_URI_V4": f"{self.endpoint_url}/v1/metadata/{task.task_id}",
+                "PIXFLEET_ORCHESTRATOR_URL": self.endpoint_url,  # read-only views (e.g. the API's fleet panel)
                 "PIXFLEET_TASK_ID": task.task_id,
             }
         )
