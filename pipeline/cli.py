@@ -15,7 +15,10 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from infra.images.cli import images
 from pipeline.bench import bench
+from pipeline.demo import demo
+from pipeline.loadtest import load
 from services.orchestrator.cli import COMMANDS as ORCHESTRATOR_COMMANDS
 
 console = Console(stderr=True)
@@ -133,6 +136,9 @@ def submit(files: tuple[Path, ...], preset: str, wait: bool, out: Path | None, a
 for _command in ORCHESTRATOR_COMMANDS:
     main.add_command(_command)
 main.add_command(bench)
+main.add_command(images)
+main.add_command(load)
+main.add_command(demo)
 
 
 if __name__ == "__main__":

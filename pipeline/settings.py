@@ -164,6 +164,7 @@ class ApiSettings:
     default_preset: str = "web"
     aws_timeout: float = 5.0
     public_s3_url: str = ""
+    orchestrator_url: str = ""  # read-only fleet views (GET /v1/fleet); set for tasks by the orchestrator
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ApiSettings:
@@ -180,6 +181,7 @@ class ApiSettings:
             default_preset=r.str("PIXFLEET_DEFAULT_PRESET", "web"),
             aws_timeout=r.float("PIXFLEET_AWS_TIMEOUT", 5.0, min=0.1),
             public_s3_url=r.str("PIXFLEET_PUBLIC_S3_URL", ""),
+            orchestrator_url=r.str("PIXFLEET_ORCHESTRATOR_URL", ""),
         )
         r.check(settings.buffer_budget >= settings.part_size, "PIXFLEET_API_BUFFER_BUDGET must be >= PIXFLEET_API_PART_SIZE")
         r.raise_if_problems()

@@ -12,12 +12,13 @@ then applies the inverse of the tag's transform before encoding.
 from __future__ import annotations
 
 import io
-import random
 import struct
 import zlib
 from functools import lru_cache
 
-from PIL import Image, ImageCms, ImageDraw, ImageFilter
+from PIL import Image, ImageCms
+
+from pipeline import samples
 
 # The transform a viewer applies to *display* a stored image with a given EXIF orientation.
 DISPLAY_TRANSPOSE = {
@@ -42,50 +43,8 @@ MARKER_COLOR = (255, 0, 0)
 # --- content ----------------------------------------------------------------------------------
 
 
-def photo_image(w: int, h: int, *, seed: int = 0, marker: bool = False) -> Image.Image:
-    """A photo-like RGB :class:`Image` (gradients, shapes, lines, texture, grain).
-
-    Shapes are drawn at half resolution and enlarged, which softens their edges
-    the way a lens does; texture and grain are added at full resolution.
-    With ``marker`` a pure red square is painted in the top-left corner (side
-    ``min(w, h) // 5``) so tests can find that corner after orientation.
-    """
-    rng = random.Random(seed)
-    sw, sh = max(1, w // 2), max(1, h // 2)
-    # 256-level gradients: NEAREST enlarges them as well as any filter would, and fast.
-    gx = Image.linear_gradient("L").resize((sw, sh), Image.Resampling.NEAREST)
-    gy = Image.linear_gradient("L").rotate(90).resize((sw, sh), Image.Resampling.NEAREST)
-    gd = Image.radial_gradient("L").resize((sw, sh), Image.Resampling.NEAREST)
-    im = Image.merge("RGB", (gx, gy, gd))
-    draw = ImageDraw.Draw(im)
-    unit = max(2, min(sw, sh) // 12)
-    for _ in range(40):
-        x, y = rng.randrange(sw), rng.randrange(sh)
-        rx, ry = rng.randint(unit // 2, unit * 3), rng.randint(unit // 2, unit * 3)
-        color = (rng.randrange(40, 220), rng.randrange(40, 256), rng.randrange(40, 256))
-        shape = rng.choice(("ellipse", "rectangle", "polygon"))
-        if shape == "ellipse":
-            draw.ellipse((x - rx, y - ry, x + rx, y + ry), fill=color)
-        elif shape == "rectangle":
-            draw.rectangle((x - rx, y - ry, x + rx, y + ry), fill=color)
-        else:
-            pts = [(x + rng.randint(-rx, rx), y + rng.randint(-ry, ry)) for _ in range(5)]
-            draw.polygon(pts, fill=color)
-    for _ in range(60):  # fine detail: thin lines
-        pts = [(rng.randrange(sw), rng.randrange(sh)) for _ in range(2)]
-        draw.line(pts, fill=(rng.randrange(256), rng.randrange(256), rng.randrange(256)), width=rng.randint(1, 2))
-    im = im.resize((w, h), Image.Resampling.BILINEAR)
-    # Texture: noise correlated over a few pixels (like foliage, skin, demosaiced sensor noise)
-    # plus a little per-pixel grain, mixed as grey and blended over the picture once.
-    texture = Image.frombytes("L", (w, h), rng.randbytes(w * h)).filter(ImageFilter.BoxBlur(1))
-    texture = texture.point(lambda v: max(0, min(255, 128 + (v - 128) * 4)))
-    grain = Image.frombytes("L", (w, h), rng.randbytes(w * h))
-    noise = Image.blend(texture, grain, 0.25)
-    im = Image.blend(im, Image.merge("RGB", (noise, noise, noise)), 0.08)
-    if marker:
-        side = max(2, min(w, h) // 5)
-        im.paste(MARKER_COLOR, (0, 0, side, side))
-    return im
+# The photo-like content is the package's own (the demo and load tests generate it too).
+photo_image = samples.photo_image
 
 
 def _encode(im: Image.Image, fmt: str, **params) -> bytes:

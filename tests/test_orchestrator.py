@@ -17,6 +17,7 @@ import pytest
 from aiobotocore.session import get_session
 
 import images
+from infra.stack import StackSpec
 from services.orchestrator.embedded import EmbeddedConfig, EmbeddedStack
 from stack_fixtures import StackClient, queue_drained
 from test_worker_lifecycle import manifests, wait_for
@@ -33,6 +34,7 @@ async def fleet(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
         max_workers=4,
         api_port=0,
         scaling={"scaleInCooldown": 3, "targetBacklogPerTask": 10},
+        spec=StackSpec(visibility_timeout=10),  # a message swallowed by a killed worker's poll returns soon
     )
     async with EmbeddedStack(config) as stack, aiohttp.ClientSession() as http:
         yield StackClient(stack, http)

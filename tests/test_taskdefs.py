@@ -183,6 +183,7 @@ def test_shipped_task_definitions() -> None:
         "PIXFLEET_WORKER_HEALTH_PORT": "41234",
         "PIXFLEET_WORKER_PROCESSES": "1",
         "PIXFLEET_WORKER_CONCURRENCY": "2",
+        "PIXFLEET_WORKER_WAIT_TIME": "10",
     }
 
 

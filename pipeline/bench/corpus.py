@@ -41,7 +41,7 @@ class CorpusImage:
 
 # 5-50 MP, like the cameras and phones that upload to us; stored size (before EXIF rotation).
 DEFAULT_CORPUS = (
-    CorpusImage("01-5mp-baseline.jpg", 2736, 1824, "jpeg"),
+    CorpusImage("01-5mp-baseline.jpg", 2752, 1840, "jpeg"),
     CorpusImage("02-8mp-progressive.jpg", 3456, 2304, "jpeg", progressive=True),
     CorpusImage("03-12mp-baseline.jpg", 4000, 3000, "jpeg"),
     CorpusImage("04-12mp-portrait-exif6.jpg", 4032, 3024, "jpeg", orientation=6),

@@ -12,10 +12,12 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -44,6 +46,7 @@ from services.api.uploads import ByteBudget, StoredUpload, store_upload
 log = logging.getLogger("pixfleet.api")
 
 MAX_FILES_PER_REQUEST = 20
+STATIC_DIR = Path(__file__).parent / "static"
 
 
 @dataclass
@@ -66,11 +69,23 @@ class Metrics:
         )
 
 
+@dataclass
+class FleetCache:
+    """The last ``GET /v1/fleet`` answer, reused for ``ttl`` seconds: many open pages cost one read a second."""
+
+    ttl: float = 1.0
+    value: dict[str, Any] | None = None
+    read_at: float = 0.0
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
 SETTINGS = web.AppKey("settings", ApiSettings)
 S3 = web.AppKey("s3", Any)
 SQS = web.AppKey("sqs", Any)
 BUDGET = web.AppKey("budget", ByteBudget)
 METRICS = web.AppKey("metrics", Metrics)
+HTTP = web.AppKey("http", aiohttp.ClientSession)
+FLEET = web.AppKey("fleet", FleetCache)
 
 
 # --- middleware ----------------------------------------------------------------------------
@@ -411,6 +426,44 @@ async def openapi(request: web.Request) -> web.Response:
     return web.json_response(openapi_document(request.app[SETTINGS]))
 
 
+async def fleet(request: web.Request) -> web.Response:
+    """GET /v1/fleet — queue depth and running workers, for the web page's live panel (cached ~1 s)."""
+    cache = request.app[FLEET]
+    async with cache.lock:
+        if cache.value is None or time.monotonic() - cache.read_at > cache.ttl:
+            cache.value = await _read_fleet(request.app)
+            cache.read_at = time.monotonic()
+        return web.json_response(cache.value, headers={"Cache-Control": "no-store"})
+
+
+async def _read_fleet(app: web.Application) -> dict[str, Any]:
+    settings = app[SETTINGS]
+    names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible", "ApproximateNumberOfMessagesDelayed"]
+    attrs = (await app[SQS].get_queue_attributes(QueueUrl=settings.aws.queue_url, AttributeNames=names))["Attributes"]
+    visible, in_flight, delayed = (int(attrs.get(name, 0)) for name in names)
+    workers = desired = None
+    if settings.orchestrator_url:
+        # The orchestrator's reads need no token; if it does not answer, the panel shows "unknown".
+        try:
+            async with app[HTTP].get(f"{settings.orchestrator_url.rstrip('/')}/v1/services") as response:
+                services = (await response.json())["services"]
+            worker = next(s for s in services if s["serviceName"] == "worker")
+            workers, desired = int(worker["runningCount"]), int(worker["desiredCount"])
+        except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, TypeError, StopIteration) as exc:
+            log.debug("orchestrator %s: %s", settings.orchestrator_url, exc)
+    return {
+        "queue": {"visible": visible, "in_flight": in_flight, "delayed": delayed},
+        "workers": workers,
+        "desired_workers": desired,
+        "sampled_at": utcnow_iso(),
+    }
+
+
+async def index(request: web.Request) -> web.FileResponse:
+    """GET / — the upload page (plain HTML, CSS and JS from ``static/``; no build step)."""
+    return web.FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+
 ROUTES = [
     web.post("/v1/images", upload_images),
     web.post("/v1/uploads", create_upload),
@@ -420,6 +473,9 @@ ROUTES = [
     web.get("/healthz", healthz),
     web.get("/metrics", metrics),
     web.get("/openapi.json", openapi),
+    web.get("/v1/fleet", fleet),
+    web.get("/", index),
+    web.static("/static", STATIC_DIR),
 ]
 
 
@@ -438,6 +494,13 @@ def _aws_clients(credentials: Mapping[str, str] | None) -> Callable[[web.Applica
     return clients
 
 
+async def _http_client(app: web.Application) -> AsyncIterator[None]:
+    """A small HTTP client for read-only calls to the orchestrator."""
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as http:
+        app[HTTP] = http
+        yield
+
+
 def create_app(settings: ApiSettings, *, credentials: Mapping[str, str] | None = None) -> web.Application:
     """Build the API application; AWS clients open on startup and close on cleanup.
 
@@ -448,6 +511,8 @@ def create_app(settings: ApiSettings, *, credentials: Mapping[str, str] | None =
     app[SETTINGS] = settings
     app[BUDGET] = ByteBudget(settings.buffer_budget)
     app[METRICS] = Metrics.create()
+    app[FLEET] = FleetCache()
     app.cleanup_ctx.append(_aws_clients(credentials))
+    app.cleanup_ctx.append(_http_client)
     app.add_routes(ROUTES)
     return app

@@ -107,6 +107,17 @@ def openapi_document(settings: ApiSettings) -> dict[str, Any]:
                 }
             },
             "/v1/presets": {"get": {"summary": "Available presets", "responses": {"200": {"description": "Presets and their variants", "content": {"application/json": {"schema": {"type": "object"}}}}}}},
+            "/v1/fleet": {
+                "get": {
+                    "summary": "Queue depth and running workers (cached for about a second), for the web page's live panel",
+                    "responses": {
+                        "200": {"description": "Queue depth by kind; workers null when the orchestrator is unknown or silent", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Fleet"}}}},
+                        "401": _err("Missing or wrong X-API-Key"),
+                        "503": _err("The queue could not be read"),
+                    },
+                }
+            },
+            "/": {"get": {"summary": "The upload page (HTML; its scripts and styles under /static/)", "security": [], "responses": {"200": {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}}}}},
             "/healthz": {
                 "get": {
                     "summary": "Health: S3 and SQS reachable",
@@ -134,6 +145,19 @@ def openapi_document(settings: ApiSettings) -> dict[str, Any]:
                         "upload": {"type": "object", "properties": {"url": {"type": "string"}, "fields": {"type": "object"}}},
                         "max_bytes": {"type": "integer"},
                         "expires_at": {"type": "string", "format": "date-time"},
+                    },
+                },
+                "Fleet": {
+                    "type": "object",
+                    "required": ["queue", "workers"],
+                    "properties": {
+                        "queue": {
+                            "type": "object",
+                            "properties": {"visible": {"type": "integer"}, "in_flight": {"type": "integer"}, "delayed": {"type": "integer"}},
+                        },
+                        "workers": {"type": ["integer", "null"], "description": "Running worker tasks"},
+                        "desired_workers": {"type": ["integer", "null"]},
+                        "sampled_at": {"type": "string", "format": "date-time"},
                     },
                 },
                 "Job": {

@@ -187,9 +187,12 @@ class Worker:
             )
             await _first(receive, self._stopping.wait())
             if not receive.done():
-                receive.cancel()  # anything SQS handed out meanwhile reappears after the visibility timeout
-                with suppress(BaseException):
-                    await receive
+                # Draining: let the long poll end (at most wait_time) and hand back what it brings.
+                # A cancelled poll is not cancelled at SQS: its messages would stay invisible for
+                # the whole visibility timeout.
+                with suppress(Exception):
+                    for message in (await receive).get("Messages", []):
+                        await self._release(message["ReceiptHandle"])
                 break
             try:
                 messages = receive.result().get("Messages", [])

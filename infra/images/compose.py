@@ -1,0 +1,302 @@
+"""What the compose stack's control-plane containers run (``docker-compose.yml``).
+
+``python -m infra.images.compose provision`` is the one-shot ``provision`` service. It
+applies the stack to the emulator, then leaves two files in the ``stack`` volume, which
+only it and the orchestrator mount (no task ever does):
+
+* ``outputs.json`` — the stack's outputs (buckets, queue URLs, role ARNs);
+* ``aws-config`` (mode 0600) — an AWS config file with the profile
+  ``pixfleet-bootstrap`` (admin keys) and the profile ``pixfleet-orchestrator``, which
+  assumes the orchestrator role with them. botocore does that assumption (and renews
+  it) by itself when the orchestrator runs with ``AWS_PROFILE=pixfleet-orchestrator``.
+
+On **moto** the admin keys belong to a user created while moto still accepts anything;
+then IAM enforcement is switched on, and from there on the orchestrator can do only
+what its role allows, and each task only what its own role allows. Run again against an
+enforcing moto (``docker compose up`` a second time), it reuses the saved keys. On
+**LocalStack** the admin keys are its test keys: its free edition checks no IAM.
+
+``python -m infra.images.compose orchestrator`` reads ``outputs.json`` into the
+environment, writes this deployment's task definitions (the shipped ones with the
+images from ``PIXFLEET_API_IMAGE`` / ``PIXFLEET_WORKER_IMAGE``, and the API listening
+on all interfaces, published on ``PIXFLEET_API_HOST_PORT``), then becomes
+``python -m services.orchestrator``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.settings import REPO_ROOT, EnvReader, SettingsError
+
+STACK_DIR = "/var/lib/pixfleet/stack"
+OUTPUTS_FILE = "outputs.json"
+AWS_CONFIG_FILE = "aws-config"
+BOOTSTRAP_PROFILE = "pixfleet-bootstrap"
+ORCHESTRATOR_PROFILE = "pixfleet-orchestrator"
+LOCALSTACK_KEYS = {"access_key_id": "test", "secret_access_key": "test"}
+EMULATORS = ("localstack", "moto")
+_ADMIN_POLICY = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+# Task definition family → the variable naming its image in this deployment.
+TASK_IMAGES = {"pixfleet-api": "PIXFLEET_API_IMAGE", "pixfleet-worker": "PIXFLEET_WORKER_IMAGE"}
+
+
+@dataclass(frozen=True)
+class ProvisionSettings:
+    """Settings of the provision container."""
+
+    endpoint_url: str
+    region: str
+    emulator: str
+    stack_dir: Path
+    max_receive_count: int
+    visibility_timeout: int
+    wait: float
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ProvisionSettings:
+        r = EnvReader(env)
+        settings = cls(
+            endpoint_url=r.required("AWS_ENDPOINT_URL"),
+            region=r.str("AWS_REGION") or r.str("AWS_DEFAULT_REGION", "us-east-1"),
+            emulator=r.str("PIXFLEET_EMULATOR", "localstack"),
+            stack_dir=Path(r.str("PIXFLEET_STACK_DIR", STACK_DIR)),
+            max_receive_count=r.int("PIXFLEET_MAX_RECEIVE_COUNT", 3, min=1, max=1000),
+            visibility_timeout=r.int("PIXFLEET_VISIBILITY_TIMEOUT", 60, min=5, max=43200),
+            wait=r.float("PIXFLEET_EMULATOR_WAIT", 120.0, min=0),
+        )
+        r.check(settings.emulator in EMULATORS, f"PIXFLEET_EMULATOR={settings.emulator!r}: must be one of {', '.join(EMULATORS)}")
+        r.raise_if_problems()
+        return settings
+
+
+# --- provision -------------------------------------------------------------------------------
+
+
+def _sts_identity(endpoint_url: str, region: str, credentials: Mapping[str, str]) -> str | None:
+    """The caller's ARN, or None when the emulator refuses these keys."""
+    import botocore.session
+    from botocore.exceptions import ClientError
+
+    sts = botocore.session.get_session().create_client(
+        "sts", endpoint_url=endpoint_url, region_name=region,
+        aws_access_key_id=credentials["access_key_id"], aws_secret_access_key=credentials["secret_access_key"],
+    )
+    try:
+        return sts.get_caller_identity()["Arn"]
+    except ClientError:
+        return None
+    finally:
+        sts.close()
+
+
+def _wait_for_emulator(settings: ProvisionSettings) -> None:
+    """Until the endpoint answers HTTP at all (compose's health check usually did this already)."""
+    deadline = time.monotonic() + settings.wait
+    while True:
+        try:
+            urllib.request.urlopen(settings.endpoint_url, timeout=3).close()
+            return
+        except urllib.error.HTTPError:
+            return  # it answers
+        except OSError as exc:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"provision: {settings.endpoint_url} did not answer within {settings.wait:.0f}s: {exc}") from None
+            time.sleep(1)
+
+
+def _moto_bootstrap(endpoint_url: str, region: str) -> dict[str, str]:
+    """An admin user and key, created while moto checks nothing yet (as ``MotoServer.bootstrap``)."""
+    import botocore.session
+
+    from infra.credentials import EMULATOR_DUMMY_CREDENTIALS
+    from infra.emulator import BOOTSTRAP_USER
+
+    iam = botocore.session.get_session().create_client(
+        "iam", endpoint_url=endpoint_url, region_name=region,
+        aws_access_key_id=EMULATOR_DUMMY_CREDENTIALS["access_key_id"],
+        aws_secret_access_key=EMULATOR_DUMMY_CREDENTIALS["secret_access_key"],
+    )
+    try:
+        try:
+            iam.create_user(UserName=BOOTSTRAP_USER)
+        except iam.exceptions.EntityAlreadyExistsException:
+            pass
+        iam.put_user_policy(UserName=BOOTSTRAP_USER, PolicyName="administrator", PolicyDocument=json.dumps(_ADMIN_POLICY))
+        key = iam.create_access_key(UserName=BOOTSTRAP_USER)["AccessKey"]
+    finally:
+        iam.close()
+    return {"access_key_id": key["AccessKeyId"], "secret_access_key": key["SecretAccessKey"]}
+
+
+def _moto_enforce_iam(endpoint_url: str) -> None:
+    """moto's ``/moto-api/reset-auth`` with ``0``: from now on every request is authenticated and authorized."""
+    request = urllib.request.Request(
+        f"{endpoint_url.rstrip('/')}/moto-api/reset-auth", data=b"0", method="POST",
+        headers={"Content-Type": "text/plain"},  # not a form: moto reads the raw body
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        answer = json.load(response)
+    if answer.get("status") != "ok":
+        raise SystemExit(f"provision: moto refused to enforce IAM: {answer}")
+
+
+def _admin_credentials(settings: ProvisionSettings) -> tuple[dict[str, str], bool]:
+    """The admin keys, and whether IAM enforcement must still be switched on."""
+    from infra.credentials import EMULATOR_DUMMY_CREDENTIALS
+
+    if settings.emulator == "localstack":
+        return dict(LOCALSTACK_KEYS), False
+    if _sts_identity(settings.endpoint_url, settings.region, EMULATOR_DUMMY_CREDENTIALS) is not None:
+        return _moto_bootstrap(settings.endpoint_url, settings.region), True  # a fresh moto: nothing enforced yet
+    saved = _read_profile(settings.stack_dir / AWS_CONFIG_FILE, BOOTSTRAP_PROFILE)
+    if saved and _sts_identity(settings.endpoint_url, settings.region, saved):
+        return saved, False  # moto enforces IAM already, and these keys are its admin's
+    raise SystemExit(
+        "provision: moto enforces IAM already and the saved admin keys do not work; "
+        "restart the emulator (docker compose down, then up)"
+    )
+
+
+def _read_profile(path: Path, profile: str) -> dict[str, str] | None:
+    import configparser
+
+    parser = configparser.ConfigParser()
+    try:
+        parser.read_string(path.read_text())
+        section = parser[f"profile {profile}"]
+        return {"access_key_id": section["aws_access_key_id"], "secret_access_key": section["aws_secret_access_key"]}
+    except (OSError, KeyError, configparser.Error):
+        return None
+
+
+def aws_config(admin: Mapping[str, str], orchestrator_role_arn: str, session_name: str, region: str) -> str:
+    """The orchestrator's AWS config file: admin keys, and its role assumed with them."""
+    return (
+        f"[profile {BOOTSTRAP_PROFILE}]\n"
+        f"region = {region}\n"
+        f"aws_access_key_id = {admin['access_key_id']}\n"
+        f"aws_secret_access_key = {admin['secret_access_key']}\n"
+        "\n"
+        f"[profile {ORCHESTRATOR_PROFILE}]\n"
+        f"region = {region}\n"
+        f"source_profile = {BOOTSTRAP_PROFILE}\n"
+        f"role_arn = {orchestrator_role_arn}\n"
+        f"role_session_name = {session_name}\n"
+        "duration_seconds = 3600\n"
+    )
+
+
+def _write_private(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    os.replace(tmp, path)
+
+
+def provision_main(settings: ProvisionSettings) -> int:
+    from infra.emulator import ORCHESTRATOR_SESSION_NAME, emulator_spec
+    from infra.provision import provision
+    from infra.stack import StackSpec
+
+    _wait_for_emulator(settings)
+    admin, enforce = _admin_credentials(settings)
+    spec = StackSpec(max_receive_count=settings.max_receive_count, visibility_timeout=settings.visibility_timeout)
+    if settings.emulator == "moto":
+        spec = emulator_spec(spec)  # moto matches trust principals literally (see infra.emulator)
+    outputs = asyncio.run(provision(settings.endpoint_url, settings.region, spec, credentials=admin))
+    settings.stack_dir.mkdir(parents=True, exist_ok=True)
+    _write_private(settings.stack_dir / AWS_CONFIG_FILE, aws_config(admin, outputs.role_arns["orchestrator"], ORCHESTRATOR_SESSION_NAME, settings.region))
+    _write_private(settings.stack_dir / OUTPUTS_FILE, json.dumps(outputs.to_dict(), indent=2) + "\n")
+    if enforce:
+        _moto_enforce_iam(settings.endpoint_url)
+    print(f"provision: stack applied to {settings.emulator} at {settings.endpoint_url}"
+          + (" (IAM enforced from now on)" if settings.emulator == "moto" else " (no IAM enforcement on LocalStack)"), flush=True)
+    print(json.dumps(outputs.to_dict(), indent=2), flush=True)
+    return 0
+
+
+# --- orchestrator ----------------------------------------------------------------------------
+
+
+def orchestrator_environment(outputs: Mapping[str, Any]) -> dict[str, str]:
+    """The stack's outputs as the orchestrator's settings variables (what it passes on to tasks)."""
+    return {
+        "AWS_REGION": outputs["region"],
+        "AWS_DEFAULT_REGION": outputs["region"],
+        "PIXFLEET_INPUT_BUCKET": outputs["input_bucket"],
+        "PIXFLEET_OUTPUT_BUCKET": outputs["output_bucket"],
+        "PIXFLEET_QUEUE_URL": outputs["queue_url"],
+        "PIXFLEET_DLQ_URL": outputs["dlq_url"],
+    }
+
+
+def deployment_taskdefs(shipped: Path, target: Path, env: Mapping[str, str]) -> Path:
+    """The shipped task definitions with this deployment's images and the API's published port."""
+    target.mkdir(parents=True, exist_ok=True)
+    for path in sorted(shipped.glob("*.json")):
+        doc = json.loads(path.read_text())
+        image = env.get(TASK_IMAGES.get(doc.get("family", ""), ""), "")
+        for container in doc.get("containerDefinitions", []):
+            if image:
+                container["image"] = image
+            if doc.get("family") == "pixfleet-api":
+                variables = {e["name"]: e for e in container.get("environment", [])}
+                variables["PIXFLEET_API_HOST"] = {"name": "PIXFLEET_API_HOST", "value": "0.0.0.0"}  # published through Docker
+                container["environment"] = list(variables.values())
+                for mapping in container.get("portMappings", []):
+                    if mapping.get("containerPort") == 8080:
+                        mapping["hostPort"] = int(env.get("PIXFLEET_API_HOST_PORT") or 8080)
+        (target / path.name).write_text(json.dumps(doc, indent=2) + "\n")
+    return target
+
+
+def orchestrator_main(env: Mapping[str, str]) -> int:
+    r = EnvReader(env)
+    stack_dir = Path(r.str("PIXFLEET_STACK_DIR", STACK_DIR))
+    state_dir = Path(r.str("PIXFLEET_ORCH_STATE_DIR", "/var/lib/pixfleet/orchestrator"))
+    shipped = Path(r.str("PIXFLEET_SHIPPED_TASKDEFS_DIR", str(REPO_ROOT / "infra" / "taskdefs")))
+    r.int("PIXFLEET_API_HOST_PORT", 8080, min=1, max=65535)
+    r.raise_if_problems()
+    try:
+        outputs = json.loads((stack_dir / OUTPUTS_FILE).read_text())
+    except FileNotFoundError:
+        print(f"orchestrator: {stack_dir / OUTPUTS_FILE} is missing: the provision step has not run", file=sys.stderr)
+        return 2
+    new_env = dict(env)
+    new_env.update(orchestrator_environment(outputs))
+    new_env["PIXFLEET_TASKDEFS_DIR"] = str(deployment_taskdefs(shipped, state_dir / "config" / "taskdefs", env))
+    os.execve(sys.executable, [sys.executable, "-m", "services.orchestrator"], new_env)
+    return 0  # not reached
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] == ["provision"]:
+        try:
+            return provision_main(ProvisionSettings.from_env())
+        except SettingsError as exc:
+            print(exc, file=sys.stderr)
+            return 2
+    if argv[:1] == ["orchestrator"]:
+        try:
+            return orchestrator_main(os.environ)
+        except SettingsError as exc:
+            print(exc, file=sys.stderr)
+            return 2
+    print("usage: python -m infra.images.compose provision|orchestrator", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,76 @@
+"""Where ``pixfleet load`` reads queue depth and running workers, once a second.
+
+* :class:`OrchestratorProbe` — ``GET {orchestrator}/v1/status``: visible, in flight, delayed,
+  dead letters, and the worker service's running and desired counts;
+* :class:`ApiProbe` — ``GET {api}/v1/fleet``, when only the API is known (no DLQ count).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import aiohttp
+
+
+@dataclass(frozen=True)
+class FleetReading:
+    visible: int | None = None
+    in_flight: int | None = None
+    delayed: int | None = None
+    dead_letters: int | None = None
+    running_workers: int | None = None
+    desired_workers: int | None = None
+
+
+class FleetProbe(Protocol):
+    name: str
+
+    async def read(self, http: aiohttp.ClientSession) -> FleetReading:
+        """One reading; raises on a failed read (the sample then records nothing)."""
+
+
+def _int(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+class OrchestratorProbe:
+    name = "orchestrator"
+
+    def __init__(self, url: str):
+        self.url = url.rstrip("/")
+
+    async def read(self, http: aiohttp.ClientSession) -> FleetReading:
+        async with http.get(f"{self.url}/v1/status", timeout=aiohttp.ClientTimeout(total=3)) as response:
+            response.raise_for_status()
+            status = await response.json()
+        queue = status.get("queue") or {}
+        worker = next((s for s in status.get("services", []) if s.get("serviceName") == "worker"), {})
+        return FleetReading(
+            visible=_int(queue.get("visible")),
+            in_flight=_int(queue.get("in_flight")),
+            delayed=_int(queue.get("delayed")),
+            dead_letters=_int(queue.get("dead_letters")),
+            running_workers=_int(worker.get("runningCount")),
+            desired_workers=_int(worker.get("desiredCount")),
+        )
+
+
+class ApiProbe:
+    name = "api"
+
+    def __init__(self, url: str):
+        self.url = url.rstrip("/")
+
+    async def read(self, http: aiohttp.ClientSession) -> FleetReading:
+        async with http.get(f"{self.url}/v1/fleet", timeout=aiohttp.ClientTimeout(total=3)) as response:
+            response.raise_for_status()
+            fleet = await response.json()
+        queue = fleet.get("queue") or {}
+        return FleetReading(
+            visible=_int(queue.get("visible")),
+            in_flight=_int(queue.get("in_flight")),
+            delayed=_int(queue.get("delayed")),
+            running_workers=_int(fleet.get("workers")),
+            desired_workers=_int(fleet.get("desired_workers")),
+        )

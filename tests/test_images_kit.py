@@ -1,0 +1,108 @@
+"""The image kit and the compose entry points, without Docker: .env pinning, options, task
+definitions of a deployment, and the provision step against a real moto server."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from infra.images.build import BuildOptions, read_env_file, update_env_file
+from infra.images.compose import (
+    AWS_CONFIG_FILE,
+    OUTPUTS_FILE,
+    ProvisionSettings,
+    deployment_taskdefs,
+    provision_main,
+)
+from infra.images.locks import LOCKS, pinned
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_env_file_pins_images_and_keeps_everything_else(tmp_path: Path) -> None:
+    env = tmp_path / ".env"
+    env.write_text("# mine\nLOCALSTACK_AUTH_TOKEN=abc\nPIXFLEET_API_IMAGE=old\nCOMPOSE_PROJECT_NAME=mystack\n")
+    update_env_file(env, {"PIXFLEET_API_IMAGE": "pixfleet/api:123"}, {"COMPOSE_PROJECT_NAME": "pixfleet", "X": "1"})
+    assert env.read_text() == "# mine\nLOCALSTACK_AUTH_TOKEN=abc\nPIXFLEET_API_IMAGE=pixfleet/api:123\nCOMPOSE_PROJECT_NAME=mystack\nX=1\n"
+    assert read_env_file(env)["PIXFLEET_API_IMAGE"] == "pixfleet/api:123"
+
+
+@pytest.mark.parametrize(
+    ("options", "problems", "images"),
+    [
+        (BuildOptions(offline=True), [], ["api", "worker", "orchestrator", "moto", "localstack"]),
+        (BuildOptions(), [], ["api", "worker", "orchestrator", "moto"]),
+        (BuildOptions(only=("worker", "localstack")), [], ["worker", "localstack"]),
+        (BuildOptions(only=("nginx",)), ["--only: unknown image 'nginx'"], []),
+        (BuildOptions(ca_bundle=Path("/nonexistent.pem")), ["--ca-bundle: /nonexistent.pem is not a file"], None),
+        (BuildOptions(base_image="debian:13", only=("base",)), ["--only base makes the debootstrap base"], None),
+    ],
+)
+def test_build_options(options: BuildOptions, problems: list[str], images: list[str] | None) -> None:
+    found = options.problems()
+    assert len(found) == len(problems) and all(f.startswith(p) for f, p in zip(found, problems, strict=True))
+    if images is not None:
+        assert [image.key for image in options.images()] == images
+
+
+def test_locks_pin_the_versions_that_matter() -> None:
+    locks = {lock.name: pinned(lock) for lock in LOCKS}
+    assert locks["localstack.lock"]["localstack-core"] == "4.14.0"
+    assert locks["localstack.lock"]["cbor2"].startswith("5.") and locks["localstack.lock"]["pyopenssl"] == "25.3.0"
+    assert "docker" in locks["orchestrator.lock"] and "moto" in locks["moto.lock"]
+    assert not {"moto", "pytest", "docker"} & set(locks["requirements.lock"])
+    for layered in ("orchestrator.lock", "moto.lock"):  # installed on top of requirements.lock: same pins
+        assert {k: v for k, v in locks[layered].items() if k in locks["requirements.lock"]} == locks["requirements.lock"]
+
+
+def test_deployment_taskdefs_name_images_and_publish_the_api(tmp_path: Path) -> None:
+    env = {"PIXFLEET_API_IMAGE": "pixfleet/api:abc", "PIXFLEET_WORKER_IMAGE": "pixfleet/worker:def", "PIXFLEET_API_HOST_PORT": "18080"}
+    folder = deployment_taskdefs(REPO / "infra" / "taskdefs", tmp_path, env)
+    api = json.loads((folder / "api.json").read_text())["containerDefinitions"][0]
+    worker = json.loads((folder / "worker.json").read_text())["containerDefinitions"][0]
+    assert (api["image"], worker["image"]) == ("pixfleet/api:abc", "pixfleet/worker:def")
+    assert {"name": "PIXFLEET_API_HOST", "value": "0.0.0.0"} in api["environment"]
+    assert [m["hostPort"] for m in api["portMappings"] if m["containerPort"] == 8080] == [18080]
+
+
+@pytest.mark.skipif(not shutil.which("docker-compose"), reason="docker-compose is not installed")
+@pytest.mark.parametrize("files", ["docker-compose.yml", "docker-compose.yml:docker-compose.moto.yml"])
+def test_compose_files_are_valid(files: str) -> None:
+    env = {**os.environ, "COMPOSE_FILE": files}
+    subprocess.run(["docker-compose", "config", "-q"], cwd=REPO, env=env, check=True, capture_output=True)
+
+
+def test_provision_step_on_moto_enforces_iam_and_hands_the_orchestrator_its_role(fresh_moto, tmp_path: Path) -> None:
+    server = fresh_moto()
+    settings = ProvisionSettings.from_env({"AWS_ENDPOINT_URL": server.url, "PIXFLEET_EMULATOR": "moto", "PIXFLEET_STACK_DIR": str(tmp_path)})
+    assert provision_main(settings) == 0
+    assert (tmp_path / AWS_CONFIG_FILE).stat().st_mode & 0o777 == 0o600
+    outputs = json.loads((tmp_path / OUTPUTS_FILE).read_text())
+    assert provision_main(settings) == 0  # again, against an enforcing moto: the saved admin keys still work
+
+    # What the orchestrator container does: AWS_PROFILE → botocore assumes the orchestrator role.
+    probe = (
+        "import botocore.session, botocore.exceptions, sys\n"
+        "s = botocore.session.get_session()\n"
+        "print(s.create_client('sts').get_caller_identity()['Arn'])\n"
+        "try:\n"
+        f"    s.create_client('s3').put_object(Bucket={outputs['input_bucket']!r}, Key='uploads/x', Body=b'x')\n"
+        "    print('allowed')\n"
+        "except botocore.exceptions.ClientError as exc:\n"
+        "    print('refused', exc.response['Error']['Code'])\n"
+    )
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("AWS_")
+    } | {
+        "AWS_ENDPOINT_URL": server.url, "AWS_REGION": "us-east-1", "AWS_CONFIG_FILE": str(tmp_path / AWS_CONFIG_FILE),
+        "AWS_SHARED_CREDENTIALS_FILE": os.devnull, "AWS_PROFILE": "pixfleet-orchestrator",
+    }
+    arn, outcome = subprocess.run([sys.executable, "-c", probe], env=env, check=True, capture_output=True, text=True).stdout.split("\n")[:2]
+    assert arn.endswith(":assumed-role/pixfleet-orchestrator/pixfleet-orchestrator")
+    assert outcome == "refused AccessDenied"  # IAM is enforced: the orchestrator may not touch objects
