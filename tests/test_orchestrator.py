@@ -222,3 +222,17 @@ async def test_status_and_events_from_the_command_line(fleet: StackClient) -> No
     assert (await fleet.stack.services())["worker"]["autoScaling"]["max"] == 3
     bad = subprocess.run([*cli, "service", "scale", "worker", "--min", "5", "--max", "2"], env=env, capture_output=True, text=True, timeout=60)
     assert bad.returncode != 0 and "max must be" in bad.stderr
+
+
+async def test_orchestrator_metrics(fleet: StackClient) -> None:
+    async with aiohttp.ClientSession() as http, http.get(f"{fleet.stack.orchestrator_url}/metrics") as r:
+        text = await r.text()
+    for name in (
+        'pixfleet_queue_messages{kind="visible"}',
+        'pixfleet_queue_messages{kind="dlq"}',
+        'pixfleet_service_desired_tasks{service="worker"}',
+        'pixfleet_service_running_tasks{service="api"}',
+        'pixfleet_scaling_decisions_total{action="scale_out",service="worker"}',
+        "pixfleet_credential_refreshes_total",
+    ):
+        assert name in text, name
