@@ -32,7 +32,7 @@ from infra.provision import StackOutputs
 REGION = "us-east-1"
 
 # The embedded-stack fixtures (moto + API + worker processes) live in their own module.
-pytest_plugins = ["stack_fixtures"]
+pytest_plugins = ["stack_fixtures", "compose_fixtures"]
 
 
 @dataclass(frozen=True)

@@ -105,3 +105,4 @@ def test_measure_helpers() -> None:
     assert percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.5
     assert percentile([5.0], 99) == 5.0
     assert tree_cpu_seconds(__import__("os").getpid()) > 0
+

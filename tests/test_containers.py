@@ -1,159 +1,57 @@
-"""The compose stack in containers: images built offline, both emulators, ECS-style tasks.
+"""The compose stack on LocalStack: images built offline, ECS-style task containers, failure drills.
 
-Needs a Docker engine and docker-compose (``.ci/run`` installs and starts them). Without
-an engine these tests skip, unless ``PIXFLEET_REQUIRE_DOCKER=1`` (set by CI) makes that
-a failure. The images are built once per session with ``pixfleet images build
---offline`` (cold: a few minutes; warm: seconds), then each emulator's stack is brought
-up under its own compose project on a spare port and torn down again, and the teardown
-checks that no task container is left behind.
+Needs a Docker engine and docker-compose (``.ci/run`` installs and starts them); without an
+engine these tests skip, unless ``PIXFLEET_REQUIRE_DOCKER=1`` (set by CI) makes that a
+failure. The moto stack, which proves the task roles, is in test_containers_moto.py.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
-import os
-import shutil
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from images import photo_jpeg
+import images
+from compose_fixtures import (
+    PROJECT,
+    Stack,
+    compose_stack,
+    get_json,
+    orchestrator,
+    running_tasks,
+    submit,
+    task_containers,
+    until,
+    wait_job,
+)
 
-REPO = Path(__file__).resolve().parents[1]
-PROJECT = "pixfleettest"
-API_PORT = 18480
-TASK_SUBNET = "169.254.170.0/24"  # one stack per engine can have it
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
-
-def _engine_answers() -> bool:
-    try:
-        import docker
-
-        docker.from_env(timeout=5).ping()
-        return True
-    except Exception:  # noqa: BLE001 — any failure means "no engine"
-        return False
+SLOW_OPERATIONS = [{"name": f"big{i}", "width": 2000 - 200 * i, "height": 2000 - 200 * i, "format": "avif"} for i in range(3)]
 
 
-def _compose_command() -> list[str]:
-    if shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
-        return ["docker", "compose"]
-    if shutil.which("docker-compose"):
-        return ["docker-compose"]
-    pytest.fail("neither `docker compose` nor docker-compose is installed")
-
-
-@pytest.fixture(scope="session")
-def docker_client() -> Any:
-    if not _engine_answers():
-        if os.environ.get("PIXFLEET_REQUIRE_DOCKER") == "1":
-            pytest.fail("PIXFLEET_REQUIRE_DOCKER=1 but no Docker engine answers")
-        pytest.skip("no Docker engine")
-    import docker
-
-    return docker.from_env(timeout=120)
-
-
-@pytest.fixture(scope="session")
-def offline_images(docker_client: Any) -> dict[str, str]:
-    """Every image built with ``pixfleet images build --offline``; the pins it wrote in .env."""
-    started = time.monotonic()
-    subprocess.run([sys.executable, "-m", "infra.images", "build", "--offline"], cwd=REPO, check=True, timeout=1500)
-    print(f"pixfleet images build --offline: {time.monotonic() - started:.0f}s")
-    from infra.images.build import read_env_file
-
-    return read_env_file(REPO / ".env")
-
-
-@dataclass
-class Stack:
-    emulator: str
-    api_url: str
-    compose: list[str]
-    env: dict[str, str]
-
-    def run(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([*self.compose, *args], cwd=REPO, env=self.env, check=check, timeout=timeout, capture_output=True, text=True)
-
-
-def _get(url: str, timeout: float = 5) -> tuple[int, Any]:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            return response.status, json.load(response)
-    except urllib.error.HTTPError as exc:
-        return exc.code, None
-
-
-def _wait_healthy(stack: Stack, deadline_s: float = 180) -> None:
-    deadline = time.monotonic() + deadline_s
-    while True:
-        try:
-            status, _ = _get(f"{stack.api_url}/healthz")
-            if status == 200:
-                return
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            logs = stack.run("logs", "--tail", "60", check=False).stdout
-            raise AssertionError(f"the API at {stack.api_url} did not become healthy:\n{logs}")
-        time.sleep(1)
-
-
-def _task_containers(client: Any) -> list[Any]:
-    """This test project's task containers (those on its task network)."""
-    return client.containers.list(all=True, filters={"label": "pixfleet.cluster", "network": f"{PROJECT}_tasks"})
-
-
-@pytest.fixture(scope="session", params=["localstack", "moto"])
-def stack(request: pytest.FixtureRequest, offline_images: dict[str, str], docker_client: Any) -> Iterator[Stack]:
-    """The compose stack with one emulator; ``down`` afterwards must leave no task container."""
-    files = "docker-compose.yml" + (":docker-compose.moto.yml" if request.param == "moto" else "")
-    env = {**os.environ, "COMPOSE_PROJECT_NAME": PROJECT, "COMPOSE_FILE": files, "PIXFLEET_API_PORT": str(API_PORT)}
-    s = Stack(request.param, f"http://127.0.0.1:{API_PORT}", _compose_command(), env)
-    s.run("down", "-v", "--remove-orphans", check=False)
-    taken = [n.name for n in docker_client.networks.list() if TASK_SUBNET in json.dumps(n.attrs.get("IPAM"))]
-    if taken:
-        pytest.fail(f"another stack holds the task subnet {TASK_SUBNET} on this engine ({', '.join(taken)}): stop it first")
-    try:
-        up = s.run("up", "-d", check=False)
-        assert up.returncode == 0, up.stdout + up.stderr + s.run("logs", "--tail", "80", check=False).stdout
-        _wait_healthy(s)
+@pytest.fixture(scope="module")
+def stack(offline_images: dict[str, str], docker_client: Any) -> Iterator[Stack]:
+    """LocalStack, workers autoscaled 1..4 with a short scale-in cooldown and visibility timeout."""
+    with compose_stack(
+        "localstack",
+        docker_client,
+        {"PIXFLEET_WORKERS_MIN": "1", "PIXFLEET_WORKERS_MAX": "4", "PIXFLEET_SCALE_IN_COOLDOWN": "5", "PIXFLEET_VISIBILITY_TIMEOUT": "15"},
+    ) as s:
         yield s
-    finally:
-        launched = [c.id for c in _task_containers(docker_client)]
-        down = s.run("down", "-v", "--remove-orphans", check=False, timeout=180)
-        left = [c.name for c in docker_client.containers.list(all=True) if c.id in launched]
-        assert down.returncode == 0, down.stdout + down.stderr
-        assert left == [], f"`compose down` left task containers behind: {left}"
 
 
-def _submit(api_url: str, body: bytes, preset: str) -> str:
-    request = urllib.request.Request(f"{api_url}/v1/images?preset={preset}", data=body, headers={"Content-Type": "image/jpeg"}, method="POST")
-    with urllib.request.urlopen(request, timeout=30) as response:
-        assert response.status == 202
-        return json.load(response)["job_id"]
-
-
-def _wait_job(api_url: str, job_id: str, timeout: float = 120) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        status, job = _get(f"{api_url}/v1/jobs/{job_id}")
-        if status == 200 and job["status"] in ("succeeded", "failed"):
-            return job
-        time.sleep(0.5)
-    raise AssertionError(f"job {job_id} not finished after {timeout}s")
-
-
-# --- the images ------------------------------------------------------------------------------
+def worker_count() -> tuple[int, int]:
+    worker = next(s for s in orchestrator("GET", "/v1/services")["services"] if s["serviceName"] == "worker")
+    return worker["desiredCount"], worker["runningCount"]
 
 
 def test_offline_images_are_pinned_and_run_as_non_root(offline_images: dict[str, str], docker_client: Any) -> None:
@@ -169,25 +67,33 @@ def test_offline_images_are_pinned_and_run_as_non_root(offline_images: dict[str,
     assert out.strip() == b"(3, 13)"
 
 
-# --- the stack ---------------------------------------------------------------------------------
-
-
-def test_an_uploaded_image_is_rendered_by_a_worker_container(stack: Stack) -> None:
-    job = _wait_job(stack.api_url, _submit(stack.api_url, photo_jpeg(640, 480), "thumbs"))
-    assert job["status"] == "succeeded", job
-    assert [(o["variant"], o["width"], o["height"]) for o in job["outputs"]] == [("thumb", 256, 256)]
+def test_thirty_images_over_http_all_succeed(stack: Stack) -> None:
+    sizes = [(640 + 37 * i, 480 + 23 * i) for i in range(30)]
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        jobs = list(pool.map(lambda wh: submit(stack.api_url, images.photo_jpeg(*wh, seed=wh[0]), "web"), sizes))
+        done = list(pool.map(lambda j: wait_job(stack.api_url, j, timeout=300), jobs))
+    for (w, h), job in zip(sizes, done, strict=True):
+        assert job["status"] == "succeeded", job
+        outputs = {o["variant"]: o for o in job["outputs"]}
+        assert set(outputs) == {"w1600", "w800", "w320", "w320-webp"}
+        for variant, box in (("w1600", 1600), ("w800", 800), ("w320", 320)):
+            expected = (w, h) if w <= box else (box, round(h * box / w))  # fit the width, never enlarge
+            assert (outputs[variant]["width"], outputs[variant]["height"]) == expected, (variant, w, h)
+    with urllib.request.urlopen(done[0]["outputs"][0]["url"], timeout=30) as r:
+        assert r.headers["Content-Type"] == "image/jpeg" and r.read(3) == b"\xff\xd8\xff"
 
 
 def test_tasks_are_ecs_style_containers(stack: Stack, docker_client: Any) -> None:
-    tasks = {c.labels["pixfleet.service"]: c for c in _task_containers(docker_client) if c.status == "running"}
+    tasks = {c.labels["pixfleet.service"]: c for c in task_containers(docker_client) if c.status == "running"}
     assert set(tasks) == {"api", "worker"}
     for service, container in tasks.items():
         attrs = container.attrs
         env = dict(item.split("=", 1) for item in attrs["Config"]["Env"])
         assert not {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"} & set(env), service
-        assert env["AWS_CONTAINER_CREDENTIALS_FULL_URI"].startswith("http://169.254.170.2/") or "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI" in env
+        assert env["AWS_CONTAINER_CREDENTIALS_FULL_URI"].startswith("http://169.254.170.2/")
         assert env["AWS_CONTAINER_AUTHORIZATION_TOKEN"]
         assert env["AWS_ENDPOINT_URL"] == "http://aws:4566"
+        assert attrs["Config"]["User"] not in ("", "root", "0")
         assert container.labels["pixfleet.task"] and container.labels["pixfleet.taskdef"].startswith(f"pixfleet-{service}:")
         assert attrs["HostConfig"]["NanoCpus"] > 0 and attrs["HostConfig"]["Memory"] > 0
         assert not any(m.get("Source") == "/var/run/docker.sock" for m in attrs["Mounts"])
@@ -195,27 +101,75 @@ def test_tasks_are_ecs_style_containers(stack: Stack, docker_client: Any) -> Non
         published = {k: v for k, v in (attrs["NetworkSettings"]["Ports"] or {}).items() if v}
         if service == "api":
             assert networks == {f"{PROJECT}_tasks", f"{PROJECT}_edge"}
-            assert published["8080/tcp"][0]["HostPort"] == str(API_PORT)
+            assert "8080/tcp" in published
         else:
             assert networks == {f"{PROJECT}_tasks"}  # private: the emulator and the credentials endpoint only
             assert published == {}
+    # Of all the stack's containers, only the orchestrator has the Docker socket.
+    project = docker_client.containers.list(filters={"label": f"com.docker.compose.project={PROJECT}"})
+    with_socket = {c.labels["com.docker.compose.service"] for c in project if any(m.get("Source") == "/var/run/docker.sock" for m in c.attrs["Mounts"])}
+    assert with_socket == {"orchestrator"}
 
 
-def test_task_roles_are_enforced_on_moto(stack: Stack, docker_client: Any) -> None:
-    if stack.emulator != "moto":
-        pytest.skip("LocalStack's free edition enforces no IAM; moto proves the task roles")
-    (worker,) = [c for c in _task_containers(docker_client) if c.labels.get("pixfleet.service") == "worker" and c.status == "running"]
-    probe = (
-        "import botocore.session\n"
-        "s = botocore.session.get_session()\n"
-        "print(s.create_client('sts').get_caller_identity()['Arn'])\n"
-        "try:\n"
-        "    s.create_client('s3').put_object(Bucket='pixfleet-input', Key='uploads/x', Body=b'x')\n"
-        "    print('allowed')\n"
-        "except Exception as exc:\n"
-        "    print('refused', getattr(exc, 'response', {}).get('Error', {}).get('Code'))\n"
+def test_a_burst_scales_worker_containers_out_and_back_in(stack: Stack, docker_client: Any) -> None:
+    small = images.photo_jpeg(400, 300)
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        jobs = list(pool.map(lambda i: submit(stack.api_url, small, "thumbs"), range(150)))
+    until(lambda: len(running_tasks(docker_client, "worker")) == 4, 90, "4 worker containers in `docker ps`")
+    assert worker_count()[1] == 4  # and the orchestrator (`pixfleet status`) says so
+    status = json.loads(
+        subprocess.run(
+            [sys.executable, "-m", "pipeline.cli", "status", "--json", "--orchestrator", f"http://127.0.0.1:{stack.env['PIXFLEET_ORCH_HOST_PORT']}"],
+            capture_output=True, text=True, check=True,
+        ).stdout
     )
-    result = worker.exec_run(["python", "-c", probe])
-    arn, outcome = result.output.decode().strip().splitlines()[-2:]
-    assert ":assumed-role/pixfleet-worker/" in arn
-    assert outcome == "refused AccessDenied"  # the worker role may not write the input bucket
+    assert any(s["serviceName"] == "worker" and s["desiredCount"] >= 2 for s in status["services"])
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        done = list(pool.map(lambda j: wait_job(stack.api_url, j, timeout=300), jobs))
+    assert all(j["status"] == "succeeded" for j in done)
+    assert {j["attempts"] for j in done} == {1}  # none lost, none processed twice
+    until(lambda: worker_count() == (1, 1) and len(running_tasks(docker_client, "worker")) == 1, 120, "scale back in to 1 worker container")
+
+
+def test_docker_kill_of_a_busy_worker(stack: Stack, docker_client: Any) -> None:
+    until(lambda: worker_count() == (1, 1), 120, "one worker")
+    (victim,) = running_tasks(docker_client, "worker")
+    body = b"--x\r\nContent-Disposition: form-data; name=\"operations\"\r\n\r\n" + json.dumps(SLOW_OPERATIONS).encode()
+    body += b"\r\n--x\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.jpg\"\r\nContent-Type: image/jpeg\r\n\r\n"
+    body += images.photo_jpeg(2200, 2200, seed=5) + b"\r\n--x--\r\n"
+    request = urllib.request.Request(f"{stack.api_url}/v1/images", data=body, headers={"Content-Type": "multipart/form-data; boundary=x"}, method="POST")
+    with urllib.request.urlopen(request, timeout=30) as r:
+        job_id = json.load(r)["job_id"]
+    until(lambda: get_json(f"{stack.api_url}/v1/jobs/{job_id}")[1]["status"] == "processing", 60, "the job to start")
+    victim.kill()  # docker kill: SIGKILL, mid-job
+    until(lambda: [c for c in running_tasks(docker_client, "worker") if c.id != victim.id], 90, "a replacement worker container")
+    job = wait_job(stack.api_url, job_id, timeout=240)
+    assert job["status"] == "succeeded", job
+    assert job["attempts"] >= 2  # redelivered after the visibility timeout
+    assert sorted(o["variant"] for o in job["outputs"]) == ["big0", "big1", "big2"]  # one set of outputs
+    stopped = orchestrator("GET", "/v1/tasks?service=worker&status=STOPPED")["tasks"]
+    assert any(t["containerId"] == victim.id and t["exitCode"] == 137 for t in stopped)
+
+
+def test_a_paused_emulator_gives_503_then_everything_finishes(stack: Stack, docker_client: Any) -> None:
+    (aws,) = docker_client.containers.list(filters={"label": [f"com.docker.compose.project={PROJECT}", "com.docker.compose.service=aws"]})
+    photo = images.photo_jpeg(800, 600)
+    accepted = [submit(stack.api_url, photo, "web") for _ in range(10)]  # load in flight when the emulator stops
+    aws.pause()
+    paused_at = time.monotonic()
+    try:
+        request = urllib.request.Request(f"{stack.api_url}/v1/images?preset=web", data=photo, headers={"Content-Type": "image/jpeg"}, method="POST")
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(request, timeout=30)
+        assert time.monotonic() - paused_at < 10  # answered while the emulator was still paused
+        assert info.value.code == 503
+        assert int(info.value.headers["Retry-After"]) >= 1
+        assert json.loads(info.value.read())["error"]["code"] == "aws_unavailable"
+        remaining = 10 - (time.monotonic() - paused_at)
+        if remaining > 0:
+            until(lambda: time.monotonic() - paused_at >= 10, remaining + 1, "the 10 s pause", interval=0.2)
+    finally:
+        aws.unpause()
+    done = [wait_job(stack.api_url, j, timeout=300) for j in accepted]
+    assert [j["status"] for j in done] == ["succeeded"] * 10  # no accepted job lost
+    assert submit(stack.api_url, photo, "thumbs")

@@ -251,6 +251,10 @@ def deployment_taskdefs(shipped: Path, target: Path, env: Mapping[str, str]) -> 
         for container in doc.get("containerDefinitions", []):
             if image:
                 container["image"] = image
+            if doc.get("family") == "pixfleet-worker" and env.get("PIXFLEET_VISIBILITY_TIMEOUT"):
+                variables = {e["name"]: e for e in container.get("environment", [])}
+                variables["PIXFLEET_VISIBILITY_TIMEOUT"] = {"name": "PIXFLEET_VISIBILITY_TIMEOUT", "value": env["PIXFLEET_VISIBILITY_TIMEOUT"]}
+                container["environment"] = list(variables.values())
             if doc.get("family") == "pixfleet-api":
                 variables = {e["name"]: e for e in container.get("environment", [])}
                 variables["PIXFLEET_API_HOST"] = {"name": "PIXFLEET_API_HOST", "value": "0.0.0.0"}  # published through Docker
@@ -259,6 +263,30 @@ def deployment_taskdefs(shipped: Path, target: Path, env: Mapping[str, str]) -> 
                     if mapping.get("containerPort") == 8080:
                         mapping["hostPort"] = int(env.get("PIXFLEET_API_HOST_PORT") or 8080)
         (target / path.name).write_text(json.dumps(doc, indent=2) + "\n")
+    return target
+
+
+SCALING_OVERRIDES = {
+    "PIXFLEET_WORKERS_MIN": "min",
+    "PIXFLEET_WORKERS_MAX": "max",
+    "PIXFLEET_SCALE_IN_COOLDOWN": "scaleInCooldown",
+    "PIXFLEET_TARGET_BACKLOG": "targetBacklogPerTask",
+}
+
+
+def deployment_services(shipped: Path, target: Path, env: Mapping[str, str]) -> Path:
+    """The shipped services with the worker's autoscaling overridden from ``PIXFLEET_WORKERS_MIN`` etc."""
+    doc = json.loads(shipped.read_text())
+    for service in doc.get("services", []):
+        if service.get("serviceName") == "worker":
+            scaling = service.setdefault("autoScaling", {})
+            for variable, field in SCALING_OVERRIDES.items():
+                if env.get(variable):
+                    scaling[field] = float(env[variable]) if field == "scaleInCooldown" else int(env[variable])
+            if "min" in scaling:
+                service["desiredCount"] = max(service.get("desiredCount", 1), scaling["min"])
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(doc, indent=2) + "\n")
     return target
 
 
@@ -277,6 +305,7 @@ def orchestrator_main(env: Mapping[str, str]) -> int:
     new_env = dict(env)
     new_env.update(orchestrator_environment(outputs))
     new_env["PIXFLEET_TASKDEFS_DIR"] = str(deployment_taskdefs(shipped, state_dir / "config" / "taskdefs", env))
+    new_env["PIXFLEET_SERVICES_FILE"] = str(deployment_services(shipped.parent / "services.json", state_dir / "config" / "services.json", env))
     os.execve(sys.executable, [sys.executable, "-m", "services.orchestrator"], new_env)
     return 0  # not reached
 

@@ -77,13 +77,13 @@ def render_pillow_naive(data: bytes, variants: Sequence[Any]) -> tuple[float, li
 def render_floor(data: bytes, variants: Sequence[Any]) -> tuple[float, list]:
     from PIL import Image
 
-    from pipeline.transform.engine import draft, draft_request, plan_geometry
+    from pipeline.transform.engine import draft_request, plan_geometry
     from pipeline.transform.steps import SWAPS_AXES, encode
 
     started = time.process_time()
     im = Image.open(io.BytesIO(data))
     if im.format in ("JPEG", "MPO"):
-        draft(im, draft_request(im, variants))
+        im.draft("RGB", draft_request(im, variants))
     im.load()
     cpu = time.process_time() - started
     # Untimed: output-sized pixels to encode, and the upright size the geometry is planned on.

@@ -37,7 +37,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from PIL import Image, ImageFile, UnidentifiedImageError, features
+from PIL import Image, UnidentifiedImageError
 
 from pipeline.errors import (
     CorruptImage,
@@ -67,9 +67,6 @@ RESAMPLE = Image.Resampling.BICUBIC
 SOURCE_REDUCING_GAP = 1.0
 SOURCE_REDUCE_BELOW = 4.0
 DERIVED_REDUCING_GAP = 2.0
-# JPEGs: decode at 3/8 where Pillow's draft would stop at 1/2 (see draft()).
-THREE_EIGHTHS_DRAFT = True
-_LIBJPEG_TURBO = bool(features.check_feature("libjpeg_turbo"))
 _GRAVITY = {  # (x, y) anchor of the crop window: 0 = left/top, 0.5 = centre, 1 = right/bottom
     "center": (0.5, 0.5),
     "north": (0.5, 0.0),
@@ -377,48 +374,13 @@ def _kept_exif(im: Image.Image) -> bytes | None:
         return None
 
 
-def draft(im: Image.Image, request: tuple[int, int]) -> tuple[float, float, float, float] | None:
-    """Make a JPEG decode at the coarsest DCT scale still ≥ ``request``; the full frame's box in it.
-
-    Pillow's ``draft`` offers 1/2, 1/4 and 1/8. libjpeg-turbo also scales by 3/8 in the
-    IDCT, which Pillow reaches only through its decoder arguments: where Pillow would stop
-    at 1/2 and 3/8 is still large enough, decoding at 3/8 leaves the resize a much smaller
-    ratio (24 MP → w1600: 2250 px instead of 3000 px wide, 1.4× instead of 1.9×), which
-    costs less than the scalar 3/8 IDCT adds. Used only with libjpeg-turbo, whose output
-    size for 3/8 is exactly ``ceil(size × 3 / 8)``, the size the image is given here.
-    """
-    width, height = im.size
-    w38, h38 = -(-width * 3 // 8), -(-height * 3 // 8)
-    halves = 2 <= min(width // request[0], height // request[1]) < 4  # Pillow's draft would pick 1/2
-    if halves and width * 3 / 8 >= request[0] and height * 3 / 8 >= request[1] and _three_eighths_ok(im):
-        decoder, _, offset, args = im.tile[0]
-        im.tile = [ImageFile._Tile(decoder, (0, 0, w38, h38), offset, args)]
-        im._size = (w38, h38)
-        im.decoderconfig = (3, 0)  # scale_num 1 / scale_denom 3: libjpeg rounds up to 3/8
-        return (0.0, 0.0, width * 3 / 8, height * 3 / 8)
-    drafted = im.draft("RGB", request)
-    return None if drafted is None else tuple(float(v) for v in drafted[1])  # type: ignore[return-value]
-
-
-def _three_eighths_ok(im: Image.Image) -> bool:
-    return (
-        THREE_EIGHTHS_DRAFT
-        and _LIBJPEG_TURBO
-        and len(im.tile) == 1
-        and im.tile[0][0] == "jpeg"
-        and im.tile[0][1] == (0, 0, *im.size)
-        and not im.decoderconfig
-        and im.mode in ("RGB", "L")
-    )
-
-
 def _decode(im: Image.Image, request: tuple[int, int]) -> Canvas:
     """Decode the first frame, JPEGs at the coarsest DCT scale still ≥ ``request``."""
     box: tuple[float, float, float, float] = (0.0, 0.0, float(im.width), float(im.height))
     if im.format in ("JPEG", "MPO"):
-        drafted = draft(im, request)
+        drafted = im.draft("RGB", request)
         if drafted is not None:
-            box = drafted
+            box = tuple(float(v) for v in drafted[1])  # type: ignore[assignment]
     try:
         im.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:

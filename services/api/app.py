@@ -123,7 +123,7 @@ async def errors_middleware(request: web.Request, handler: Any) -> web.StreamRes
         err = classify(exc)
         status = err.http_status
         if not isinstance(err, PermanentError):
-            log.warning("%s %s failed: %s", request.method, request.path, exc, exc_info=not isinstance(exc, PixfleetError))
+            log.warning("%s %s failed: %s", request.method, request.path, exc, exc_info=err.code == "internal_error")
         return error_response(err, **getattr(exc, "extra", {}))
     finally:
         request.app[METRICS].requests.labels(route, str(status)).observe(time.perf_counter() - started)
@@ -172,7 +172,9 @@ async def _send_job(request: web.Request, stored: StoredUpload, job_id: str, pre
         content_type=stored.content_type,
         size=stored.size,
     )
-    await request.app[SQS].send_message(QueueUrl=settings.aws.queue_url, MessageBody=message.to_json())
+    await asyncio.wait_for(
+        request.app[SQS].send_message(QueueUrl=settings.aws.queue_url, MessageBody=message.to_json()), settings.aws_timeout
+    )
 
 
 async def _delete_quietly(request: web.Request, keys: list[str]) -> None:
@@ -211,6 +213,7 @@ async def upload_images(request: web.Request) -> web.Response:
                 part_size=settings.part_size,
                 budget=request.app[BUDGET],
                 metadata={"job-id": job_id},
+                timeout=settings.aws_timeout,
             )
         except PixfleetError as exc:
             exc.extra = {"file": index, **({"filename": filename} if filename else {})}
@@ -304,7 +307,7 @@ async def create_upload(request: web.Request) -> web.Response:
 async def _read_manifest(request: web.Request, job_id: str) -> Manifest | None:
     s3, settings = request.app[S3], request.app[SETTINGS]
     try:
-        obj = await s3.get_object(Bucket=settings.aws.output_bucket, Key=manifest_key(job_id))
+        obj = await asyncio.wait_for(s3.get_object(Bucket=settings.aws.output_bucket, Key=manifest_key(job_id)), settings.aws_timeout)
     except Exception as exc:
         if is_missing_readable_object(exc):
             return None
@@ -317,7 +320,7 @@ async def _source_exists(request: web.Request, job_id: str) -> bool:
     s3, bucket = request.app[S3], request.app[SETTINGS].aws.input_bucket
     for key in (upload_key(job_id), incoming_key(job_id)):
         try:
-            await s3.head_object(Bucket=bucket, Key=key)
+            await asyncio.wait_for(s3.head_object(Bucket=bucket, Key=key), request.app[SETTINGS].aws_timeout)
             return True
         except Exception as exc:
             if not is_missing_readable_object(exc):
@@ -357,6 +360,7 @@ async def get_job(request: web.Request) -> web.Response:
             "started_at": manifest.started_at,
             "finished_at": manifest.finished_at,
             "timings_ms": manifest.timings_ms,
+            "attempts": manifest.attempt,
         }
     )
 
@@ -485,8 +489,9 @@ ROUTES = [
 def _aws_clients(credentials: Mapping[str, str] | None) -> Callable[[web.Application], AsyncIterator[None]]:
     async def clients(app: web.Application) -> AsyncIterator[None]:
         settings = app[SETTINGS]
-        # Few retries and short timeouts: when AWS is down the client gets a quick 503.
-        config = client_config(timeout=settings.aws_timeout, read_timeout=max(30.0, settings.aws_timeout), attempts=2)
+        # Fail fast: when AWS (or the emulator) is down or hangs, the client gets a 503 with
+        # Retry-After within aws_timeout and retries itself; the API does not queue up waits.
+        config = client_config(timeout=settings.aws_timeout, read_timeout=settings.aws_timeout, attempts=1)
         async with aws_clients(settings.aws, "s3", "sqs", config=config, credentials=credentials) as (s3, sqs):
             app[S3], app[SQS] = s3, sqs
             yield

@@ -65,24 +65,25 @@ class ByteBudget:
         return self.total - self.available
 
     async def take_buffer(self, size: int) -> bytearray:
-        """A ``size``-byte buffer once the budget allows it: a spare one when there is one.
+        """A buffer for up to ``size`` bytes once the budget allows it: a spare one when there is one.
 
-        Reusing buffers keeps the allocator from churning multi-megabyte blocks, which
-        fragments the heap and keeps freed memory resident; at most ``total // size``
-        buffers ever exist.
+        A new buffer starts empty and grows as it is filled, so a small upload costs only its
+        size. Full-size buffers are kept for reuse (:meth:`give_back`): that keeps the
+        allocator from churning multi-megabyte blocks, which fragments the heap and keeps
+        freed memory resident; spares never exceed the unused budget.
         """
         await self.acquire(size)
         for i, spare in enumerate(self._spares):
             if len(spare) == size:
                 return self._spares.pop(i)
-        return bytearray(size)
+        return bytearray()
 
-    async def give_back(self, buffer: bytearray) -> None:
-        """Return a buffer from :meth:`take_buffer` (kept for reuse) and its bytes to the budget."""
-        size = len(buffer)
-        self._spares.append(buffer)
+    async def give_back(self, buffer: bytearray, size: int) -> None:
+        """Return a buffer from :meth:`take_buffer` and its ``size`` bytes to the budget."""
+        if len(buffer) == size:
+            self._spares.append(buffer)
         held = sum(len(b) for b in self._spares)
-        while held > self.available + size and self._spares:  # spares never exceed the unused budget
+        while self._spares and held > self.available + size:
             held -= len(self._spares.pop(0))
         await self.release(size)
 
@@ -154,20 +155,23 @@ class _ExactReader:
         return data
 
 
-async def _fill(read: ReadChunk, buffer: bytearray, limit: int, already: int) -> int:
-    """Fill the pre-sized ``buffer`` in place from ``read``; the byte count (short only at end of stream)."""
-    view, filled = memoryview(buffer), 0
-    try:
-        while filled < len(buffer):
-            chunk = await read(min(CHUNK, len(buffer) - filled))
-            if not chunk:
-                break
-            if already + filled + len(chunk) > limit:
-                raise PayloadTooLarge(f"the image is larger than the limit of {limit} bytes")
-            view[filled : filled + len(chunk)] = chunk
-            filled += len(chunk)
-    finally:
-        view.release()
+async def _fill(read: ReadChunk, buffer: bytearray, size: int, limit: int, already: int) -> int:
+    """Put up to ``size`` bytes from ``read`` at the start of ``buffer`` (in place, growing it
+    only when it is shorter); the byte count, short only at end of stream."""
+    filled = 0
+    while filled < size:
+        chunk = await read(min(CHUNK, size - filled))
+        if not chunk:
+            break
+        if already + filled + len(chunk) > limit:
+            raise PayloadTooLarge(f"the image is larger than the limit of {limit} bytes")
+        end = filled + len(chunk)
+        if end <= len(buffer):
+            buffer[filled:end] = chunk  # same length: written in place
+        else:
+            del buffer[filled:]
+            buffer += chunk
+        filled = end
     return filled
 
 
@@ -181,48 +185,59 @@ async def store_upload(
     part_size: int,
     budget: ByteBudget,
     metadata: dict[str, str] | None = None,
+    timeout: float = 5.0,
 ) -> StoredUpload:
     """Stream ``read`` into ``s3://bucket/key``; raise a PermanentError for bad input.
 
     Raises :class:`PayloadTooLarge` as soon as the body passes ``limits.max_bytes``
     (the rest is not read), and the probe's errors (415/422) before anything is stored.
 
-    Memory: one ``part_size`` buffer per upload, from ``budget`` (reused across uploads),
-    filled in place part after part and sent through a :class:`PartBody` view, never copied.
+    Memory: one buffer of at most ``part_size`` per upload, from ``budget`` (full-size ones
+    are reused across uploads), filled in place part after part and sent through a
+    :class:`PartBody` view, never copied.
+
+    Each S3 call has a deadline (``timeout`` plus time for the bytes at a slow 4 MiB/s): the
+    client's socket timeouts do not cover a request body that a hung server stops reading.
     """
     read = _ExactReader(read)
     buffer = await budget.take_buffer(part_size)
     try:
-        filled = await _fill(read, buffer, limits.max_bytes, 0)
+        filled = await _fill(read, buffer, part_size, limits.max_bytes, 0)
         probe = probe_header(bytes(buffer[: min(filled, HEADER_BYTES)]), limits)
         content_type = FORMAT_CONTENT_TYPES.get(probe.format, "application/octet-stream")
         extra = {"ContentType": content_type, "Metadata": metadata or {}}
         if filled < part_size:
             with PartBody(buffer, filled) as body:
-                await s3.put_object(Bucket=bucket, Key=key, Body=body, **extra)
+                await asyncio.wait_for(s3.put_object(Bucket=bucket, Key=key, Body=body, **extra), _deadline(timeout, filled))
             return StoredUpload(bucket, key, filled, probe)
-        upload_id = (await s3.create_multipart_upload(Bucket=bucket, Key=key, **extra))["UploadId"]
+        upload_id = (await asyncio.wait_for(s3.create_multipart_upload(Bucket=bucket, Key=key, **extra), timeout))["UploadId"]
         try:
             size, parts = 0, []
             while filled:
                 size += filled
                 with PartBody(buffer, filled) as body:
-                    part = await s3.upload_part(
-                        Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=len(parts) + 1, Body=body
+                    part = await asyncio.wait_for(
+                        s3.upload_part(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=len(parts) + 1, Body=body),
+                        _deadline(timeout, filled),
                     )
                 parts.append({"ETag": part["ETag"], "PartNumber": len(parts) + 1})
                 if filled < part_size:
                     break
-                filled = await _fill(read, buffer, limits.max_bytes, size)  # S3 has the part: refill
-            await s3.complete_multipart_upload(
-                Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
+                filled = await _fill(read, buffer, part_size, limits.max_bytes, size)  # S3 has it: refill
+            await asyncio.wait_for(
+                s3.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}),
+                timeout,
             )
             return StoredUpload(bucket, key, size, probe)
         except BaseException:
             await _abort(s3, bucket, key, upload_id)
             raise
     finally:
-        await budget.give_back(buffer)
+        await budget.give_back(buffer, part_size)
+
+
+def _deadline(timeout: float, size: int) -> float:
+    return timeout + size / (4 * 1024 * 1024)
 
 
 async def _abort(s3: Any, bucket: str, key: str, upload_id: str) -> None:

@@ -1,0 +1,193 @@
+"""Fixtures for the compose stack in containers: images built offline, a stack per emulator.
+
+Needs a Docker engine and docker-compose (``.ci/run`` installs and starts them). Without
+an engine these tests skip, unless ``PIXFLEET_REQUIRE_DOCKER=1`` (set by CI) makes that
+a failure. The images are built once per session with ``pixfleet images build
+--offline`` (cold: a few minutes; warm: seconds), then each emulator's stack is brought
+up under its own compose project on a spare port and torn down again, and the teardown
+checks that no task container is left behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from images import photo_jpeg
+
+REPO = Path(__file__).resolve().parents[1]
+PROJECT = "pixfleettest"
+API_PORT = 18480
+ORCH_PORT = 18490
+ORCH_URL = f"http://127.0.0.1:{ORCH_PORT}"
+ADMIN_TOKEN = "container-tests"
+TASK_SUBNET = "169.254.170.0/24"  # one stack per engine can have it
+
+
+def _engine_answers() -> bool:
+    try:
+        import docker
+
+        docker.from_env(timeout=5).ping()
+        return True
+    except Exception:  # noqa: BLE001 — any failure means "no engine"
+        return False
+
+
+def compose_command() -> list[str]:
+    if shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
+        return ["docker", "compose"]
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    pytest.fail("neither `docker compose` nor docker-compose is installed")
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Any:
+    if not _engine_answers():
+        if os.environ.get("PIXFLEET_REQUIRE_DOCKER") == "1":
+            pytest.fail("PIXFLEET_REQUIRE_DOCKER=1 but no Docker engine answers")
+        pytest.skip("no Docker engine")
+    import docker
+
+    return docker.from_env(timeout=120)
+
+
+@pytest.fixture(scope="session")
+def offline_images(docker_client: Any) -> dict[str, str]:
+    """Every image built with ``pixfleet images build --offline``; the pins it wrote in .env."""
+    started = time.monotonic()
+    subprocess.run([sys.executable, "-m", "infra.images", "build", "--offline"], cwd=REPO, check=True, timeout=1500)
+    print(f"pixfleet images build --offline: {time.monotonic() - started:.0f}s")
+    from infra.images.build import read_env_file
+
+    return read_env_file(REPO / ".env")
+
+
+@dataclass
+class Stack:
+    emulator: str
+    api_url: str
+    compose: list[str]
+    env: dict[str, str]
+
+    def run(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*self.compose, *args], cwd=REPO, env=self.env, check=check, timeout=timeout, capture_output=True, text=True)
+
+
+def get_json(url: str, timeout: float = 5) -> tuple[int, Any]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as exc:
+        return exc.code, None
+
+
+def wait_healthy(stack: Stack, deadline_s: float = 180) -> None:
+    deadline = time.monotonic() + deadline_s
+    while True:
+        try:
+            status, _ = get_json(f"{stack.api_url}/healthz")
+            if status == 200:
+                return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            logs = stack.run("logs", "--tail", "60", check=False).stdout
+            raise AssertionError(f"the API at {stack.api_url} did not become healthy:\n{logs}")
+        time.sleep(1)
+
+
+def task_containers(client: Any) -> list[Any]:
+    """This test project's task containers (those on its task network)."""
+    return client.containers.list(all=True, filters={"label": "pixfleet.cluster", "network": f"{PROJECT}_tasks"})
+
+
+@contextmanager
+def compose_stack(emulator: str, docker_client: Any, extra_env: dict[str, str] | None = None) -> Iterator[Stack]:
+    """The compose stack with one emulator; ``down`` afterwards must leave no task container."""
+    files = "docker-compose.yml" + (":docker-compose.moto.yml" if emulator == "moto" else "")
+    env = {
+        **os.environ,
+        "COMPOSE_PROJECT_NAME": PROJECT,
+        "COMPOSE_FILE": files,
+        "PIXFLEET_API_PORT": str(API_PORT),
+        "PIXFLEET_ORCH_HOST_PORT": str(ORCH_PORT),
+        "PIXFLEET_ORCH_ADMIN_TOKEN": ADMIN_TOKEN,
+        **(extra_env or {}),
+    }
+    s = Stack(emulator, f"http://127.0.0.1:{API_PORT}", compose_command(), env)
+    s.run("down", "-v", "--remove-orphans", check=False)
+    taken = [n.name for n in docker_client.networks.list() if TASK_SUBNET in json.dumps(n.attrs.get("IPAM"))]
+    if taken:
+        pytest.fail(f"another stack holds the task subnet {TASK_SUBNET} on this engine ({', '.join(taken)}): stop it first")
+    try:
+        up = s.run("up", "-d", check=False)
+        assert up.returncode == 0, up.stdout + up.stderr + s.run("logs", "--tail", "80", check=False).stdout
+        wait_healthy(s)
+        yield s
+    finally:
+        launched = [c.id for c in task_containers(docker_client)]
+        down = s.run("down", "-v", "--remove-orphans", check=False, timeout=180)
+        left = [c.name for c in docker_client.containers.list(all=True) if c.id in launched]
+        assert down.returncode == 0, down.stdout + down.stderr
+        assert left == [], f"`compose down` left task containers behind: {left}"
+
+
+def submit(api_url: str, body: bytes, preset: str) -> str:
+    request = urllib.request.Request(f"{api_url}/v1/images?preset={preset}", data=body, headers={"Content-Type": "image/jpeg"}, method="POST")
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.status == 202
+        return json.load(response)["job_id"]
+
+
+def wait_job(api_url: str, job_id: str, timeout: float = 120) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status, job = get_json(f"{api_url}/v1/jobs/{job_id}")
+        if status == 200 and job["status"] in ("succeeded", "failed"):
+            return job
+        time.sleep(0.5)
+    raise AssertionError(f"job {job_id} not finished after {timeout}s")
+
+
+
+
+def orchestrator(method: str, path: str, body: Any = None) -> Any:
+    """Call the compose orchestrator's API (published on loopback) with the test's admin token."""
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(
+        f"{ORCH_URL}{path}", data=data, method=method,
+        headers={"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.load(response)
+
+
+def until(predicate: Any, timeout: float, what: str, interval: float = 0.5) -> Any:
+    """Poll ``predicate`` until it returns something truthy (no fixed sleeps as synchronisation)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not reached after {timeout:.0f}s")
+        time.sleep(interval)
+
+
+def running_tasks(docker_client: Any, service: str) -> list[Any]:
+    return [c for c in task_containers(docker_client) if c.labels.get("pixfleet.service") == service and c.status == "running"]
