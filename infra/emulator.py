@@ -39,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -262,25 +263,7 @@ class MotoServer:
         """
         if self._iam_enforced:
             raise RuntimeError("bootstrap() must run before enforce_iam(): moto now refuses unknown keys")
-        iam = botocore.session.get_session().create_client(
-            "iam",
-            endpoint_url=self.url,
-            region_name=self.region,
-            aws_access_key_id=EMULATOR_DUMMY_CREDENTIALS["access_key_id"],
-            aws_secret_access_key=EMULATOR_DUMMY_CREDENTIALS["secret_access_key"],
-        )
-        try:
-            try:
-                iam.create_user(UserName=BOOTSTRAP_USER)
-            except iam.exceptions.EntityAlreadyExistsException:
-                pass
-            iam.put_user_policy(
-                UserName=BOOTSTRAP_USER, PolicyName="administrator", PolicyDocument=json.dumps(_ADMIN_POLICY)
-            )
-            key = iam.create_access_key(UserName=BOOTSTRAP_USER)["AccessKey"]
-        finally:
-            iam.close()
-        return {"access_key_id": key["AccessKeyId"], "secret_access_key": key["SecretAccessKey"]}
+        return bootstrap_admin(self.url, self.region)
 
     def enforce_iam(self) -> None:
         """Authenticate and authorize every following request, like AWS.
@@ -288,10 +271,44 @@ class MotoServer:
         moto's ``/moto-api/reset-auth`` sets how many requests may pass unchecked
         (default: infinitely many) and restarts the count; ``0`` means none.
         """
-        answer = json.loads(self._request("POST", "/moto-api/reset-auth", body=b"0"))
-        if answer.get("status") != "ok":
-            raise EmulatorUnavailable(f"moto refused to enforce IAM: {answer}")
+        enforce_iam(self.url)
         self._iam_enforced = True
+
+
+def bootstrap_admin(endpoint_url: str, region: str) -> dict[str, str]:
+    """Create (or reuse) the bootstrap admin user and a new access key, while moto checks nothing yet."""
+    iam = botocore.session.get_session().create_client(
+        "iam",
+        endpoint_url=endpoint_url,
+        region_name=region,
+        aws_access_key_id=EMULATOR_DUMMY_CREDENTIALS["access_key_id"],
+        aws_secret_access_key=EMULATOR_DUMMY_CREDENTIALS["secret_access_key"],
+    )
+    try:
+        try:
+            iam.create_user(UserName=BOOTSTRAP_USER)
+        except iam.exceptions.EntityAlreadyExistsException:
+            pass
+        iam.put_user_policy(UserName=BOOTSTRAP_USER, PolicyName="administrator", PolicyDocument=json.dumps(_ADMIN_POLICY))
+        key = iam.create_access_key(UserName=BOOTSTRAP_USER)["AccessKey"]
+    finally:
+        iam.close()
+    return {"access_key_id": key["AccessKeyId"], "secret_access_key": key["SecretAccessKey"]}
+
+
+def enforce_iam(endpoint_url: str) -> None:
+    """moto's ``/moto-api/reset-auth`` with ``0``: every following request is authenticated and authorized.
+
+    (It sets how many requests may pass unchecked — by default infinitely many — and restarts the count.)
+    """
+    request = urllib.request.Request(
+        f"{endpoint_url.rstrip('/')}/moto-api/reset-auth", data=b"0", method="POST",
+        headers={"Content-Type": "text/plain"},  # not a form: moto reads the raw body
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        answer = json.load(response)
+    if answer.get("status") != "ok":
+        raise EmulatorUnavailable(f"moto refused to enforce IAM: {answer}")
 
 
 async def start_provisioned_emulator(

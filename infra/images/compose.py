@@ -115,50 +115,15 @@ def _wait_for_emulator(settings: ProvisionSettings) -> None:
             time.sleep(1)
 
 
-def _moto_bootstrap(endpoint_url: str, region: str) -> dict[str, str]:
-    """An admin user and key, created while moto checks nothing yet (as ``MotoServer.bootstrap``)."""
-    import botocore.session
-
-    from infra.credentials import EMULATOR_DUMMY_CREDENTIALS
-    from infra.emulator import BOOTSTRAP_USER
-
-    iam = botocore.session.get_session().create_client(
-        "iam", endpoint_url=endpoint_url, region_name=region,
-        aws_access_key_id=EMULATOR_DUMMY_CREDENTIALS["access_key_id"],
-        aws_secret_access_key=EMULATOR_DUMMY_CREDENTIALS["secret_access_key"],
-    )
-    try:
-        try:
-            iam.create_user(UserName=BOOTSTRAP_USER)
-        except iam.exceptions.EntityAlreadyExistsException:
-            pass
-        iam.put_user_policy(UserName=BOOTSTRAP_USER, PolicyName="administrator", PolicyDocument=json.dumps(_ADMIN_POLICY))
-        key = iam.create_access_key(UserName=BOOTSTRAP_USER)["AccessKey"]
-    finally:
-        iam.close()
-    return {"access_key_id": key["AccessKeyId"], "secret_access_key": key["SecretAccessKey"]}
-
-
-def _moto_enforce_iam(endpoint_url: str) -> None:
-    """moto's ``/moto-api/reset-auth`` with ``0``: from now on every request is authenticated and authorized."""
-    request = urllib.request.Request(
-        f"{endpoint_url.rstrip('/')}/moto-api/reset-auth", data=b"0", method="POST",
-        headers={"Content-Type": "text/plain"},  # not a form: moto reads the raw body
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        answer = json.load(response)
-    if answer.get("status") != "ok":
-        raise SystemExit(f"provision: moto refused to enforce IAM: {answer}")
-
-
 def _admin_credentials(settings: ProvisionSettings) -> tuple[dict[str, str], bool]:
     """The admin keys, and whether IAM enforcement must still be switched on."""
     from infra.credentials import EMULATOR_DUMMY_CREDENTIALS
+    from infra.emulator import bootstrap_admin
 
     if settings.emulator == "localstack":
         return dict(LOCALSTACK_KEYS), False
     if _sts_identity(settings.endpoint_url, settings.region, EMULATOR_DUMMY_CREDENTIALS) is not None:
-        return _moto_bootstrap(settings.endpoint_url, settings.region), True  # a fresh moto: nothing enforced yet
+        return bootstrap_admin(settings.endpoint_url, settings.region), True  # a fresh moto: nothing enforced yet
     saved = _read_profile(settings.stack_dir / AWS_CONFIG_FILE, BOOTSTRAP_PROFILE)
     if saved and _sts_identity(settings.endpoint_url, settings.region, saved):
         return saved, False  # moto enforces IAM already, and these keys are its admin's
@@ -206,7 +171,7 @@ def _write_private(path: Path, text: str) -> None:
 
 
 def provision_main(settings: ProvisionSettings) -> int:
-    from infra.emulator import ORCHESTRATOR_SESSION_NAME, emulator_spec
+    from infra.emulator import ORCHESTRATOR_SESSION_NAME, EmulatorUnavailable, emulator_spec, enforce_iam
     from infra.provision import provision
     from infra.stack import StackSpec
 
@@ -220,7 +185,10 @@ def provision_main(settings: ProvisionSettings) -> int:
     _write_private(settings.stack_dir / AWS_CONFIG_FILE, aws_config(admin, outputs.role_arns["orchestrator"], ORCHESTRATOR_SESSION_NAME, settings.region))
     _write_private(settings.stack_dir / OUTPUTS_FILE, json.dumps(outputs.to_dict(), indent=2) + "\n")
     if enforce:
-        _moto_enforce_iam(settings.endpoint_url)
+        try:
+            enforce_iam(settings.endpoint_url)
+        except EmulatorUnavailable as exc:
+            raise SystemExit(f"provision: {exc}") from None
     print(f"provision: stack applied to {settings.emulator} at {settings.endpoint_url}"
           + (" (IAM enforced from now on)" if settings.emulator == "moto" else " (no IAM enforcement on LocalStack)"), flush=True)
     print(json.dumps(outputs.to_dict(), indent=2), flush=True)
