@@ -106,8 +106,11 @@ def pipeline_command(directory: Path | None, jobs: int, preset: str, worker_coun
 @click.option("--image-kb", default=256, show_default=True)
 @click.option("--big-clients", default=50, show_default=True, help="Clients uploading at once in the memory run.")
 @click.option("--big-mb", default=50.0, show_default=True, help="MB (10^6 bytes) each of them uploads.")
+@click.option("--api-env", multiple=True, metavar="NAME=VALUE", help="Setting for the API process, e.g. PIXFLEET_API_BUFFER_BUDGET=16777216.")
 @_JSON
-def api_command(requests: int, concurrency: int, image_kb: int, big_clients: int, big_mb: float, json_path: Path | None) -> None:
+def api_command(
+    requests: int, concurrency: int, image_kb: int, big_clients: int, big_mb: float, api_env: tuple[str, ...], json_path: Path | None
+) -> None:
     """Accepted uploads/s and latency percentiles, and the API's peak RSS under big concurrent uploads."""
     from pipeline.bench.api import benchmark, render_tables
     from pipeline.bench.measure import write_json
@@ -120,6 +123,7 @@ def api_command(requests: int, concurrency: int, image_kb: int, big_clients: int
                 image_bytes=image_kb * 1024,
                 big_clients=big_clients,
                 big_bytes=int(big_mb * 1_000_000),
+                api_env=dict(item.split("=", 1) for item in api_env),
                 progress=progress,
             )
         )

@@ -138,15 +138,22 @@ async def memory(api_url: str, api_pid: int, clients: int, size: int, progress: 
 
 
 async def benchmark(
-    *, requests: int, concurrency: int, image_bytes: int, big_clients: int, big_bytes: int, progress: Any = None
+    *,
+    requests: int,
+    concurrency: int,
+    image_bytes: int,
+    big_clients: int,
+    big_bytes: int,
+    api_env: dict[str, str] | None = None,
+    progress: Any = None,
 ) -> dict[str, Any]:
     """The report ``--json`` writes."""
     with tempfile.TemporaryDirectory(prefix="pixfleet-bench-api-") as tmp:
-        async with running_stack(Path(tmp), workers=0) as stack:
+        async with running_stack(Path(tmp), workers=0, api_env=dict(api_env or {})) as stack:
             (api_pid,) = await task_pids(stack, "api")
             fast = await throughput(stack.api_url, jpeg_of_size(image_bytes), requests, concurrency, progress)
             big = await memory(stack.api_url, api_pid, big_clients, big_bytes, progress) if big_clients else None
-    return {"benchmark": "api", "machine": machine(), "throughput": fast, "memory": big}
+    return {"benchmark": "api", "machine": machine(), "api_env": dict(api_env or {}), "throughput": fast, "memory": big}
 
 
 def render_tables(report: dict[str, Any]) -> list[Any]:
