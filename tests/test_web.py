@@ -50,6 +50,8 @@ ALL_DONE = """(expected) => {
 @pytest.fixture(scope="module")
 async def browser() -> AsyncIterator[Any]:
     if not CHROMIUM:
+        if os.environ.get("PIXFLEET_REQUIRE_DOCKER") == "1":  # set by .ci/run, which installs Chromium too
+            pytest.fail("no Chromium at /usr/bin/chromium although .ci/run should have installed it")
         pytest.skip("no Chromium: `apt-get install chromium` (CI's .ci/run installs it)")
     from playwright.async_api import async_playwright
 
