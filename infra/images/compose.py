@@ -46,7 +46,6 @@ BOOTSTRAP_PROFILE = "pixfleet-bootstrap"
 ORCHESTRATOR_PROFILE = "pixfleet-orchestrator"
 LOCALSTACK_KEYS = {"access_key_id": "test", "secret_access_key": "test"}
 EMULATORS = ("localstack", "moto")
-_ADMIN_POLICY = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
 # Task definition family → the variable naming its image in this deployment.
 TASK_IMAGES = {"pixfleet-api": "PIXFLEET_API_IMAGE", "pixfleet-worker": "PIXFLEET_WORKER_IMAGE"}
 
