@@ -36,7 +36,7 @@ class StackOutputs:
     queue_arn: str
     dlq_url: str
     dlq_arn: str
-    role_arns: dict[str, str] = field(default_factory=dict)  # "api" | "worker" | "orchestrator" → ARN
+    role_arns: dict[str, str] = field(default_factory=dict)  # "api" | "worker" | "deadletter" | "orchestrator" → ARN
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -80,6 +80,7 @@ async def provision(
         for bucket, state in desired["buckets"].items():
             await _apply_cors(s3, bucket, state["cors"])
             await _apply_notification(s3, bucket, state["notification"])
+            await _apply_lifecycle(s3, bucket, state["lifecycle"])
         for key in ROLE_KEYS:
             await _ensure_role(iam, desired["roles"][key])
 
@@ -131,6 +132,31 @@ async def _apply_cors(s3: Any, bucket: str, cors: dict[str, Any] | None) -> None
         await s3.put_bucket_cors(Bucket=bucket, CORSConfiguration=cors)
     else:
         await s3.delete_bucket_cors(Bucket=bucket)
+
+
+async def _apply_lifecycle(s3: Any, bucket: str, desired: dict[str, Any]) -> None:
+    try:
+        current = {"Rules": (await s3.get_bucket_lifecycle_configuration(Bucket=bucket))["Rules"]}
+    except ClientError as exc:
+        if _code(exc) != "NoSuchLifecycleConfiguration":
+            raise
+        current = None
+    if current is not None and _same(_lifecycle_key(current), _lifecycle_key(desired)):
+        return
+    await s3.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration=desired)
+
+
+def _lifecycle_key(config: dict[str, Any]) -> list[Any]:
+    """The rules as S3 echoes them back (an empty prefix filter may come back as ``{}`` or ``{"Prefix": ""}``)."""
+    rules = []
+    for rule in config.get("Rules", []):
+        rule = dict(rule)
+        if rule.get("Filter") in ({}, {"Prefix": ""}):
+            rule["Filter"] = {"Prefix": ""}
+        if rule.get("Prefix") == "":
+            rule.pop("Prefix")
+        rules.append(rule)
+    return sorted(rules, key=lambda r: str(r.get("ID")))
 
 
 async def _apply_notification(s3: Any, bucket: str, desired: dict[str, Any]) -> None:

@@ -11,7 +11,8 @@ The data path the permissions follow::
     browser ──presigned POST──▶ input/incoming/* ──S3 event──▶ jobs queue
     api ─────streamed PUT─────▶ input/uploads/*  ──api sends──▶ jobs queue
     worker ◀── jobs queue; reads input, writes output/results/*; dead letters ▶ DLQ
-    orchestrator: watches queue depths, assumes the api/worker roles for its tasks
+    deadletter ◀── DLQ (reads, never deletes): records each job that reached it as failed
+    orchestrator: watches queue depths, assumes the api/worker/deadletter roles for its tasks
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ ECS_TASKS_PRINCIPAL = "ecs-tasks.amazonaws.com"
 S3_SERVICE_PRINCIPAL = "s3.amazonaws.com"
 POLICY_VERSION = "2012-10-17"
 
-ROLE_KEYS = ("api", "worker", "orchestrator")
+ROLE_KEYS = ("api", "worker", "deadletter", "orchestrator")
+TASK_ROLE_KEYS = ("api", "worker", "deadletter")  # roles the orchestrator hands to tasks
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,7 @@ class StackSpec:
     message_retention_seconds: int = 4 * 24 * 3600
     dlq_retention_seconds: int = 14 * 24 * 3600
     receive_wait_seconds: int = 20
+    abort_incomplete_uploads_days: int = 1  # lifecycle: multipart uploads a killed API left behind
 
     uploads_prefix: str = "uploads/"  # the API streams uploads here
     incoming_prefix: str = "incoming/"  # browsers POST here directly; S3 events feed the queue
@@ -48,6 +51,7 @@ class StackSpec:
 
     api_role: str = "pixfleet-api"
     worker_role: str = "pixfleet-worker"
+    deadletter_role: str = "pixfleet-deadletter"
     orchestrator_role: str = "pixfleet-orchestrator"
 
     cors_allowed_origins: tuple[str, ...] = ("*",)
@@ -60,7 +64,12 @@ class StackSpec:
 
     def role_names(self) -> dict[str, str]:
         """Role key ("api", "worker", "orchestrator") → IAM role name."""
-        return {"api": self.api_role, "worker": self.worker_role, "orchestrator": self.orchestrator_role}
+        return {
+            "api": self.api_role,
+            "worker": self.worker_role,
+            "deadletter": self.deadletter_role,
+            "orchestrator": self.orchestrator_role,
+        }
 
     def problems(self) -> list[str]:
         """Every reason this spec is unusable; empty when it is fine."""
@@ -85,7 +94,9 @@ class StackSpec:
         if self.uploads_prefix == self.incoming_prefix:
             found.append("uploads_prefix and incoming_prefix must differ (only incoming/ raises events)")
         if len(set(self.role_names().values())) != len(ROLE_KEYS):
-            found.append("the three role names must differ")
+            found.append("the role names must differ")
+        if self.abort_incomplete_uploads_days < 1:
+            found.append("abort_incomplete_uploads_days must be >= 1")
         return found
 
     def validate(self) -> StackSpec:
@@ -180,12 +191,20 @@ def role_policies(spec: StackSpec, account_id: str, region: str) -> dict[str, di
             ),
             _statement("DeadLetterJobs", ["sqs:SendMessage"], [dlq]),
         ),
+        "deadletter": _policy(
+            _statement("RecordFailedJobs", ["s3:GetObject", "s3:PutObject"], [results]),
+            _statement(
+                "WatchDeadLetters",
+                ["sqs:ReceiveMessage", "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes"],
+                [dlq],
+            ),
+        ),
         "orchestrator": _policy(
             _statement("WatchQueues", ["sqs:GetQueueAttributes"], [jobs, dlq]),
             _statement(
                 "IssueTaskCredentials",
                 ["sts:AssumeRole"],
-                [role_arn(part, account_id, spec.api_role), role_arn(part, account_id, spec.worker_role)],
+                [role_arn(part, account_id, spec.role_names()[key]) for key in TASK_ROLE_KEYS],
             ),
         ),
     }
@@ -197,9 +216,9 @@ def render(spec: StackSpec, account_id: str, region: str) -> dict[str, Any]:
     Shape (JSON-compatible; documents are dicts, :func:`sqs_attributes` serialises queues)::
 
         {"account_id", "region", "partition",
-         "buckets": {name: {"arn", "cors": dict | None, "notification": dict}},
+         "buckets": {name: {"arn", "cors": dict | None, "notification": dict, "lifecycle": dict}},
          "queues": {name: {"arn", "attributes": {...}}},        # DLQ first: creation order
-         "roles": {"api"|"worker"|"orchestrator": {"name", "arn", "trust_policy", "policies": {name: doc}}}}
+         "roles": {"api"|"worker"|"deadletter"|"orchestrator": {"name", "arn", "trust_policy", "policies": {...}}}}
     """
     spec.validate()
     part = partition_for(region)
@@ -239,6 +258,16 @@ def render(spec: StackSpec, account_id: str, region: str) -> dict[str, Any]:
         }
     )
 
+    abandoned_uploads = {
+        "Rules": [
+            {
+                "ID": "abort-incomplete-multipart-uploads",
+                "Status": "Enabled",
+                "Filter": {"Prefix": ""},
+                "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": spec.abort_incomplete_uploads_days},
+            }
+        ]
+    }
     names = spec.role_names()
     policies = role_policies(spec, account_id, region)
     trust = trust_policy(spec, account_id, part)
@@ -251,11 +280,13 @@ def render(spec: StackSpec, account_id: str, region: str) -> dict[str, Any]:
                 "arn": input_arn,
                 "cors": browser_uploads,
                 "notification": {"QueueConfigurations": [incoming_to_jobs]},
+                "lifecycle": abandoned_uploads,
             },
             spec.output_bucket: {
                 "arn": bucket_arn(part, spec.output_bucket),
                 "cors": None,
                 "notification": {},
+                "lifecycle": abandoned_uploads,
             },
         },
         "queues": {

@@ -18,6 +18,7 @@ from rich.table import Table
 from infra.images.cli import images
 from pipeline.bench import bench
 from pipeline.demo import demo
+from pipeline.dlq import dlq
 from pipeline.loadtest import load
 from services.orchestrator.cli import COMMANDS as ORCHESTRATOR_COMMANDS
 
@@ -139,6 +140,7 @@ main.add_command(bench)
 main.add_command(images)
 main.add_command(load)
 main.add_command(demo)
+main.add_command(dlq)
 
 
 if __name__ == "__main__":

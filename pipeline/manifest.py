@@ -7,15 +7,22 @@ duplicated message overwrites the same objects instead of adding new ones)::
     results/{job_id}/manifest.json       written first as "processing", last as the outcome
 
 The manifest is the job's record: the API reads it to answer ``GET /v1/jobs/{id}``.
+``attempts`` is its history: one entry per delivery that started work, with how it
+ended (``succeeded``, ``failed``, ``error`` — retried later — or ``interrupted``: the
+worker stopped without finishing, e.g. it was killed). :class:`ManifestStore` is the
+one place that reads and writes manifests; writes can be conditional on the version
+read (S3 ``If-Match`` / ``If-None-Match``), so two writers never silently overwrite
+each other's outcome.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-STATUSES = ("queued", "processing", "succeeded", "failed")
+STATUSES = ("awaiting_upload", "queued", "processing", "succeeded", "failed")
 TERMINAL = ("succeeded", "failed")
 
 
@@ -68,11 +75,30 @@ class Manifest:
     attempt: int = 1
     worker_id: str | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
+    attempts: list[dict[str, Any]] = field(default_factory=list)
     version: int = 1
 
     @property
     def terminal(self) -> bool:
         return self.status in TERMINAL
+
+    def attempt_record(self, outcome: str, *, ended_at: str | None = None, error: dict[str, str] | None = None) -> dict[str, Any]:
+        """This manifest's current attempt as a history entry that ended with ``outcome``."""
+        return {
+            "attempt": self.attempt,
+            "worker_id": self.worker_id,
+            "started_at": self.started_at,
+            "ended_at": ended_at,
+            "outcome": outcome,
+            "error": error,
+        }
+
+    def history(self) -> list[dict[str, Any]]:
+        """Every attempt so far; an attempt still recorded as running counts as interrupted (nobody finished it)."""
+        attempts = list(self.attempts)
+        if self.status == "processing" and not any(a.get("attempt") == self.attempt for a in attempts):
+            attempts.append(self.attempt_record("interrupted"))
+        return attempts
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), separators=(",", ":")).encode()
@@ -83,3 +109,64 @@ class Manifest:
         outputs = [OutputRecord(**o) for o in doc.pop("outputs", [])]
         known = {f for f in cls.__dataclass_fields__}
         return cls(outputs=outputs, **{k: v for k, v in doc.items() if k in known})
+
+
+class ManifestConflict(Exception):
+    """A conditional manifest write lost: someone else wrote the manifest since it was read."""
+
+
+class ManifestStore:
+    """Reads and writes job manifests in the output bucket (the one place that does)."""
+
+    def __init__(self, s3: Any, bucket: str, *, timeout: float | None = None):
+        self.s3 = s3
+        self.bucket = bucket
+        self.timeout = timeout
+
+    async def _call(self, coro: Any) -> Any:
+        return await (asyncio.wait_for(coro, self.timeout) if self.timeout else coro)
+
+    async def read(self, job_id: str) -> tuple[Manifest | None, str | None]:
+        """The job's manifest and its ETag, or ``(None, None)`` when there is none yet."""
+        from pipeline.errors import is_missing_readable_object
+
+        try:
+            obj = await self._call(self.s3.get_object(Bucket=self.bucket, Key=manifest_key(job_id)))
+        except Exception as exc:
+            if is_missing_readable_object(exc):
+                return None, None
+            raise
+        async with obj["Body"] as body:
+            raw = await self._call(body.read())
+        return Manifest.from_json(raw), obj.get("ETag")
+
+    async def get(self, job_id: str) -> Manifest | None:
+        return (await self.read(job_id))[0]
+
+    async def write(self, manifest: Manifest, *, if_match: str | None = None, if_absent: bool = False) -> str | None:
+        """Store the manifest; with ``if_match`` (an ETag) or ``if_absent`` only if nobody wrote it since.
+
+        Raises :class:`ManifestConflict` when the condition fails. Returns the new ETag.
+        """
+        from pipeline.errors import aws_error_code
+
+        conditions: dict[str, str] = {}
+        if if_match:
+            conditions["IfMatch"] = if_match
+        elif if_absent:
+            conditions["IfNoneMatch"] = "*"
+        try:
+            answer = await self._call(
+                self.s3.put_object(
+                    Bucket=self.bucket,
+                    Key=manifest_key(manifest.job_id),
+                    Body=manifest.to_json(),
+                    ContentType="application/json",
+                    **conditions,
+                )
+            )
+        except Exception as exc:
+            if conditions and aws_error_code(exc) in {"PreconditionFailed", "412", "ConditionalRequestConflict"}:
+                raise ManifestConflict(manifest.job_id) from exc
+            raise
+        return answer.get("ETag")

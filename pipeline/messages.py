@@ -8,6 +8,14 @@ Two kinds of message reach the queue:
   client uploads straight to ``incoming/`` with a presigned POST. Keys in S3
   events are URL-encoded (``+`` for spaces) and are decoded here. S3's
   ``s3:TestEvent`` (sent when the notification is configured) is dropped.
+
+The job of an object uploaded straight to the bucket is named by the object's key
+(:func:`job_id_for_object`: the id in a key we minted, else a UUIDv5 of the key), so a
+client finds it with ``GET /v1/jobs?key=…``. The object's **version** (its version id
+where versioning is on, else the event's ETag) travels with the job: the worker renders
+a version only while it is still the object's current content and treats a second
+delivery of the same version as a duplicate, so a newer upload to the same key wins and
+a late event for older content never overwrites a newer result.
 """
 
 from __future__ import annotations
@@ -55,13 +63,20 @@ class JobMessage:
     content_type: str | None = None
     size: int | None = None
     origin: str = "api"
+    object_version: str | None = None  # S3 events: version id or ETag of the content this job renders
+    version_id: str | None = None  # S3 events on a versioned bucket
+    sequencer: str | None = None  # S3 events: orders events for one key
 
     def to_dict(self) -> dict[str, Any]:
+        source: dict[str, Any] = {"bucket": self.bucket, "key": self.key, "content_type": self.content_type, "size": self.size}
+        for name in ("object_version", "version_id", "sequencer"):
+            if getattr(self, name):
+                source[name] = getattr(self, name)
         return {
             "type": MESSAGE_TYPE,
             "version": SCHEMA_VERSION,
             "job_id": self.job_id,
-            "source": {"bucket": self.bucket, "key": self.key, "content_type": self.content_type, "size": self.size},
+            "source": source,
             "preset": self.preset,
             "operations": [op.to_dict() for op in self.operations] if self.operations else None,
             "submitted_at": self.submitted_at,
@@ -117,7 +132,14 @@ def _parse_job(doc: dict[str, Any]) -> JobMessage:
         content_type=source.get("content_type"),
         size=size if isinstance(size, int) else None,
         origin=str(doc.get("origin") or "api"),
+        **{name: str(source[name]) for name in ("object_version", "version_id", "sequencer") if source.get(name)},
     )
+
+
+def job_id_for_object(bucket: str, key: str) -> str:
+    """The job of an object under ``incoming/``: the id in a key we minted, else a stable UUIDv5 of the key."""
+    match = _INCOMING_KEY_RE.match(key)
+    return match.group(1) if match else uuid.uuid5(uuid.NAMESPACE_URL, f"s3://{bucket}/{key}").hex
 
 
 def _parse_s3_event(doc: dict[str, Any]) -> list[JobMessage]:
@@ -130,23 +152,29 @@ def _parse_s3_event(doc: dict[str, Any]) -> list[JobMessage]:
             s3 = record["s3"]
             bucket = s3["bucket"]["name"]
             key = unquote_plus(s3["object"]["key"])
+            if not isinstance(bucket, str) or not isinstance(s3["object"]["key"], str):
+                raise TypeError("bucket name and key must be strings")
         except (KeyError, TypeError) as exc:
             raise InvalidMessage("S3 event record without s3.bucket.name / s3.object.key") from exc
         if not str(record.get("eventName", "ObjectCreated")).startswith("ObjectCreated"):
             continue
-        match = _INCOMING_KEY_RE.match(key)
-        # A key we did not mint (e.g. `aws s3 cp` into incoming/) still gets a stable id, so a
-        # redelivered event renders to the same place.
-        job_id = match.group(1) if match else uuid.uuid5(uuid.NAMESPACE_URL, f"s3://{bucket}/{key}").hex
-        size = s3["object"].get("size")
+        obj = s3["object"]
+        if not isinstance(obj, dict):
+            raise InvalidMessage("S3 event record's s3.object must be an object")
+        size, etag = obj.get("size"), obj.get("eTag") or obj.get("etag")
+        version_id, sequencer = obj.get("versionId"), obj.get("sequencer")
+        version = version_id or etag
         jobs.append(
             JobMessage(
-                job_id=job_id,
+                job_id=job_id_for_object(bucket, key),
                 bucket=bucket,
                 key=key,
                 submitted_at=str(record.get("eventTime") or utcnow_iso()),
                 size=size if isinstance(size, int) else None,
                 origin="s3-event",
+                object_version=str(version).strip('"') if version else None,
+                version_id=str(version_id) if version_id else None,
+                sequencer=str(sequencer) if sequencer else None,
             )
         )
     return jobs

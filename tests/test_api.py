@@ -192,7 +192,7 @@ async def test_presets_health_metrics_openapi(client: StackClient) -> None:
 
 async def test_api_task_has_no_static_aws_keys(client: StackClient) -> None:
     tasks = await client.stack.tasks()
-    assert {t["service"] for t in tasks} == {"api", "worker"}
+    assert {t["service"] for t in tasks} == {"api", "worker", "deadletter"}
     for task in tasks:
         environ = open(f"/proc/{task['pid']}/environ", "rb").read().split(b"\0")
         names = {e.split(b"=", 1)[0].decode() for e in environ if e}

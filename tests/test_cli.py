@@ -67,7 +67,7 @@ def test_up_submit_and_stop(tmp_path: Path) -> None:
         stack = json.loads((state / "stack.json").read_text())
         expected = {"api_url", "aws_endpoint_url", "region", "input_bucket", "output_bucket", "queue_url", "dlq_url", "role_arns", "bootstrap_credentials"}
         assert expected <= set(stack)
-        assert set(stack["role_arns"]) == {"api", "worker", "orchestrator"}
+        assert set(stack["role_arns"]) == {"api", "worker", "deadletter", "orchestrator"}
         children = _descendants(up.pid)
         assert len(children) >= 3  # moto, api, worker (and the worker's pool)
 

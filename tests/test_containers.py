@@ -85,7 +85,7 @@ def test_thirty_images_over_http_all_succeed(stack: Stack) -> None:
 
 def test_tasks_are_ecs_style_containers(stack: Stack, docker_client: Any) -> None:
     tasks = {c.labels["pixfleet.service"]: c for c in task_containers(docker_client) if c.status == "running"}
-    assert set(tasks) == {"api", "worker"}
+    assert set(tasks) == {"api", "worker", "deadletter"}
     for service, container in tasks.items():
         attrs = container.attrs
         env = dict(item.split("=", 1) for item in attrs["Config"]["Env"])

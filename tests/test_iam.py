@@ -122,6 +122,16 @@ CASES = [
     Case("worker", "send to DLQ", send("dlq_url"), True),
     Case("worker", "receive from DLQ", receive("dlq_url"), False),
     Case("worker", "assume api role", assume("api"), False),
+    Case("deadletter", "receive from DLQ", receive("dlq_url"), True),
+    Case("deadletter", "DLQ attributes", queue_attributes("dlq_url"), True),
+    Case("deadletter", "get output results/", get("output_bucket", f"results/{SEED}"), True),
+    Case("deadletter", "put output results/", put("output_bucket", "results/iam/deadletter.json"), True),
+    Case("deadletter", "receive from job queue", receive("queue_url"), False),
+    Case("deadletter", "send to job queue", send("queue_url"), False),
+    Case("deadletter", "send to DLQ", send("dlq_url"), False),
+    Case("deadletter", "get input uploads/", get("input_bucket", f"uploads/{SEED}"), False),
+    Case("deadletter", "put input incoming/", put("input_bucket", "incoming/iam/deadletter.png"), False),
+    Case("deadletter", "assume worker role", assume("worker"), False),
     Case("orchestrator", "job queue attributes", queue_attributes("queue_url"), True),
     Case("orchestrator", "DLQ attributes", queue_attributes("dlq_url"), True),
     Case("orchestrator", "get input uploads/", get("input_bucket", f"uploads/{SEED}"), False),
@@ -132,6 +142,7 @@ CASES = [
     Case("orchestrator", "receive from job queue", receive("queue_url"), False),
     Case("orchestrator", "assume api role", assume("api"), True),
     Case("orchestrator", "assume worker role", assume("worker"), True),
+    Case("orchestrator", "assume deadletter role", assume("deadletter"), True),
     Case("orchestrator", "assume its own role", assume("orchestrator"), False),
 ]
 
@@ -172,7 +183,7 @@ async def test_permission_matrix(case: Case, seeded: StackOutputs, role_session,
             assert denied.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403, denied.value.response
 
 
-@pytest.mark.parametrize("role", ["api", "worker", "orchestrator"])
+@pytest.mark.parametrize("role", ["api", "worker", "deadletter", "orchestrator"])
 async def test_roles_use_their_own_temporary_credentials(role: str, emulator, role_session, aws_client) -> None:
     creds: TemporaryCredentials = await role_session(role)
     assert creds.access_key_id != emulator.bootstrap["access_key_id"]
@@ -246,13 +257,25 @@ async def test_presigned_post(
 
 
 @pytest.mark.parametrize(
-    "tamper",
-    ["too large", "different key", "extra field", "bad signature"],
+    "tamper, status, says",
+    [
+        ("too large", 400, "<Code>EntityTooLarge</Code>"),
+        ("different key", 403, 'Policy Condition failed: {"key": "incoming/held.png"}'),
+        ("extra field", 403, "Invalid according to Policy: Extra input fields: content-type"),
+        ("wrong content type", 403, 'Policy Condition failed: ["starts-with", "$Content-Type", "image/"]'),
+        ("bad signature", 403, "<Code>SignatureDoesNotMatch</Code>"),
+    ],
 )
-async def test_presigned_post_is_held_to_its_policy(tamper: str, seeded, role_session, aws_client) -> None:
+async def test_presigned_post_is_held_to_its_policy(
+    tamper: str, status: int, says: str, seeded, role_session, aws_client
+) -> None:
+    """Each refusal says which condition failed, in S3's words."""
+    conditions: list = [["content-length-range", 1, 8]]
+    if tamper == "wrong content type":
+        conditions.append(["starts-with", "$Content-Type", "image/"])
     async with aws_client("s3", await role_session("api"), AioConfig(signature_version="s3v4")) as s3:
         post = await s3.generate_presigned_post(
-            seeded.input_bucket, "incoming/held.png", Conditions=[["content-length-range", 1, 8]], ExpiresIn=300
+            seeded.input_bucket, "incoming/held.png", Conditions=conditions, ExpiresIn=300
         )
     fields, body = dict(post["fields"]), b"img"
     if tamper == "too large":
@@ -261,18 +284,26 @@ async def test_presigned_post_is_held_to_its_policy(tamper: str, seeded, role_se
         fields["key"] = "incoming/other.png"
     elif tamper == "extra field":
         fields["Content-Type"] = "text/html"
+    elif tamper == "wrong content type":
+        fields["Content-Type"] = "text/html"
     else:
         fields["x-amz-signature"] = "0" * 64
-    assert await _post({"url": post["url"], "fields": fields}, body) == 403
+    got, text = await _post_text({"url": post["url"], "fields": fields}, body)
+    assert got == status, text
+    assert says in text, text
 
 
 async def _post(post: dict[str, Any], body: bytes) -> int:
+    return (await _post_text(post, body))[0]
+
+
+async def _post_text(post: dict[str, Any], body: bytes) -> tuple[int, str]:
     form = aiohttp.FormData()
     for name, value in post["fields"].items():
         form.add_field(name, value)
     form.add_field("file", body, filename="upload.png", content_type="image/png")  # must come last
     async with aiohttp.ClientSession() as http, http.post(post["url"], data=form) as answer:
-        return answer.status
+        return answer.status, await answer.text()
 
 
 @pytest.mark.parametrize("signature", ["s3v4", "s3"])

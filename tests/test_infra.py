@@ -14,7 +14,8 @@ import pytest
 from aiobotocore.session import get_session
 
 from infra.credentials import TemporaryCredentials, client_kwargs
-from infra.emulator import EmulatorUnavailable, MotoServer, emulator_spec, post_policy_problem
+from infra.emulator import EmulatorUnavailable, MotoServer, emulator_spec
+from infra.moto_server.presigned import post_policy_problem
 from infra.provision import StackOutputs, provision
 from infra.stack import StackSpec, render, sqs_attributes
 
@@ -93,12 +94,21 @@ ROLE = f"arn:aws:iam::{ACCOUNT}:role/pixfleet-"
         ("worker", "sqs:SendMessage", JOBS, False),
         ("worker", "sqs:SendMessage", DLQ, True),
         ("worker", "sqs:ReceiveMessage", DLQ, False),
+        ("deadletter", "sqs:ReceiveMessage", DLQ, True),
+        ("deadletter", "sqs:ChangeMessageVisibility", DLQ, True),
+        ("deadletter", "sqs:DeleteMessage", DLQ, False),
+        ("deadletter", "sqs:ReceiveMessage", JOBS, False),
+        ("deadletter", "sqs:SendMessage", JOBS, False),
+        ("deadletter", "s3:GetObject", f"{OUT}/results/a/manifest.json", True),
+        ("deadletter", "s3:PutObject", f"{OUT}/results/a/manifest.json", True),
+        ("deadletter", "s3:GetObject", f"{IN}/uploads/a.png", False),
         ("orchestrator", "sqs:GetQueueAttributes", JOBS, True),
         ("orchestrator", "sqs:GetQueueAttributes", DLQ, True),
         ("orchestrator", "sqs:SendMessage", JOBS, False),
         ("orchestrator", "sqs:ReceiveMessage", JOBS, False),
         ("orchestrator", "sts:AssumeRole", f"{ROLE}api", True),
         ("orchestrator", "sts:AssumeRole", f"{ROLE}worker", True),
+        ("orchestrator", "sts:AssumeRole", f"{ROLE}deadletter", True),
         ("orchestrator", "sts:AssumeRole", f"{ROLE}orchestrator", False),
         ("orchestrator", "s3:GetObject", f"{IN}/uploads/a.png", False),
         ("orchestrator", "s3:PutObject", f"{OUT}/results/a.png", False),
@@ -108,7 +118,7 @@ def test_role_permissions(role: str, action: str, resource: str, allowed: bool) 
     assert allows(policy_of(role), action, resource) is allowed
 
 
-@pytest.mark.parametrize("role", ["api", "worker", "orchestrator"])
+@pytest.mark.parametrize("role", ["api", "worker", "deadletter", "orchestrator"])
 def test_every_statement_names_its_resources(role: str) -> None:
     for statement in policy_of(role)["Statement"]:
         actions = _as_list(statement["Action"])
@@ -225,7 +235,7 @@ def test_stack_outputs_round_trip() -> None:
         queue_arn=JOBS,
         dlq_url="http://d",
         dlq_arn=DLQ,
-        role_arns={"api": "a", "worker": "w", "orchestrator": "o"},
+        role_arns={"api": "a", "worker": "w", "deadletter": "d", "orchestrator": "o"},
     )
     assert StackOutputs.from_dict(json.loads(json.dumps(outputs.to_dict()))) == outputs
     with pytest.raises(ValueError, match="queue_url"):

@@ -128,6 +128,28 @@ async def test_credentials_endpoint_refuses_everyone_but_the_task_itself(fleet: 
     await stack.wait_steady()
 
 
+async def test_kills_of_healthy_tasks_are_replaced_at_once_never_throttled(fleet: StackClient) -> None:
+    """A healthy task killed (a drill, an OOM kill) is not a start failure: no launch throttle, ever."""
+    stack = fleet.stack
+    await stack.wait_steady()
+    killed: list[str] = []
+
+    async def healthy_worker() -> dict | None:
+        service = (await stack.services())["worker"]
+        tasks = [t for t in await stack.tasks("worker") if t["healthStatus"] == "HEALTHY" and t["taskId"] not in killed]
+        return tasks[0] if tasks and service["healthyCount"] >= 1 else None
+
+    for _ in range(8):
+        victim = await wait_for(healthy_worker, timeout=60, what="a healthy worker")
+        await stack.request("POST", f"/v1/tasks/{victim['taskId']}/kill")
+        killed.append(victim["taskId"])
+    await wait_for(healthy_worker, timeout=60, what="a healthy worker after the kills")
+    messages = [e["message"] for e in (await stack.request("GET", "/v1/events?service=worker&limit=300"))["events"]]
+    assert not [m for m in messages if "launch throttle" in m or "backoff" in m]
+    stopped = {t["taskId"]: t for t in await stack.tasks("worker", status="STOPPED")}
+    assert all(stopped[t]["exitCode"] == -9 for t in killed), [stopped[t]["exitCode"] for t in killed]
+
+
 async def test_task_metadata_endpoint(fleet: StackClient) -> None:
     task = (await fleet.stack.tasks("worker"))[0]
     uri = task_environ(task["pid"])["ECS_CONTAINER_METADATA_URI_V4"]
@@ -211,7 +233,7 @@ async def test_status_and_events_from_the_command_line(fleet: StackClient) -> No
     out = subprocess.run([*cli, "status", "--json"], env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     status = json.loads(out.stdout)
-    assert {s["serviceName"] for s in status["services"]} == {"api", "worker"}
+    assert {s["serviceName"] for s in status["services"]} == {"api", "worker", "deadletter"}
     assert set(status["queue"]) >= {"visible", "in_flight", "delayed", "dead_letters"}
     table = subprocess.run([*cli, "status"], env=env, capture_output=True, text=True, timeout=60)
     assert "services" in table.stdout and "worker" in table.stdout

@@ -47,7 +47,11 @@ ORCHESTRATOR_PROFILE = "pixfleet-orchestrator"
 LOCALSTACK_KEYS = {"access_key_id": "test", "secret_access_key": "test"}
 EMULATORS = ("localstack", "moto")
 # Task definition family → the variable naming its image in this deployment.
-TASK_IMAGES = {"pixfleet-api": "PIXFLEET_API_IMAGE", "pixfleet-worker": "PIXFLEET_WORKER_IMAGE"}
+TASK_IMAGES = {
+    "pixfleet-api": "PIXFLEET_API_IMAGE",
+    "pixfleet-worker": "PIXFLEET_WORKER_IMAGE",
+    "pixfleet-deadletter": "PIXFLEET_WORKER_IMAGE",  # the worker image runs the dead-letter recorder
+}
 
 
 @dataclass(frozen=True)

@@ -361,6 +361,7 @@ async def get_job(request: web.Request) -> web.Response:
             "finished_at": manifest.finished_at,
             "timings_ms": manifest.timings_ms,
             "attempts": manifest.attempt,
+            "history": manifest.history(),
         }
     )
 

@@ -53,6 +53,7 @@ class EmbeddedConfig:
     spec: StackSpec = field(default_factory=StackSpec)
     api_env: dict[str, str] = field(default_factory=dict)
     worker_env: dict[str, str] = field(default_factory=dict)
+    deadletter_env: dict[str, str] = field(default_factory=dict)
     scaling: dict[str, Any] = field(default_factory=dict)
     orchestrator_env: dict[str, str] = field(default_factory=dict)
 
@@ -143,6 +144,12 @@ class EmbeddedStack:
             },
         )
         (folder / "worker.json").write_text(json.dumps(worker, indent=2))
+        deadletter = json.loads((SHIPPED_TASKDEFS / "deadletter.json").read_text())
+        _set_env(
+            deadletter["containerDefinitions"][0],
+            {"PIXFLEET_MAX_RECEIVE_COUNT": str(cfg.spec.max_receive_count), **cfg.deadletter_env},
+        )
+        (folder / "deadletter.json").write_text(json.dumps(deadletter, indent=2))
         services = json.loads(SHIPPED_SERVICES.read_text())
         for service in services["services"]:
             if service["serviceName"] == "worker":

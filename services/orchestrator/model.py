@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from services.orchestrator.scaling import ScalingPolicy, ScalingState
+from services.orchestrator.throttle import ThrottleState
 
 # Task lifecycle, as in ECS (the intermediate ECS states are folded into these four).
 PROVISIONING, RUNNING, STOPPING, STOPPED = "PROVISIONING", "RUNNING", "STOPPING", "STOPPED"
@@ -236,9 +237,11 @@ class Service:
     scaling: ScalingPolicy | None = None
     scaling_state: ScalingState = ScalingState()
     last_decision: str = ""
-    crash_failures: int = 0
-    next_launch_at: float = 0.0
+    throttle: dict[str, ThrottleState] = field(default_factory=dict)  # task definition → launch throttle
     steady: bool = False
+
+    def throttle_for(self, taskdef: str) -> ThrottleState:
+        return self.throttle.get(taskdef, ThrottleState())
 
     @property
     def name(self) -> str:

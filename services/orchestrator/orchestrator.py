@@ -51,11 +51,11 @@ from services.orchestrator.model import (
 from services.orchestrator.runtime import LaunchSpec, Runtime
 from services.orchestrator.scaling import QueueMetrics, decide
 from services.orchestrator.taskdefs import TaskDefinition, TaskDefinitionRegistry
+from services.orchestrator.throttle import ThrottlePolicy, task_healthy, task_stopped
 
 log = logging.getLogger("pixfleet.orchestrator")
 
-CRASH_WINDOW = 60.0  # a task that dies sooner than this counts towards crash-loop backoff
-BACKOFF_CAP = 60.0
+STABLE_AFTER = 10.0  # a task without a health check that ran this long started fine
 METRIC_FAILURE_EVENT_AFTER = 5
 
 
@@ -103,6 +103,7 @@ class Orchestrator:
         role_arn: Callable[[str], str],
         tick_interval: float = 1.0,
         clock: Callable[[], float] = time.time,
+        throttle_policy: ThrottlePolicy = ThrottlePolicy(),
     ):
         self.cluster = cluster
         self.registry = registry
@@ -116,6 +117,7 @@ class Orchestrator:
         self.role_arn = role_arn
         self.tick_interval = tick_interval
         self.clock = clock
+        self.throttle_policy = throttle_policy
         self.events = EventLog(state_dir / "events.jsonl")
         self.metrics = OrchestratorMetrics.create()
         self.vault.on_refresh = lambda task_id: self.metrics.refreshes.inc()
@@ -252,7 +254,7 @@ class Orchestrator:
 
         # Start what the primary deployment lacks, within maximumPercent and the crash backoff.
         to_start = min(want - len(new), max_total - len(alive))
-        if to_start > 0 and now >= service.next_launch_at:
+        if to_start > 0 and service.throttle_for(primary.taskdef).may_launch(now):
             taskdef = self.registry.get(primary.taskdef)
             started = [await self._launch(taskdef, service=service.name, group=f"service:{service.name}") for _ in range(to_start)]
             ids = ", ".join(t.task_id[:8] for t in started)
@@ -312,7 +314,6 @@ class Orchestrator:
         rollback = Deployment.new(previous.taskdef, f"rollback of {primary.taskdef}")
         previous.status = "INACTIVE"
         service.deployments.append(rollback)
-        service.crash_failures, service.next_launch_at = 0, 0.0
         self.events.add(
             service.name,
             f"deployment {primary.deployment_id} ({primary.taskdef}) failed: {primary.failed_tasks} tasks failed to start or become healthy. Rolling back to {previous.taskdef}.",
@@ -405,6 +406,7 @@ class Orchestrator:
                 task.health_failures = 0
                 if task.health != HEALTHY:
                     task.health, task.healthy_at = HEALTHY, self.clock()
+                    self._mark_started(task)
                     self._wake.set()
                 continue
             if self.clock() - (task.started_at or 0) < check.start_period and task.health != HEALTHY:
@@ -453,19 +455,38 @@ class Orchestrator:
             if (not expected or unhealthy_stop) and task.taskdef == service.primary.taskdef and (never_healthy or unhealthy_stop):
                 service.primary.failed_tasks += 1
             if not expected or unhealthy_stop:
-                ran = now - (task.started_at or now)
-                service.crash_failures = service.crash_failures + 1 if ran < CRASH_WINDOW else 1
-                delay = min(BACKOFF_CAP, 2 ** (service.crash_failures - 1)) if service.crash_failures > 1 else 0.0
-                service.next_launch_at = now + delay
-                if delay:
-                    self.events.add(service.name, f"task {task.task_id[:8]} stopped after {ran:.1f}s; next start in {delay:.0f}s (crash-loop backoff).")
-            elif now - (task.started_at or now) >= CRASH_WINDOW:
-                service.crash_failures = 0
+                self._throttle(service, task, now)
         elif task.group.startswith("run-task"):
             self.events.add(None, f"run-task {task.task_id[:8]} ({task.taskdef}) stopped: {reason} (exit code {code}).")
         self._prune()
         self._save()
         self._wake.set()
+
+    def _became_healthy(self, task: Task, now: float) -> bool:
+        """Did this task start fine? Healthy once, or (without a health check) running for a while."""
+        if task.healthy_at is not None:
+            return True
+        has_check = self.registry.get(task.taskdef).main_container.health_check is not None
+        return not has_check and task.started_at is not None and now - task.started_at >= STABLE_AFTER
+
+    def _mark_started(self, task: Task) -> None:
+        service = self.services.get(task.service or "")
+        if service is not None and task.taskdef in service.throttle:
+            service.throttle[task.taskdef] = task_healthy(service.throttle[task.taskdef])
+
+    def _throttle(self, service: Service, task: Task, now: float) -> None:
+        """A task stopped unasked: count it towards its revision's launch throttle if it never started fine."""
+        healthy = self._became_healthy(task, now)
+        state = task_stopped(self.throttle_policy, service.throttle_for(task.taskdef), became_healthy=healthy, now=now)
+        service.throttle[task.taskdef] = state
+        delay = state.next_launch_at - now
+        if delay > 0:
+            ran = now - (task.started_at or now)
+            self.events.add(
+                service.name,
+                f"task {task.task_id[:8]} ({task.taskdef}) stopped after {ran:.1f}s without becoming healthy "
+                f"({state.failures} in a row); next start in {delay:.0f}s (launch throttle).",
+            )
 
     def _prune(self, keep: int = 200) -> None:
         stopped = sorted((t for t in self.tasks.values() if t.state == STOPPED), key=lambda t: t.stopped_at or 0)
@@ -504,7 +525,7 @@ class Orchestrator:
                         d.status = "ACTIVE"
                 deployment = Deployment.new(taskdef.key, "service update")
                 service.deployments.append(deployment)
-                service.crash_failures, service.next_launch_at, service.steady = 0, 0.0, False
+                service.steady = False
                 self.events.add(name, f"deployment {deployment.deployment_id} started: {taskdef.key}.")
         self._save()
         self._wake.set()

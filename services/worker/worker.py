@@ -39,13 +39,12 @@ from pipeline.errors import (
     PayloadTooLarge,
     PermanentError,
     PixfleetError,
-    RetryableError,
     SourceMissing,
+    aws_error_code,
     classify,
-    is_missing_readable_object,
     is_not_found,
 )
-from pipeline.manifest import Manifest, OutputRecord, manifest_key, output_key
+from pipeline.manifest import Manifest, ManifestStore, OutputRecord, output_key
 from pipeline.messages import JobMessage, parse_message, utcnow_iso
 from pipeline.settings import WorkerSettings
 from pipeline.transform.engine import TransformResult, transform
@@ -59,6 +58,19 @@ DEFAULT_PRESET = "web"
 
 class JobNotStarted(Exception):
     """Raised into a job that was still waiting for a CPU slot when the worker began to drain."""
+
+
+class Superseded(Exception):
+    """The job's source object was overwritten: this (older) version is not rendered."""
+
+
+def _source_record(job: JobMessage) -> dict[str, Any]:
+    source: dict[str, Any] = {"bucket": job.bucket, "key": job.key, "content_type": job.content_type, "bytes": job.size}
+    if job.object_version:
+        source["object_version"] = job.object_version
+    if job.version_id:
+        source["version_id"] = job.version_id
+    return source
 
 
 @dataclass
@@ -109,6 +121,7 @@ class Worker:
         self._pool: Executor | None = None
         self._sqs: Any = None
         self._s3: Any = None
+        self.manifests: ManifestStore = None  # type: ignore[assignment]  # set when the clients open
         self.health_url: str | None = None
         self._jobs_done = 0
         self._job_seconds = 0.0
@@ -144,6 +157,7 @@ class Worker:
             self._s3, self._sqs = await stack.enter_async_context(
                 aws_clients(s.aws, "s3", "sqs", config=config, credentials=self.credentials)
             )
+            self.manifests = ManifestStore(self._s3, s.aws.output_bucket)
             self._pool = self._new_pool()
             stack.callback(lambda: self._pool and self._pool.shutdown(wait=True, cancel_futures=True))
             if s.health_port is not None:
@@ -250,10 +264,9 @@ class Worker:
             if isinstance(exc, BrokenProcessPool):
                 self._pool = self._new_pool()
             if receive_count >= self.settings.max_receive_count:
-                log.error("job %s failed after %d attempts: %s", job.job_id if job else "?", receive_count, err.message)
-                if job is not None:
-                    failure = PermanentError(f"gave up after {receive_count} attempts: {err.message}", code="retries_exhausted")
-                    await self._record_failure(job, failure, receive_count)
+                # Outside a job's own work (e.g. the delete failed): the dead-letter recorder
+                # marks the job failed unless it already finished.
+                log.error("message of job %s failed after %d attempts: %s", job.job_id if job else "?", receive_count, err.message)
                 await self._dead_letter(message, err)
                 outcome = "failed"
             else:
@@ -271,39 +284,61 @@ class Worker:
             self._job_seconds += elapsed
 
     async def _process(self, job: JobMessage, attempt: int) -> None:
-        """Render one job; write outputs, then the manifest. Idempotent for redeliveries."""
-        existing = await self._read_manifest(job.job_id)
-        if existing is not None and existing.terminal:
-            log.info("job %s is already %s: duplicate delivery, nothing to do", job.job_id, existing.status)
-            return
-        manifest = Manifest(
-            job_id=job.job_id,
-            status="processing",
-            source={"bucket": job.bucket, "key": job.key, "content_type": job.content_type, "bytes": job.size},
-            preset=job.preset,
-            submitted_at=job.submitted_at,
-            started_at=utcnow_iso(),
-            attempt=attempt,
-            worker_id=self.settings.worker_id,
-        )
-        await self._write_manifest(manifest)
-        log.info("job %s attempt %d started", job.job_id, attempt)
+        """Render one job; write outputs, then the manifest. Idempotent for redeliveries.
+
+        A job that already succeeded (for this version of its source) is not rendered
+        again; one that failed is (that is what a redrive after a fix is for). Every
+        attempt is recorded in the manifest's history. On the last allowed delivery a
+        retryable failure becomes ``retries_exhausted``.
+        """
+        manifest: Manifest | None = None
         try:
+            current = await self.manifests.get(job.job_id)
+            if current is not None and current.status == "succeeded" and current.source.get("object_version") == job.object_version:
+                log.info("job %s already succeeded: duplicate delivery, nothing to do", job.job_id)
+                return
             t0 = time.perf_counter()
             data, object_preset = await self._download(job)
+            manifest = Manifest(
+                job_id=job.job_id,
+                status="processing",
+                source=_source_record(job),
+                preset=job.preset,
+                submitted_at=job.submitted_at,
+                started_at=utcnow_iso(),
+                attempt=attempt,
+                worker_id=self.settings.worker_id,
+                attempts=current.history() if current else [],
+            )
+            await self._write_manifest(manifest)
+            log.info("job %s attempt %d started", job.job_id, attempt)
             manifest.preset = job.preset or (None if job.operations else object_preset or DEFAULT_PRESET)
             variants = job.operations or get_preset(manifest.preset)
             t1 = time.perf_counter()
             result = await self._render(data, variants)
             del data
             t2 = time.perf_counter()
+            await self._check_still_current(job)
             manifest.outputs = await self._upload_outputs(job.job_id, result)
             t3 = time.perf_counter()
+        except Superseded as exc:
+            log.info("job %s: %s; its newer content has an event of its own", job.job_id, exc)
+            return
         except PermanentError as exc:
-            await self._record_failure(job, exc, attempt, manifest)
+            await self._record_failure(job, exc, attempt, manifest, outcome="failed")
+            raise
+        except Exception as exc:
+            err = classify(exc)
+            if attempt >= self.settings.max_receive_count:
+                failure = PermanentError(f"gave up after {attempt} attempts: {err.message}", code="retries_exhausted")
+                await self._record_failure(job, failure, attempt, manifest, outcome="error", attempt_error=err)
+                raise failure from exc
+            if manifest is not None:
+                await self._record_retry(manifest, err)
             raise
         manifest.source.update(format=result.source_format, width=result.source_width, height=result.source_height, frames=result.frames)
         manifest.status, manifest.finished_at = "succeeded", utcnow_iso()
+        manifest.attempts = [*manifest.attempts, manifest.attempt_record("succeeded", ended_at=manifest.finished_at)]
         manifest.timings_ms = {
             "download": round((t1 - t0) * 1000, 1),
             "transform": round((t2 - t1) * 1000, 1),
@@ -314,9 +349,17 @@ class Worker:
         log.info("job %s succeeded in %.0f ms (%d outputs)", job.job_id, (t3 - t0) * 1000, len(manifest.outputs))
 
     async def _download(self, job: JobMessage) -> tuple[bytes, str | None]:
+        """The job's source bytes (and the preset stored with the object), of the version the job names."""
+        extra: dict[str, str] = {}
+        if job.version_id:
+            extra["VersionId"] = job.version_id
+        elif job.object_version:
+            extra["IfMatch"] = job.object_version
         try:
-            obj = await self._s3.get_object(Bucket=job.bucket, Key=job.key)
+            obj = await self._s3.get_object(Bucket=job.bucket, Key=job.key, **extra)
         except Exception as exc:
+            if aws_error_code(exc) in ("PreconditionFailed", "412"):
+                raise Superseded(f"{job.key} no longer holds version {job.object_version}") from exc
             if is_not_found(exc):
                 raise SourceMissing(f"the source object {job.key} does not exist") from exc
             raise
@@ -324,7 +367,23 @@ class Worker:
             if obj["ContentLength"] > self.settings.limits.max_bytes:
                 raise PayloadTooLarge(f"the image is larger than the limit of {self.settings.limits.max_bytes} bytes")
             data = await body.read()
+        if job.version_id:
+            await self._check_still_current(job)  # an old version is still readable by its id
         return data, obj.get("Metadata", {}).get("preset")
+
+    async def _check_still_current(self, job: JobMessage) -> None:
+        """Raise :class:`Superseded` when the job's source object was overwritten since its event."""
+        if not job.object_version:
+            return  # an API upload: its key is never written twice
+        try:
+            head = await self._s3.head_object(Bucket=job.bucket, Key=job.key)
+        except Exception as exc:
+            if is_not_found(exc):
+                raise SourceMissing(f"the source object {job.key} does not exist") from exc
+            raise
+        current = head.get("VersionId") if job.version_id else str(head.get("ETag", "")).strip('"')
+        if current and current != job.object_version:
+            raise Superseded(f"{job.key} now holds version {current}, not {job.object_version}")
 
     async def _render(self, data: bytes, variants: tuple[VariantSpec, ...]) -> TransformResult:
         async with self._cpu_slots:
@@ -355,39 +414,50 @@ class Worker:
         )
         return records
 
-    async def _record_failure(self, job: JobMessage, error: PixfleetError, attempt: int, manifest: Manifest | None = None) -> None:
-        manifest = manifest or Manifest(
-            job_id=job.job_id,
-            status="failed",
-            source={"bucket": job.bucket, "key": job.key},
-            preset=job.preset,
-            submitted_at=job.submitted_at,
-            attempt=attempt,
-            worker_id=self.settings.worker_id,
-        )
-        manifest.status, manifest.finished_at, manifest.outputs = "failed", utcnow_iso(), []
+    async def _record_failure(
+        self,
+        job: JobMessage,
+        error: PixfleetError,
+        attempt: int,
+        manifest: Manifest | None = None,
+        *,
+        outcome: str,
+        attempt_error: PixfleetError | None = None,
+    ) -> None:
+        """Write the job's failed manifest, with this attempt (how it ended) in its history."""
+        if manifest is None:
+            current = await self.manifests.get(job.job_id)
+            manifest = Manifest(
+                job_id=job.job_id,
+                status="processing",
+                source=_source_record(job),
+                preset=job.preset,
+                submitted_at=job.submitted_at,
+                started_at=utcnow_iso(),
+                attempt=attempt,
+                worker_id=self.settings.worker_id,
+                attempts=current.history() if current else [],
+            )
+        finished = utcnow_iso()
+        ended = manifest.attempt_record(outcome, ended_at=finished, error=(attempt_error or error).to_dict())
+        manifest.status, manifest.finished_at, manifest.outputs = "failed", finished, []
+        manifest.attempts = [*manifest.attempts, ended]
         manifest.error = error.to_dict()
         await self._write_manifest(manifest)
 
+    async def _record_retry(self, manifest: Manifest, error: PixfleetError) -> None:
+        """This attempt failed in a way a later one may not: back to ``queued``, the attempt in the history."""
+        ended = manifest.attempt_record("error", ended_at=utcnow_iso(), error=error.to_dict())
+        manifest.status, manifest.attempts = "queued", [*manifest.attempts, ended]
+        try:
+            await self._write_manifest(manifest)
+        except Exception as exc:  # noqa: BLE001 - S3 may be what failed; the next attempt records it as interrupted
+            log.warning("could not record the failed attempt of job %s: %s", manifest.job_id, classify(exc).message)
+
     # --- S3 / SQS helpers ------------------------------------------------------------------
 
-    async def _read_manifest(self, job_id: str) -> Manifest | None:
-        try:
-            obj = await self._s3.get_object(Bucket=self.settings.aws.output_bucket, Key=manifest_key(job_id))
-        except Exception as exc:
-            if is_missing_readable_object(exc):
-                return None
-            raise
-        async with obj["Body"] as body:
-            return Manifest.from_json(await body.read())
-
     async def _write_manifest(self, manifest: Manifest) -> None:
-        await self._s3.put_object(
-            Bucket=self.settings.aws.output_bucket,
-            Key=manifest_key(manifest.job_id),
-            Body=manifest.to_json(),
-            ContentType="application/json",
-        )
+        await self.manifests.write(manifest)
 
     async def _dead_letter(self, message: dict[str, Any], error: PixfleetError) -> None:
         """Move a message to the DLQ now (permanent errors need no more attempts)."""
