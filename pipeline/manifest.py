@@ -43,6 +43,14 @@ def upload_key(job_id: str) -> str:
     return f"uploads/{job_id}/original"
 
 
+INCOMING_PREFIX = "incoming/"
+
+
+def reservation_key(job_id: str) -> str:
+    """Where the API notes a presigned upload it handed out (the job is ``awaiting_upload`` until it arrives)."""
+    return f"uploads/{job_id}/reservation.json"
+
+
 def incoming_key(job_id: str) -> str:
     """Where a presigned POST puts a direct upload (this prefix triggers the S3 event)."""
     return f"incoming/{job_id}/original"

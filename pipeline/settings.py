@@ -159,6 +159,7 @@ class ApiSettings:
     limits: Limits = field(default_factory=Limits)
     part_size: int = 8 * MiB
     buffer_budget: int = 16 * MiB
+    buffer_wait: float = 5.0
     api_keys: tuple[str, ...] = ()
     presign_expires: int = 900
     default_preset: str = "web"
@@ -176,6 +177,7 @@ class ApiSettings:
             limits=_read_limits(r),
             part_size=r.int("PIXFLEET_API_PART_SIZE", 8 * MiB, min=5 * MiB, max=512 * MiB),
             buffer_budget=r.int("PIXFLEET_API_BUFFER_BUDGET", 16 * MiB, min=5 * MiB),
+            buffer_wait=r.float("PIXFLEET_API_BUFFER_WAIT", 5.0, min=0.1, max=300),
             api_keys=r.list("PIXFLEET_API_KEYS"),
             presign_expires=r.int("PIXFLEET_PRESIGN_EXPIRES", 900, min=60, max=7 * 24 * 3600),
             default_preset=r.str("PIXFLEET_DEFAULT_PRESET", "web"),

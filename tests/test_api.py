@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import os
+import time
+from typing import Any
 
 import aiohttp
 import pytest
 from PIL import Image
 
 import images
-from stack_fixtures import MiB, StackClient
+from pipeline.messages import job_id_for_object, new_job_id
+from stack_fixtures import MiB, StackClient, queue_drained
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -75,15 +79,18 @@ async def test_explicit_operations_instead_of_a_preset(client: StackClient) -> N
 
 
 async def test_presigned_post_goes_through_the_s3_event_path(client: StackClient) -> None:
-    async with client.http.post(f"{client.api}/v1/uploads?preset=thumbs") as r:
+    async with client.http.post(f"{client.api}/v1/uploads?preset=thumbs&content_type=image/png") as r:
         assert r.status == 201
         grant = await r.json()
     upload = grant["upload"]
     assert upload["fields"]["key"] == f"incoming/{grant['job_id']}/original"
+    assert upload["fields"]["Content-Type"] == "image/png"
+    # Reserved, not yet uploaded: a status of its own until the POST expires.
+    pending = await client.job(grant["job_id"])
+    assert pending["status"] == "awaiting_upload" and pending["expires_at"] == grant["expires_at"]
     form = aiohttp.FormData()
-    for name, value in upload["fields"].items():
+    for name, value in upload["fields"].items():  # the fields exactly as given: nothing to add
         form.add_field(name, value)
-    form.add_field("Content-Type", "image/png")
     form.add_field("file", images.png_rgba(300, 200), filename="x.png", content_type="image/png")
     async with client.http.post(upload["url"], data=form) as r:
         assert r.status in (200, 201, 204), await r.text()
@@ -99,11 +106,78 @@ async def test_presigned_post_refuses_a_body_over_the_limit(client: StackClient)
     form = aiohttp.FormData()
     for name, value in grant["upload"]["fields"].items():
         form.add_field(name, value)
-    form.add_field("Content-Type", "image/jpeg")
     form.add_field("file", b"\xff\xd8\xff" + bytes(grant["max_bytes"]), filename="big.jpg", content_type="image/jpeg")
     async with client.http.post(grant["upload"]["url"], data=form) as r:
-        assert r.status in (400, 403), await r.text()  # AWS says 400 EntityTooLarge; moto 403
+        assert r.status == 400, await r.text()  # as S3: 400 EntityTooLarge
+        assert "EntityTooLarge" in await r.text()
     assert await client.keys(client.stack.aws.input_bucket, f"incoming/{grant['job_id']}/") == []
+
+
+async def test_presigned_post_refusal_says_which_condition_failed(client: StackClient) -> None:
+    async with client.http.post(f"{client.api}/v1/uploads") as r:
+        grant = await r.json()
+    form = aiohttp.FormData()
+    for name, value in {**grant["upload"]["fields"], "Content-Type": "text/html"}.items():
+        form.add_field(name, value)
+    form.add_field("file", images.photo_jpeg(64, 64), filename="x.jpg", content_type="image/jpeg")
+    async with client.http.post(grant["upload"]["url"], data=form) as r:
+        text = await r.text()
+    assert r.status == 403 and 'Policy Condition failed: ["starts-with", "$Content-Type", "image/"]' in text, text
+
+
+async def test_presigned_upload_never_made_reads_404_once_expired(client: StackClient) -> None:
+    async with client.http.post(f"{client.api}/v1/uploads?content_type=text/plain") as r:
+        assert r.status == 400 and (await r.json())["error"]["code"] == "invalid_request"
+    async with client.http.get(f"{client.api}/v1/jobs/{'0' * 32}") as r:
+        assert r.status == 404 and (await r.json())["error"]["code"] == "not_found"
+
+
+async def test_an_overwritten_incoming_object_renders_its_latest_content(client: StackClient) -> None:
+    """`aws s3 cp` to the same key twice: the newer photo wins; duplicates and late old events change nothing."""
+    stack, key = client.stack, f"incoming/cp-{new_job_id()[:8]}.jpg"
+    old, new = images.photo_jpeg(640, 480, seed=1), images.photo_jpeg(480, 640, seed=2)
+
+    async def put(data: bytes) -> str:
+        async with client.admin("s3") as s3:
+            return (await s3.put_object(Bucket=stack.aws.input_bucket, Key=key, Body=data, Metadata={"preset": "thumbs"}))["ETag"].strip('"')
+
+    async def by_key() -> dict[str, Any]:
+        async with client.http.get(f"{client.api}/v1/jobs", params={"key": key}) as r:
+            assert r.status in (200, 404), await r.text()
+            return await r.json() if r.status == 200 else {"status": "unknown"}
+
+    first = await put(old)
+    job = await _wait_by_key(by_key, lambda j: j["status"] == "succeeded" and j["source"].get("object_version") == first)
+    job_id = job["job_id"]
+    assert job_id == job_id_for_object(stack.aws.input_bucket, key)
+    second = await put(new)
+    assert second != first
+    job = await _wait_by_key(by_key, lambda j: j["status"] == "succeeded" and j["source"].get("object_version") == second)
+    assert job["job_id"] == job_id and (job["source"]["width"], job["source"]["height"]) == (480, 640)
+    finished = job["finished_at"]
+
+    def event(etag: str) -> dict[str, Any]:
+        obj = {"key": key, "size": 1, "eTag": etag}
+        return {"Records": [{"eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": stack.aws.input_bucket}, "object": obj}}]}
+
+    await client.send_raw(event(second))  # a duplicate delivery of the newest event
+    await client.send_raw(event(first))  # a late event for the older content
+    await queue_drained(client)
+    again = await by_key()
+    assert again["finished_at"] == finished and again["source"]["object_version"] == second
+    thumb = await client.fetch_image(again["outputs"][0]["url"])
+    assert thumb.size == (256, 256)
+
+
+async def _wait_by_key(read: Any, done: Any, timeout: float = 60.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        job = await read()
+        if done(job):
+            return job
+        if time.monotonic() > deadline:
+            raise AssertionError(f"job by key not as expected after {timeout}s: {job}")
+        await asyncio.sleep(0.2)
 
 
 # --- bad input: status, JSON error, nothing left behind ------------------------------------
@@ -241,3 +315,87 @@ async def test_api_key_auth_when_configured(client: StackClient) -> None:
         assert r.status == 200
         r = await http.get("/healthz")  # health and metrics stay open for probes
         assert r.status != 401
+
+
+# --- the upload buffer budget: reserve what an upload needs, never wait without a deadline ---------
+
+
+@pytest.fixture
+async def paused_api(fresh_moto) -> Any:
+    """An in-process API on a private, provisioned moto; ``pause()``/``resume()`` SIGSTOP/SIGCONT the emulator."""
+    import signal
+
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from infra.credentials import EMULATOR_DUMMY_CREDENTIALS
+    from infra.provision import provision
+    from pipeline.settings import ApiSettings
+    from services.api.app import BUDGET, create_app
+
+    server = fresh_moto()
+    outputs = await provision(server.url, "us-east-1", credentials=EMULATOR_DUMMY_CREDENTIALS)
+    env = {
+        "AWS_ENDPOINT_URL": server.url, "PIXFLEET_QUEUE_URL": outputs.queue_url, "PIXFLEET_AWS_TIMEOUT": "2",
+        "PIXFLEET_API_PART_SIZE": str(5 * MiB), "PIXFLEET_API_BUFFER_BUDGET": str(5 * MiB), "PIXFLEET_API_BUFFER_WAIT": "1",
+    }
+    app = create_app(ApiSettings.from_env(env), credentials=EMULATOR_DUMMY_CREDENTIALS)
+    pid = server._process.pid
+
+    class Paused:
+        budget = None
+
+        def pause(self) -> None:
+            os.kill(pid, signal.SIGSTOP)
+
+        def resume(self) -> None:
+            os.kill(pid, signal.SIGCONT)
+
+    paused = Paused()
+    async with TestClient(TestServer(app)) as http:
+        paused.http, paused.budget = http, app[BUDGET]
+        try:
+            yield paused
+        finally:
+            paused.resume()
+
+
+async def test_small_uploads_reserve_only_their_size(paused_api: Any) -> None:
+    """Ten 200 KB uploads fit a 5 MiB budget at once (a whole part each would admit one)."""
+    body = images.photo_jpeg(64, 64) + b"\0" * (200 * 1024)
+    paused_api.pause()
+    sends = [
+        asyncio.ensure_future(paused_api.http.post("/v1/images", data=body, headers={"Content-Type": "image/jpeg"}))
+        for _ in range(10)
+    ]
+    deadline = time.monotonic() + 60
+    while paused_api.budget.in_use < 10 * len(body) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    admitted = paused_api.budget.in_use
+    paused_api.resume()
+    answers = await asyncio.gather(*sends)
+    assert admitted == 10 * len(body)  # all ten stored at once, none waiting for a buffer
+    assert all(r.status in (202, 503) for r in answers)
+    assert paused_api.budget.in_use == 0
+
+
+async def test_waiting_for_buffers_is_bounded_and_answers_503(paused_api: Any) -> None:
+    """Uploads of unknown size that find the budget full get 503 busy + Retry-After, not an endless wait."""
+
+    async def chunked() -> Any:
+        yield images.photo_jpeg(64, 64)
+        for _ in range(24):
+            yield b"\0" * (256 * 1024)  # 6 MiB in all: each needs a whole 5 MiB part
+
+    paused_api.pause()  # the first upload holds the whole budget, stuck in S3
+    first = asyncio.ensure_future(paused_api.http.post("/v1/images", data=chunked(), headers={"Content-Type": "image/jpeg"}))
+    deadline = time.monotonic() + 60
+    while paused_api.budget.in_use < 5 * MiB and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    others = await asyncio.gather(
+        *(paused_api.http.post("/v1/images", data=chunked(), headers={"Content-Type": "image/jpeg"}) for _ in range(3))
+    )
+    for r in others:  # answered while the emulator is still paused
+        assert r.status == 503 and int(r.headers["Retry-After"]) >= 1
+        assert (await r.json())["error"]["code"] == "busy"
+    paused_api.resume()
+    assert (await first).status in (202, 503)

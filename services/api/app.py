@@ -35,8 +35,8 @@ from pipeline.errors import (
     classify,
     is_missing_readable_object,
 )
-from pipeline.manifest import Manifest, incoming_key, manifest_key, upload_key
-from pipeline.messages import JOB_ID_RE, JobMessage, new_job_id, utcnow_iso
+from pipeline.manifest import INCOMING_PREFIX, Manifest, ManifestStore, incoming_key, reservation_key, upload_key
+from pipeline.messages import JOB_ID_RE, JobMessage, job_id_for_object, new_job_id, utcnow_iso
 from pipeline.settings import ApiSettings
 from pipeline.transform.presets import get_preset, presets_as_json
 from pipeline.transform.spec import VariantSpec, parse_operations
@@ -212,6 +212,7 @@ async def upload_images(request: web.Request) -> web.Response:
                 limits=settings.limits,
                 part_size=settings.part_size,
                 budget=request.app[BUDGET],
+                expected_size=declared,
                 metadata={"job-id": job_id},
                 timeout=settings.aws_timeout,
             )
@@ -270,72 +271,113 @@ def _json_field(text: str) -> Any:
 
 
 async def create_upload(request: web.Request) -> web.Response:
-    """POST /v1/uploads — a presigned POST for a direct upload to ``incoming/{job_id}/``."""
+    """POST /v1/uploads — a presigned POST for a direct upload to ``incoming/{job_id}/``.
+
+    ``upload.fields`` holds every field the client must send (``Content-Type`` included: the policy
+    requires ``image/*``; pass ``?content_type=`` for the file's own type, or change that field to
+    any ``image/*`` value). Until the POST arrives or expires, the job reads ``awaiting_upload``.
+    """
     settings = request.app[SETTINGS]
     preset, _ = _variants(request)
+    content_type = request.query.get("content_type", "image/jpeg")
+    if not content_type.startswith("image/") or len(content_type) > 100:
+        raise InvalidRequest("content_type must be an image/* media type")
     job_id = new_job_id()
     key = incoming_key(job_id)
-    post = await request.app[S3].generate_presigned_post(
-        Bucket=settings.aws.input_bucket,
-        Key=key,
-        Fields={"x-amz-meta-preset": preset},
-        Conditions=[
-            {"x-amz-meta-preset": preset},
-            ["content-length-range", 1, settings.limits.max_bytes],
-            ["starts-with", "$Content-Type", "image/"],
-        ],
-        ExpiresIn=settings.presign_expires,
+    post = await asyncio.wait_for(
+        request.app[S3].generate_presigned_post(
+            Bucket=settings.aws.input_bucket,
+            Key=key,
+            Fields={"x-amz-meta-preset": preset, "Content-Type": content_type},
+            Conditions=[
+                {"x-amz-meta-preset": preset},
+                ["content-length-range", 1, settings.limits.max_bytes],
+                ["starts-with", "$Content-Type", "image/"],
+            ],
+            ExpiresIn=settings.presign_expires,
+        ),
+        settings.aws_timeout,
     )
     url = post["url"]
     if settings.public_s3_url:
         # The API may reach S3 by an address the client cannot (e.g. a container name); a POST
         # policy's signature does not cover the host, so the client gets the public address.
         url = settings.public_s3_url.rstrip("/") + "/" + url.split("://", 1)[1].split("/", 1)[1]
-    expires = datetime.now(UTC) + timedelta(seconds=settings.presign_expires)
+    expires = (datetime.now(UTC) + timedelta(seconds=settings.presign_expires)).isoformat(timespec="seconds").replace("+00:00", "Z")
+    reservation = {"job_id": job_id, "key": key, "preset": preset, "expires_at": expires}
+    await asyncio.wait_for(
+        request.app[S3].put_object(
+            Bucket=settings.aws.input_bucket, Key=reservation_key(job_id), Body=json.dumps(reservation).encode(), ContentType="application/json"
+        ),
+        settings.aws_timeout,
+    )
     return web.json_response(
         {
             "job_id": job_id,
             "status_url": _status_url(request, job_id),
             "upload": {"url": url, "fields": post["fields"], "method": "POST", "file_field": "file"},
             "max_bytes": settings.limits.max_bytes,
-            "expires_at": expires.isoformat(timespec="seconds").replace("+00:00", "Z"),
+            "expires_at": expires,
         },
         status=201,
     )
 
 
 async def _read_manifest(request: web.Request, job_id: str) -> Manifest | None:
+    settings = request.app[SETTINGS]
+    return await ManifestStore(request.app[S3], settings.aws.output_bucket, timeout=settings.aws_timeout).get(job_id)
+
+
+async def _exists(request: web.Request, key: str) -> bool:
+    s3, bucket = request.app[S3], request.app[SETTINGS].aws.input_bucket
+    try:
+        await asyncio.wait_for(s3.head_object(Bucket=bucket, Key=key), request.app[SETTINGS].aws_timeout)
+        return True
+    except Exception as exc:
+        if not is_missing_readable_object(exc):
+            raise
+    return False
+
+
+async def _reservation(request: web.Request, job_id: str) -> dict[str, Any] | None:
+    """The unexpired reservation of a presigned upload that has not arrived yet, if any."""
     s3, settings = request.app[S3], request.app[SETTINGS]
     try:
-        obj = await asyncio.wait_for(s3.get_object(Bucket=settings.aws.output_bucket, Key=manifest_key(job_id)), settings.aws_timeout)
+        obj = await asyncio.wait_for(s3.get_object(Bucket=settings.aws.input_bucket, Key=reservation_key(job_id)), settings.aws_timeout)
     except Exception as exc:
         if is_missing_readable_object(exc):
             return None
         raise
     async with obj["Body"] as body:
-        return Manifest.from_json(await body.read())
-
-
-async def _source_exists(request: web.Request, job_id: str) -> bool:
-    s3, bucket = request.app[S3], request.app[SETTINGS].aws.input_bucket
-    for key in (upload_key(job_id), incoming_key(job_id)):
         try:
-            await asyncio.wait_for(s3.head_object(Bucket=bucket, Key=key), request.app[SETTINGS].aws_timeout)
-            return True
-        except Exception as exc:
-            if not is_missing_readable_object(exc):
-                raise
-    return False
+            doc = json.loads(await body.read())
+            expires = datetime.fromisoformat(str(doc["expires_at"]).replace("Z", "+00:00"))
+        except (ValueError, KeyError, TypeError):
+            return None
+    return doc if expires > datetime.now(UTC) else None
 
 
-async def get_job(request: web.Request) -> web.Response:
-    """GET /v1/jobs/{id} — status, outputs with download URLs, and the error if it failed."""
-    job_id = _job_id(request)
+async def _job_view(request: web.Request, job_id: str, key: str | None = None) -> web.Response:
     manifest = await _read_manifest(request, job_id)
     if manifest is None:
-        if not await _source_exists(request, job_id):
+        keys = [key] if key else [upload_key(job_id), incoming_key(job_id)]
+        for candidate in keys:
+            if await _exists(request, candidate):
+                return web.json_response({"job_id": job_id, "status": "queued", "outputs": [], "error": None, "history": []})
+        reservation = None if key else await _reservation(request, job_id)
+        if reservation is None:
             raise NotFound("no such job")
-        return web.json_response({"job_id": job_id, "status": "queued", "outputs": [], "error": None})
+        return web.json_response(
+            {
+                "job_id": job_id,
+                "status": "awaiting_upload",
+                "outputs": [],
+                "error": None,
+                "history": [],
+                "expires_at": reservation["expires_at"],
+                "source": {"key": reservation.get("key")},
+            }
+        )
     base = _status_url(request, job_id)
     outputs = [
         {
@@ -364,6 +406,19 @@ async def get_job(request: web.Request) -> web.Response:
             "history": manifest.history(),
         }
     )
+
+
+async def get_job(request: web.Request) -> web.Response:
+    """GET /v1/jobs/{id} — status, outputs with download URLs, and the error if it failed."""
+    return await _job_view(request, _job_id(request))
+
+
+async def find_job(request: web.Request) -> web.Response:
+    """GET /v1/jobs?key=incoming/… — the job of an object uploaded straight to the input bucket."""
+    key = request.query.get("key", "")
+    if not key.startswith(INCOMING_PREFIX) or len(key) > 1024 or key.endswith("/"):
+        raise InvalidRequest(f"key must name an object under {INCOMING_PREFIX} (only those become jobs)")
+    return await _job_view(request, job_id_for_object(request.app[SETTINGS].aws.input_bucket, key), key=key)
 
 
 async def download_output(request: web.Request) -> web.StreamResponse:
@@ -472,6 +527,7 @@ async def index(request: web.Request) -> web.FileResponse:
 ROUTES = [
     web.post("/v1/images", upload_images),
     web.post("/v1/uploads", create_upload),
+    web.get("/v1/jobs", find_job),
     web.get("/v1/jobs/{job_id}", get_job),
     web.get("/v1/jobs/{job_id}/outputs/{variant}", download_output),
     web.get("/v1/presets", list_presets),
@@ -515,7 +571,7 @@ def create_app(settings: ApiSettings, *, credentials: Mapping[str, str] | None =
     """
     app = web.Application(middlewares=[errors_middleware, api_key_middleware], client_max_size=1024 * 1024)
     app[SETTINGS] = settings
-    app[BUDGET] = ByteBudget(settings.buffer_budget)
+    app[BUDGET] = ByteBudget(settings.buffer_budget, wait=settings.buffer_wait)
     app[METRICS] = Metrics.create()
     app[FLEET] = FleetCache()
     app.cleanup_ctx.append(_aws_clients(credentials))

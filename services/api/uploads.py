@@ -6,20 +6,26 @@ single byte is written to S3. A body that fits in one part becomes one
 ``PutObject``; a larger one becomes a multipart upload, aborted on any failure,
 so a rejected upload (too large, disconnected client, S3 error) leaves nothing
 behind. All part buffers of all requests together stay within a
-:class:`ByteBudget`; a request that cannot get a buffer waits, which pushes back
-on the client through TCP instead of growing the process.
+:class:`ByteBudget`. An upload reserves what it needs — its Content-Length when
+known (a 256 KB photo holds 256 KB, not a whole part), otherwise a first step that
+grows in steps up to the part size as the bytes arrive. A request that cannot get
+its bytes waits, which pushes back on the client through TCP instead of growing the
+process — but only for ``wait`` seconds: then it gets a 503 with ``Retry-After``
+(:class:`BufferBudgetExhausted`), never an unbounded hang.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.errors import PayloadTooLarge
+from pipeline.errors import PayloadTooLarge, RetryableError
 from pipeline.transform.probe import Probe, probe_header
 from pipeline.transform.spec import Limits
 
@@ -39,53 +45,99 @@ FORMAT_CONTENT_TYPES = {
 }
 
 
-class ByteBudget:
-    """A counting semaphore in bytes: the memory all upload buffers may hold at once."""
+FIRST_STEP = 1024 * 1024  # what an upload of unknown size reserves first
 
-    def __init__(self, total: int):
+
+class BufferBudgetExhausted(RetryableError):
+    """Every upload buffer is in use and none came free in time."""
+
+    code = "busy"
+
+    def __init__(self, waited: float):
+        super().__init__(f"the API is busy: no upload buffer came free for {waited:.0f}s", retry_after=2.0)
+
+
+class ByteBudget:
+    """A counting semaphore in bytes: the memory all upload buffers may hold at once.
+
+    A waiting upload gives up with :class:`BufferBudgetExhausted` (503) when no buffer came free
+    for ``stall`` seconds — the uploads holding them are stuck, e.g. S3 does not answer — or after
+    ``max_wait`` seconds in all. While buffers keep coming free (a busy but healthy API) it waits,
+    which pushes back on its client through TCP.
+    """
+
+    def __init__(self, total: int, wait: float = 5.0, max_wait: float = 60.0):
         self.total = total
+        self.stall = wait
+        self.max_wait = max(wait, max_wait)
         self.available = total
         self._cond = asyncio.Condition()
         self._spares: list[bytearray] = []
+        self._last_release = time.monotonic()
 
     async def acquire(self, n: int) -> None:
         n = min(n, self.total)
+        started = time.monotonic()
         async with self._cond:
-            await self._cond.wait_for(lambda: self.available >= n)
+            while self.available < n:
+                now = time.monotonic()
+                stalled_for = now - max(self._last_release, started)
+                if stalled_for >= self.stall or now - started >= self.max_wait:
+                    raise BufferBudgetExhausted(now - started)
+                timeout = min(self.stall - stalled_for, self.max_wait - (now - started))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._cond.wait(), timeout)
             self.available -= n
 
     async def release(self, n: int) -> None:
         n = min(n, self.total)
         async with self._cond:
             self.available += n
+            self._last_release = time.monotonic()
             self._cond.notify_all()
 
     @property
     def in_use(self) -> int:
         return self.total - self.available
 
-    async def take_buffer(self, size: int) -> bytearray:
-        """A buffer for up to ``size`` bytes once the budget allows it: a spare one when there is one.
-
-        A new buffer starts empty and grows as it is filled, so a small upload costs only its
-        size. Full-size buffers are kept for reuse (:meth:`give_back`): that keeps the
-        allocator from churning multi-megabyte blocks, which fragments the heap and keeps
-        freed memory resident; spares never exceed the unused budget.
-        """
-        await self.acquire(size)
+    def spare(self, size: int) -> bytearray:
+        """A kept full-size buffer when there is one (see :meth:`keep`), else a new empty one."""
         for i, spare in enumerate(self._spares):
             if len(spare) == size:
                 return self._spares.pop(i)
         return bytearray()
 
-    async def give_back(self, buffer: bytearray, size: int) -> None:
-        """Return a buffer from :meth:`take_buffer` and its ``size`` bytes to the budget."""
+    def keep(self, buffer: bytearray, size: int, releasing: int) -> None:
+        """Keep a full-size buffer for reuse: the allocator then does not churn multi-megabyte blocks
+        (which fragments the heap and keeps freed memory resident); spares never exceed the unused budget."""
         if len(buffer) == size:
             self._spares.append(buffer)
         held = sum(len(b) for b in self._spares)
-        while self._spares and held > self.available + size:
+        while self._spares and held > self.available + releasing:
             held -= len(self._spares.pop(0))
-        await self.release(size)
+
+
+class Reservation:
+    """The bytes of the budget one upload holds: what it is known to need, grown in steps up to ``cap``."""
+
+    def __init__(self, budget: ByteBudget, cap: int):
+        self.budget = budget
+        self.cap = cap
+        self.held = 0
+
+    async def ensure(self, n: int) -> None:
+        """Hold at least ``min(n, cap)`` bytes; a growing upload asks for 4× what it held (bounded waits)."""
+        n = min(n, self.cap)
+        if n <= self.held:
+            return
+        target = min(self.cap, max(n, self.held * 4, FIRST_STEP if self.held else n))
+        await self.budget.acquire(target - self.held)
+        self.held = target
+
+    async def release(self) -> None:
+        held, self.held = self.held, 0
+        if held:
+            await self.budget.release(held)
 
 
 @dataclass(frozen=True)
@@ -155,9 +207,9 @@ class _ExactReader:
         return data
 
 
-async def _fill(read: ReadChunk, buffer: bytearray, size: int, limit: int, already: int) -> int:
+async def _fill(read: ReadChunk, buffer: bytearray, size: int, limit: int, already: int, reservation: Reservation) -> int:
     """Put up to ``size`` bytes from ``read`` at the start of ``buffer`` (in place, growing it
-    only when it is shorter); the byte count, short only at end of stream."""
+    only when it is shorter, and the reservation with it); the byte count, short only at end of stream."""
     filled = 0
     while filled < size:
         chunk = await read(min(CHUNK, size - filled))
@@ -166,6 +218,7 @@ async def _fill(read: ReadChunk, buffer: bytearray, size: int, limit: int, alrea
         if already + filled + len(chunk) > limit:
             raise PayloadTooLarge(f"the image is larger than the limit of {limit} bytes")
         end = filled + len(chunk)
+        await reservation.ensure(end)
         if end <= len(buffer):
             buffer[filled:end] = chunk  # same length: written in place
         else:
@@ -184,6 +237,7 @@ async def store_upload(
     limits: Limits,
     part_size: int,
     budget: ByteBudget,
+    expected_size: int | None = None,
     metadata: dict[str, str] | None = None,
     timeout: float = 5.0,
 ) -> StoredUpload:
@@ -192,17 +246,20 @@ async def store_upload(
     Raises :class:`PayloadTooLarge` as soon as the body passes ``limits.max_bytes``
     (the rest is not read), and the probe's errors (415/422) before anything is stored.
 
-    Memory: one buffer of at most ``part_size`` per upload, from ``budget`` (full-size ones
-    are reused across uploads), filled in place part after part and sent through a
-    :class:`PartBody` view, never copied.
+    Memory: one buffer of at most ``part_size`` per upload, reserved from ``budget`` as it
+    is needed (``expected_size``, the request's Content-Length when known, is reserved at once;
+    full-size buffers are reused across uploads), filled in place part after part and sent
+    through a :class:`PartBody` view, never copied.
 
     Each S3 call has a deadline (``timeout`` plus time for the bytes at a slow 4 MiB/s): the
     client's socket timeouts do not cover a request body that a hung server stops reading.
     """
     read = _ExactReader(read)
-    buffer = await budget.take_buffer(part_size)
+    reservation = Reservation(budget, part_size)
+    await reservation.ensure(expected_size if expected_size is not None else FIRST_STEP)
+    buffer = budget.spare(part_size) if reservation.held == part_size else bytearray()
     try:
-        filled = await _fill(read, buffer, part_size, limits.max_bytes, 0)
+        filled = await _fill(read, buffer, part_size, limits.max_bytes, 0, reservation)
         probe = probe_header(bytes(buffer[: min(filled, HEADER_BYTES)]), limits)
         content_type = FORMAT_CONTENT_TYPES.get(probe.format, "application/octet-stream")
         extra = {"ContentType": content_type, "Metadata": metadata or {}}
@@ -223,7 +280,7 @@ async def store_upload(
                 parts.append({"ETag": part["ETag"], "PartNumber": len(parts) + 1})
                 if filled < part_size:
                     break
-                filled = await _fill(read, buffer, part_size, limits.max_bytes, size)  # S3 has it: refill
+                filled = await _fill(read, buffer, part_size, limits.max_bytes, size, reservation)  # S3 has it: refill
             await asyncio.wait_for(
                 s3.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}),
                 timeout,
@@ -233,7 +290,8 @@ async def store_upload(
             await _abort(s3, bucket, key, upload_id)
             raise
     finally:
-        await budget.give_back(buffer, part_size)
+        budget.keep(buffer, part_size, reservation.held)
+        await reservation.release()
 
 
 def _deadline(timeout: float, size: int) -> float:

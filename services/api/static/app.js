@@ -130,11 +130,13 @@
   }
 
   async function uploadDirect(file, preset) {
-    const { response, body } = await api(`/v1/uploads?preset=${encodeURIComponent(preset)}`, { method: "POST" });
+    const type = (file.type || "").startsWith("image/") ? file.type : "image/jpeg";
+    const query = `preset=${encodeURIComponent(preset)}&content_type=${encodeURIComponent(type)}`;
+    const { response, body } = await api(`/v1/uploads?${query}`, { method: "POST" });
     if (response.status !== 201) throw new Error(errorText(body, response));
     const form = new FormData();
+    // The fields are everything S3 needs besides the file (Content-Type included), in order.
     for (const [name, value] of Object.entries(body.upload.fields)) form.append(name, value);
-    form.append("Content-Type", file.type || "application/octet-stream");
     form.append(body.upload.file_field || "file", file, file.name); // the file must come last
     let answer;
     try {
@@ -143,8 +145,10 @@
       throw new Error(`direct upload to S3 failed: ${err.message}`);
     }
     if (!answer.ok) {
-      const code = ((await answer.text()).match(/<Code>([^<]+)<\/Code>/) || [])[1];
-      throw new Error(`S3 refused the upload: ${code || `HTTP ${answer.status}`}`);
+      const text = await answer.text();
+      const code = (text.match(/<Code>([^<]+)<\/Code>/) || [])[1];
+      const message = (text.match(/<Message>([^<]+)<\/Message>/) || [])[1];
+      throw new Error(`S3 refused the upload: ${code || `HTTP ${answer.status}`}${message ? `: ${message}` : ""}`);
     }
     return body;
   }
