@@ -119,6 +119,13 @@ class MotoServer:
         return f"http://{self.host}:{self._port}"
 
     @property
+    def pid(self) -> int:
+        """The server process's id (e.g. to SIGSTOP it in a fault drill)."""
+        if self._process is None:
+            raise EmulatorUnavailable("the moto server has not been started")
+        return self._process.pid
+
+    @property
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 

@@ -17,6 +17,7 @@ from rich.table import Table
 
 from infra.images.cli import images
 from pipeline.bench import bench
+from pipeline.chaos import chaos
 from pipeline.demo import demo
 from pipeline.dlq import dlq
 from pipeline.loadtest import load
@@ -141,6 +142,7 @@ main.add_command(images)
 main.add_command(load)
 main.add_command(demo)
 main.add_command(dlq)
+main.add_command(chaos)
 
 
 if __name__ == "__main__":

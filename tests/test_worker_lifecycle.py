@@ -117,7 +117,7 @@ async def test_scale_in_during_slow_jobs_drains_them_without_redelivery(lone: St
     async def drained() -> list:
         return [t for t in await stack.tasks("worker", status="STOPPED") if t["taskId"] in before]
 
-    (stopped,) = await wait_for(drained, timeout=90, what="one drained worker")
+    (stopped,) = await wait_for(drained, timeout=180, what="one drained worker")
     assert stopped["exitCode"] == 0  # it finished its job and exited cleanly on SIGTERM
     assert "Scaling activity" in stopped["stoppedReason"]
     for job_id in jobs:

@@ -403,6 +403,7 @@ async def _job_view(request: web.Request, job_id: str, key: str | None = None) -
             "finished_at": manifest.finished_at,
             "timings_ms": manifest.timings_ms,
             "attempts": manifest.attempt,
+            "worker_id": manifest.worker_id,
             "history": manifest.history(),
         }
     )
