@@ -63,7 +63,7 @@ async def test_an_api_killed_mid_upload_leaves_nothing_behind(sweeping: StackCli
         for _ in range(24):
             yield b"\0" * (256 * 1024)  # 6 MiB: the first 5 MiB part goes to S3
         stalled.set()
-        await asyncio.Event().wait()  # … and the rest never comes
+        await asyncio.sleep(300)  # … and the rest does not come (bounded, so nothing can hang for good)
 
     before = set(await sweeping.keys(stack.aws.input_bucket, "uploads/"))
     upload = asyncio.ensure_future(sweeping.http.post(f"{sweeping.api}/v1/images", data=body(), headers={"Content-Type": "image/jpeg"}))
@@ -74,7 +74,7 @@ async def test_an_api_killed_mid_upload_leaves_nothing_behind(sweeping: StackCli
     await wait_for(part_stored, timeout=60, what="a multipart upload in progress")
     await stack.request("POST", f"/v1/tasks/{api['taskId']}/kill")  # SIGKILL: no abort, no goodbye
     with pytest.raises(aiohttp.ClientError):
-        await upload
+        await asyncio.wait_for(upload, 120)
 
     async def swept() -> bool:
         return not await sweeping.multipart_uploads(stack.aws.input_bucket)
