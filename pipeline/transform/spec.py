@@ -30,8 +30,11 @@ GRAVITIES = (
 EXTENSIONS = {"jpeg": "jpg", "png": "png", "webp": "webp", "avif": "avif"}
 CONTENT_TYPES = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp", "avif": "image/avif"}
 
-_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
-_COLOR_RE = re.compile(r"^#[0-9a-fA-F]{6}$")
+NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,39}$"
+COLOR_PATTERN = r"^#[0-9a-fA-F]{6}$"
+# fullmatch, not match: Python's ``$`` also matches before a trailing newline ("w320\n").
+_NAME_RE = re.compile(NAME_PATTERN)
+_COLOR_RE = re.compile(COLOR_PATTERN)
 MAX_DIMENSION = 10_000
 
 
@@ -94,7 +97,7 @@ class VariantSpec:
     def problems(self) -> list[str]:
         """Every validation problem of this spec (empty when valid)."""
         p: list[str] = []
-        if not isinstance(self.name, str) or not _NAME_RE.match(self.name):
+        if not isinstance(self.name, str) or not _NAME_RE.fullmatch(self.name):
             p.append("name must match [a-z0-9][a-z0-9_-]{0,39}")
         for axis in ("width", "height"):
             v = getattr(self, axis)
@@ -119,7 +122,7 @@ class VariantSpec:
                 p.append(f"{amount} must be a number in 0..{top:g}")
         if self.watermark is not None and (not isinstance(self.watermark, str) or not 1 <= len(self.watermark) <= 200):
             p.append("watermark must be a string of 1..200 characters")
-        if not isinstance(self.background, str) or not _COLOR_RE.match(self.background):
+        if not isinstance(self.background, str) or not _COLOR_RE.fullmatch(self.background):
             p.append("background must be a colour like '#ffffff'")
         return p
 
