@@ -100,7 +100,10 @@ def _operations_strategy(document: dict[str, Any]) -> st.SearchStrategy[str]:
             "components": {"schemas": _document_operations(document, narrow=True)},
         }
         operation = schemathesis.openapi.from_dict(probe)["/operations"]["POST"]
-        _cache[key] = operation.as_strategy().map(lambda case: case.body).filter(_names_unique).map(json.dumps)
+        # Filtered by the schema itself: schemathesis draws an ``anyOf`` branch without the
+        # ``properties`` beside it (a width of -410560098 under "mode: fit"), about 4 times in 10.
+        texts = operation.as_strategy().map(lambda case: json.dumps(case.body))
+        _cache[key] = texts.filter(lambda text: _operations_valid(document, text))
     return _cache[key]
 
 

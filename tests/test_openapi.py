@@ -98,6 +98,12 @@ def test_every_operation_documents_its_errors_with_the_error_schema() -> None:
                     assert "Retry-After" in answer["headers"], f"{method} {path}"
 
 
+def test_the_generated_schemas_speak_json_schema_not_pydantic() -> None:
+    text = json.dumps(openapi_document(settings()))
+    for keyword in ("ge", "le", "gt", "lt", "min_length", "max_length"):  # constraints pydantic could not render
+        assert f'"{keyword}":' not in text, keyword
+
+
 def test_limits_and_enums_come_from_the_code_that_owns_them() -> None:
     doc = openapi_document(settings(PIXFLEET_MAX_BYTES="1234"))
     post = doc["paths"]["/v1/images"]["post"]
@@ -111,6 +117,8 @@ def test_limits_and_enums_come_from_the_code_that_owns_them() -> None:
     assert schemas["Job"]["properties"]["status"]["enum"] == ["queued", "processing", "succeeded", "failed"]
     assert schemas["Output"]["properties"]["format"]["enum"] == ["jpeg", "png", "webp", "avif"]
     assert schemas["VariantSpec"]["properties"]["mode"]["enum"] == ["fit", "fill", "exact"]
+    quality = schemas["VariantSpec"]["properties"]["quality"]
+    assert (quality["type"], quality["minimum"], quality["maximum"], quality["default"]) == ("integer", 1, 100, 82)
 
 
 # The pydantic model describes operations; parse_operations (which the worker runs too) decides.
@@ -122,6 +130,7 @@ OPERATION_CASES = [
                "grayscale": True, "blur": 100, "sharpen": 0.5, "watermark": "x", "background": "#A0b0C0"}], True),
     ("nulls where allowed", [{"name": "a", "width": None, "height": None, "watermark": None}], True),
     ("sixteen", [{"name": f"v{i}"} for i in range(16)], True),
+    ("integral floats", [{"name": "a", "width": 24.0, "height": 1.0, "quality": 80.0}], True),
     ("empty list", [], False),
     ("seventeen", [{"name": f"v{i}"} for i in range(17)], False),
     ("not a list", {"name": "a"}, False),
@@ -230,7 +239,12 @@ async def run_schemathesis(url: str, report_dir: Path, *extra: str, examples: in
         "--report-dir", str(report_dir),
         *extra,
     ]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{TESTS}", "SCHEMATHESIS_HOOKS": "schemathesis_hooks"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{REPO}{os.pathsep}{TESTS}",
+        "SCHEMATHESIS_HOOKS": "schemathesis_hooks",
+        "COLUMNS": "80",  # its report, printed on a failure, at 80 columns
+    }
     started = time.monotonic()
     process = await asyncio.create_subprocess_exec(
         *command, cwd=report_dir, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
@@ -242,7 +256,7 @@ async def run_schemathesis(url: str, report_dir: Path, *extra: str, examples: in
     report: dict[str, Any] = json.loads(reports[-1].read_text())
     cases = report["test_cases"]
     print(
-        f"\nschemathesis {url}: {report['operations']['tested']} operations, {cases['generated']} cases, "
+        f"\nschemathesis: {report['operations']['tested']} operations, {cases['generated']} cases, "
         f"{report['filtered']} filtered, {len(report['failures'])} failures, {time.monotonic() - started:.0f}s"
     )
     return report

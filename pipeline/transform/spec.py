@@ -82,7 +82,7 @@ class VariantSpec:
             raise InvalidSpec("each operation must be a JSON object")
         known = {f.name for f in fields(cls)}
         problems = [f"unknown field {k!r}" for k in raw if k not in known]
-        values = {k: v for k, v in raw.items() if k in known}
+        values = {k: _integral(v) if k in _INTEGER_FIELDS else v for k, v in raw.items() if k in known}
         if "name" not in values:
             problems.append("field 'name' is required")
         try:
@@ -125,6 +125,14 @@ class VariantSpec:
         if not isinstance(self.background, str) or not _COLOR_RE.fullmatch(self.background):
             p.append("background must be a colour like '#ffffff'")
         return p
+
+
+_INTEGER_FIELDS = ("width", "height", "quality")
+
+
+def _integral(value: Any) -> Any:
+    """``24.0`` as ``24``: JSON has one number type, and JSON Schema calls ``24.0`` an integer."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 @dataclass(frozen=True)

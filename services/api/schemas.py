@@ -20,7 +20,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, GetCoreSchemaHandler, RootModel, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    RootModel,
+    Strict,
+    model_validator,
+)
 from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import core_schema
 
@@ -51,7 +60,14 @@ OutputFormat = Annotated[str, OneOf(FORMATS)]
 Uri = Annotated[str, Field(json_schema_extra={"format": "uri"})]
 Timestamp = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
 JobId = Annotated[str, Field(pattern=JOB_ID_PATTERN)]
-Dimension = Annotated[int, Field(ge=1, le=MAX_DIMENSION)]
+def _integral(value: Any) -> Any:
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+# Integers as JSON Schema (and parse_operations) read them: 24 or 24.0, never "24" or true. (The
+# bounds go before the validator, or pydantic cannot render them as minimum/maximum.)
+Dimension = Annotated[int, Field(ge=1, le=MAX_DIMENSION), BeforeValidator(_integral), Strict()]
+Quality = Annotated[int, Field(ge=1, le=100), BeforeValidator(_integral), Strict()]
 Pixels = Annotated[int, Field(ge=1)]
 Count = Annotated[int, Field(ge=0)]
 
@@ -130,7 +146,7 @@ class VariantSpec(BaseModel):
     height: Dimension | None = None
     mode: Annotated[str, OneOf(MODES)] = "fit"
     format: OutputFormat = "jpeg"
-    quality: int = Field(default=82, ge=1, le=100)
+    quality: Quality = 82
     progressive: bool = False
     gravity: Annotated[str, OneOf(GRAVITIES)] = "center"
     upscale: bool = False
