@@ -450,7 +450,7 @@ async def fleet(request: web.Request) -> web.Response:
         return web.json_response(cache.value, headers={"Cache-Control": "no-store"})
 
 
-async def _read_fleet(app: web.Application) -> Any:
+async def _read_fleet(app: web.Application) -> dict[str, Any]:
     settings = app[SETTINGS]
     names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible", "ApproximateNumberOfMessagesDelayed"]
     attrs = (await app[SQS].get_queue_attributes(QueueUrl=settings.aws.queue_url, AttributeNames=names))["Attributes"]
