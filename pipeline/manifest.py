@@ -24,6 +24,7 @@ from typing import Any
 
 STATUSES = ("awaiting_upload", "queued", "processing", "succeeded", "failed")
 TERMINAL = ("succeeded", "failed")
+ATTEMPT_OUTCOMES = ("succeeded", "failed", "error", "interrupted")
 
 
 def results_prefix(job_id: str) -> str:

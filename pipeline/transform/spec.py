@@ -30,8 +30,11 @@ GRAVITIES = (
 EXTENSIONS = {"jpeg": "jpg", "png": "png", "webp": "webp", "avif": "avif"}
 CONTENT_TYPES = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp", "avif": "image/avif"}
 
-_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
-_COLOR_RE = re.compile(r"^#[0-9a-fA-F]{6}$")
+NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,39}$"
+COLOR_PATTERN = r"^#[0-9a-fA-F]{6}$"
+# fullmatch, not match: Python's ``$`` also matches before a trailing newline ("w320\n").
+_NAME_RE = re.compile(NAME_PATTERN)
+_COLOR_RE = re.compile(COLOR_PATTERN)
 MAX_DIMENSION = 10_000
 
 
@@ -79,7 +82,7 @@ class VariantSpec:
             raise InvalidSpec("each operation must be a JSON object")
         known = {f.name for f in fields(cls)}
         problems = [f"unknown field {k!r}" for k in raw if k not in known]
-        values = {k: v for k, v in raw.items() if k in known}
+        values = {k: _integral(v) if k in _INTEGER_FIELDS else v for k, v in raw.items() if k in known}
         if "name" not in values:
             problems.append("field 'name' is required")
         try:
@@ -94,7 +97,7 @@ class VariantSpec:
     def problems(self) -> list[str]:
         """Every validation problem of this spec (empty when valid)."""
         p: list[str] = []
-        if not isinstance(self.name, str) or not _NAME_RE.match(self.name):
+        if not isinstance(self.name, str) or not _NAME_RE.fullmatch(self.name):
             p.append("name must match [a-z0-9][a-z0-9_-]{0,39}")
         for axis in ("width", "height"):
             v = getattr(self, axis)
@@ -119,9 +122,17 @@ class VariantSpec:
                 p.append(f"{amount} must be a number in 0..{top:g}")
         if self.watermark is not None and (not isinstance(self.watermark, str) or not 1 <= len(self.watermark) <= 200):
             p.append("watermark must be a string of 1..200 characters")
-        if not isinstance(self.background, str) or not _COLOR_RE.match(self.background):
+        if not isinstance(self.background, str) or not _COLOR_RE.fullmatch(self.background):
             p.append("background must be a colour like '#ffffff'")
         return p
+
+
+_INTEGER_FIELDS = ("width", "height", "quality")
+
+
+def _integral(value: Any) -> Any:
+    """``24.0`` as ``24``: JSON has one number type, and JSON Schema calls ``24.0`` an integer."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 @dataclass(frozen=True)

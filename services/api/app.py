@@ -14,11 +14,11 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import aiohttp
-from aiohttp import web
+from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -40,13 +40,12 @@ from pipeline.messages import JOB_ID_RE, JobMessage, job_id_for_object, new_job_
 from pipeline.settings import ApiSettings
 from pipeline.transform.presets import get_preset, presets_as_json
 from pipeline.transform.spec import VariantSpec, parse_operations
-from services.api.openapi import openapi_document
+from services.api import schemas
+from services.api.openapi import STATIC_DIR, openapi_document, static_files
+from services.api.schemas import MAX_FILES_PER_REQUEST, dump
 from services.api.uploads import ByteBudget, StoredUpload, store_upload
 
 log = logging.getLogger("pixfleet.api")
-
-MAX_FILES_PER_REQUEST = 20
-STATIC_DIR = Path(__file__).parent / "static"
 
 
 @dataclass
@@ -116,7 +115,10 @@ async def errors_middleware(request: web.Request, handler: Any) -> web.StreamRes
         if exc.status < 400:
             raise
         reason = exc.reason.lower().replace(" ", "_")
-        return error_response(PixfleetError(exc.text or exc.reason, code=reason, http_status=exc.status))
+        response = error_response(PixfleetError(exc.text or exc.reason, code=reason, http_status=exc.status))
+        if "Allow" in exc.headers:  # a 405 must say which methods the path has (RFC 9110)
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
     except asyncio.CancelledError:
         raise
     except Exception as exc:  # noqa: BLE001 - every error becomes JSON, never a stack trace
@@ -140,12 +142,10 @@ async def api_key_middleware(request: web.Request, handler: Any) -> web.StreamRe
 # --- helpers -------------------------------------------------------------------------------
 
 
-def _variants(request: web.Request, operations: Any = None) -> tuple[str | None, tuple[VariantSpec, ...] | None]:
-    """The preset name (validated) or explicit operations of a request."""
-    if operations is not None:
-        return None, parse_operations(operations)
-    preset = request.query.get("preset") or request.app[SETTINGS].default_preset
-    get_preset(preset)  # raises UnknownPreset (400)
+def _variants(request: web.Request) -> tuple[str | None, tuple[VariantSpec, ...] | None]:
+    """The request's preset (validated); a multipart ``operations`` field may replace it later."""
+    preset = request.query.get("preset", request.app[SETTINGS].default_preset)
+    get_preset(preset)  # raises UnknownPreset (400), also for an empty ?preset=
     return preset, None
 
 
@@ -155,7 +155,7 @@ def _status_url(request: web.Request, job_id: str) -> str:
 
 def _job_id(request: web.Request) -> str:
     job_id = request.match_info["job_id"]
-    if not JOB_ID_RE.match(job_id):
+    if not JOB_ID_RE.fullmatch(job_id):
         raise NotFound("no such job")
     return job_id
 
@@ -223,14 +223,13 @@ async def upload_images(request: web.Request) -> web.Response:
 
     try:
         if request.content_type.startswith("multipart/"):
-            reader = await request.multipart()
             index = 0
-            async for part in reader:
-                if part.name == "operations":
-                    preset, ops = _variants(request, _json_field(await part.text()))
+            async for part in _parts(request):
+                if part.name == "operations":  # explicit variants replace the preset (null is no list)
+                    preset, ops = None, parse_operations(_json_field(await part.text()))
                     continue
                 if part.name != "file":
-                    continue
+                    raise InvalidRequest(f"unknown multipart field {part.name!r}: send 'file' fields and 'operations'")
                 if index >= MAX_FILES_PER_REQUEST:
                     raise InvalidRequest(f"at most {MAX_FILES_PER_REQUEST} files per request")
                 await store(part.read_chunk, index, part.filename)
@@ -258,9 +257,21 @@ async def upload_images(request: web.Request) -> web.Response:
         if accepted and not isinstance(exc, asyncio.CancelledError):
             log.warning("request failed after %d job(s) were queued: %s", len(accepted), exc)
         raise
-    jobs = [{"job_id": j, "status_url": _status_url(request, j)} for j in accepted]
+    jobs = [dump(schemas.Accepted(job_id=j, status_url=_status_url(request, j))) for j in accepted]
     multi = request.content_type.startswith("multipart/") and len(jobs) > 1
     return web.json_response(jobs if multi else jobs[0], status=202)
+
+
+async def _parts(request: web.Request) -> AsyncIterator[BodyPartReader]:
+    """The parts of a multipart body; a malformed body (no boundary, a bad part header) is a 400."""
+    try:
+        reader = await request.multipart()
+        while (part := await reader.next()) is not None:
+            if not isinstance(part, BodyPartReader):
+                raise InvalidRequest("nested multipart bodies are not supported")
+            yield part
+    except (ValueError, HttpProcessingError) as exc:
+        raise InvalidRequest(f"malformed multipart body: {type(exc).__name__}") from exc
 
 
 def _json_field(text: str) -> Any:
@@ -311,16 +322,14 @@ async def create_upload(request: web.Request) -> web.Response:
         ),
         settings.aws_timeout,
     )
-    return web.json_response(
-        {
-            "job_id": job_id,
-            "status_url": _status_url(request, job_id),
-            "upload": {"url": url, "fields": post["fields"], "method": "POST", "file_field": "file"},
-            "max_bytes": settings.limits.max_bytes,
-            "expires_at": expires,
-        },
-        status=201,
+    answer = schemas.PresignedUpload(
+        job_id=job_id,
+        status_url=_status_url(request, job_id),
+        upload=schemas.PresignedPost(url=url, fields=post["fields"], method="POST", file_field="file"),
+        max_bytes=settings.limits.max_bytes,
+        expires_at=expires,
     )
+    return web.json_response(dump(answer), status=201)
 
 
 async def _read_manifest(request: web.Request, job_id: str) -> Manifest | None:
@@ -363,39 +372,35 @@ async def _job_view(request: web.Request, job_id: str, key: str | None = None) -
         keys = [key] if key else [upload_key(job_id), incoming_key(job_id)]
         for candidate in keys:
             if await _exists(request, candidate):
-                return web.json_response({"job_id": job_id, "status": "queued", "outputs": [], "error": None, "history": []})
+                return web.json_response(dump(schemas.Job(job_id=job_id, status="queued", outputs=[], error=None, history=[])))
         reservation = None if key else await _reservation(request, job_id)
         if reservation is None:
             raise NotFound("no such job")
         return web.json_response(
-            {
-                "job_id": job_id,
-                "status": "awaiting_upload",
-                "outputs": [],
-                "error": None,
-                "history": [],
-                "expires_at": reservation["expires_at"],
-                "source": {"key": reservation.get("key")},
-            }
+            dump(
+                schemas.Job(
+                    job_id=job_id, status="awaiting_upload", outputs=[], error=None, history=[],
+                    expires_at=reservation["expires_at"], source=schemas.JobSource(key=reservation.get("key")),
+                )
+            )
         )
     base = _status_url(request, job_id)
-    outputs = [
-        {
-            "variant": o.variant,
-            "format": o.format,
-            "width": o.width,
-            "height": o.height,
-            "bytes": o.bytes,
-            "url": f"{base}/outputs/{o.variant}",
-        }
-        for o in manifest.outputs
-    ]
-    return web.json_response(
+    job = schemas.Job.model_validate(
         {
             "job_id": job_id,
             "status": manifest.status,
             "preset": manifest.preset,
-            "outputs": outputs,
+            "outputs": [
+                {
+                    "variant": o.variant,
+                    "format": o.format,
+                    "width": o.width,
+                    "height": o.height,
+                    "bytes": o.bytes,
+                    "url": f"{base}/outputs/{o.variant}",
+                }
+                for o in manifest.outputs
+            ],
             "error": manifest.error,
             "source": manifest.source,
             "submitted_at": manifest.submitted_at,
@@ -407,6 +412,7 @@ async def _job_view(request: web.Request, job_id: str, key: str | None = None) -
             "history": manifest.history(),
         }
     )
+    return web.json_response(dump(job))
 
 
 async def get_job(request: web.Request) -> web.Response:
@@ -447,7 +453,7 @@ async def download_output(request: web.Request) -> web.StreamResponse:
 
 
 async def list_presets(request: web.Request) -> web.Response:
-    return web.json_response(presets_as_json())
+    return web.json_response(dump(schemas.Presets.model_validate(presets_as_json())))
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -470,7 +476,8 @@ async def healthz(request: web.Request) -> web.Response:
         check("sqs", request.app[SQS].get_queue_attributes(QueueUrl=settings.aws.queue_url, AttributeNames=["QueueArn"])),
     )
     healthy = all(v == "ok" for v in checks.values())
-    response = web.json_response({"status": "ok" if healthy else "unavailable", "checks": checks}, status=200 if healthy else 503)
+    answer = schemas.Health(status="ok" if healthy else "unavailable", checks=schemas.HealthChecks(**checks))
+    response = web.json_response(dump(answer), status=200 if healthy else 503)
     if not healthy:
         response.headers["Retry-After"] = "5"
     return response
@@ -512,17 +519,30 @@ async def _read_fleet(app: web.Application) -> dict[str, Any]:
             workers, desired = int(worker["runningCount"]), int(worker["desiredCount"])
         except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, TypeError, StopIteration) as exc:
             log.debug("orchestrator %s: %s", settings.orchestrator_url, exc)
-    return {
-        "queue": {"visible": visible, "in_flight": in_flight, "delayed": delayed},
-        "workers": workers,
-        "desired_workers": desired,
-        "sampled_at": utcnow_iso(),
-    }
+    answer = schemas.Fleet(
+        queue=schemas.QueueDepth(visible=visible, in_flight=in_flight, delayed=delayed),
+        workers=workers,
+        desired_workers=desired,
+        sampled_at=utcnow_iso(),
+    )
+    return dump(answer)
 
 
 async def index(request: web.Request) -> web.FileResponse:
     """GET / — the upload page (plain HTML, CSS and JS from ``static/``; no build step)."""
     return web.FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+
+async def static_file(request: web.Request) -> web.FileResponse:
+    """GET /static/{filename} — the page's scripts and styles; any other name is a JSON 404.
+
+    A handler rather than ``web.static``: that answers a missing file with an empty
+    ``application/octet-stream`` 404 and a directory with a 403, outside the error taxonomy.
+    """
+    content_type = static_files().get(request.match_info["filename"])
+    if content_type is None:
+        raise NotFound("no such file")
+    return web.FileResponse(STATIC_DIR / request.match_info["filename"], headers={"Content-Type": content_type})
 
 
 ROUTES = [
@@ -537,7 +557,7 @@ ROUTES = [
     web.get("/openapi.json", openapi),
     web.get("/v1/fleet", fleet),
     web.get("/", index),
-    web.static("/static", STATIC_DIR),
+    web.get("/static/{filename}", static_file),
 ]
 
 
