@@ -12,6 +12,7 @@ without ``hostPort`` gets a free one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -119,14 +120,20 @@ class ProcessRuntime:
 
     async def stop(self, handle: dict[str, Any], timeout: float) -> int | None:
         pid = handle["pid"]
-        if pid_alive(pid, handle.get("task_id")):
-            os.kill(pid, signal.SIGTERM)
+        ours = pid in self._children
+        if ours or pid_alive(pid, handle.get("task_id")):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
             try:
                 return await asyncio.wait_for(self.wait(handle), timeout)
             except TimeoutError:
                 log.warning("task %s ignored SIGTERM for %.0fs: killing", handle.get("task_id", "?")[:8], timeout)
                 self.kill(handle)
-        return await self.wait(handle)
+        try:
+            return await asyncio.wait_for(self.wait(handle), 30)
+        except TimeoutError:  # never seen; but a stop must end
+            log.error("task %s (pid %d) did not exit 30 s after SIGKILL", handle.get("task_id", "?")[:8], pid)
+            return None
 
     def kill(self, handle: dict[str, Any]) -> None:
         """SIGKILL the task and every process it started (like `docker kill` on its container)."""
