@@ -42,13 +42,14 @@ from PIL import Image, UnidentifiedImageError
 from pipeline.errors import (
     CorruptImage,
     DecompressionBomb,
+    OutputTooLarge,
     PayloadTooLarge,
     RetryableError,
     TooManyFrames,
     TooManyPixels,
 )
 from pipeline.transform import steps
-from pipeline.transform.probe import PILLOW_FORMATS, detect_format, pillow_guard, too_many_pixels
+from pipeline.transform.probe import PILLOW_FORMATS, decoding, detect_format, pillow_guard, too_many_pixels
 from pipeline.transform.spec import Limits, VariantSpec
 from pipeline.transform.steps import Canvas, SourceInfo
 
@@ -209,7 +210,9 @@ def transform(
     """Decode ``data`` once and render every variant.
 
     Raises a :class:`~pipeline.errors.PermanentError` subclass for bad input
-    (not an image, unsupported, corrupt, over a limit, decompression bomb). With
+    (not an image, unsupported, corrupt, over a limit, decompression bomb) and for
+    a variant that would come out over ``limits.max_pixels`` or larger than its
+    format holds (:class:`~pipeline.errors.OutputTooLarge`). With
     ``deadline`` (a :func:`time.monotonic` value) it raises a
     :class:`~pipeline.errors.RetryableError` coded ``deadline_exceeded`` between
     steps once the deadline has passed.
@@ -219,7 +222,7 @@ def transform(
     if len(data) > limits.max_bytes:
         raise PayloadTooLarge(f"image is {len(data):,} bytes; the limit is {limits.max_bytes:,} bytes")
     fmt = detect_format(data[:4096])
-    with pillow_guard(limits):
+    with pillow_guard(limits), decoding(fmt):  # whatever Pillow raises on these bytes is classified
         im = _open(data, fmt)
         stored_w, stored_h = im.size
         if stored_w * stored_h > limits.max_pixels:
@@ -232,6 +235,8 @@ def transform(
         orientation = _orientation(im)  # after load(): other formats may keep EXIF after the pixels
         width, height = _upright(stored, orientation)
         geometries = _plans(stored, orientation, variants)
+        for spec, g in zip(variants, geometries, strict=True):
+            _check_output(spec, g, limits)
         info = SourceInfo(orientation=orientation, icc_profile=im.info.get("icc_profile"))
         exif = _kept_exif(im)
     decoded_w, decoded_h = canvas.image.size
@@ -264,6 +269,16 @@ def transform(
         decoded_width=decoded_w,
         decoded_height=decoded_h,
     )
+
+
+def _check_output(spec: VariantSpec, g: Geometry, limits: Limits) -> None:
+    """Refuse a variant its encoder cannot hold, or (upscaling can ask for any size) over the pixel limit."""
+    size = f"{g.out[0]}x{g.out[1]}"
+    if g.out[0] * g.out[1] > limits.max_pixels:
+        raise OutputTooLarge(f"variant {spec.name!r} would be {size}; the limit is {limits.max_pixels:,} pixels")
+    side = steps.MAX_OUTPUT_SIDE[spec.format]
+    if max(g.out) > side:
+        raise OutputTooLarge(f"variant {spec.name!r} would be {size}; {spec.format} holds at most {side:,} per side")
 
 
 class _ResizeChain:
