@@ -8,6 +8,8 @@
 * Only a dependency that is down (the emulator) gives ``503`` with ``Retry-After``.
 * Every response names its request (``X-Request-Id``), every failure is logged
   with its reason: 4xx at INFO, 5xx at WARNING or ERROR.
+* The worker still retries a bug (it is not a permanent error), a bounded number
+  of times, then gives up.
 
 The first tests run against the shared embedded stack (the API in its own process);
 the ones that break something run an in-process app against the same real emulator.
@@ -15,8 +17,11 @@ the ones that break something run an in-process app against the same real emulat
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import io
 import logging
+import time
 import random
 import re
 from collections.abc import AsyncIterator
@@ -222,3 +227,48 @@ def _saved_gif(w: int, h: int) -> bytes:
     buf = io.BytesIO()
     Image.new("P", (w, h), 1).save(buf, "GIF")
     return buf.getvalue()
+
+
+async def test_a_bug_in_the_worker_is_retried_a_bounded_number_of_times(
+    client: StackClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import services.worker.worker as worker_module
+    from pipeline.messages import new_job_id
+    from pipeline.settings import WorkerSettings
+
+    calls: list[str] = []
+
+    def broken(body: str) -> list[Any]:
+        calls.append(body)
+        raise KeyError("a bug in our own code")
+
+    monkeypatch.setattr(worker_module, "parse_message", broken)
+    async with client.admin("sqs") as sqs:
+        name = f"bug-{new_job_id()[:12]}"
+        queue = (await sqs.create_queue(QueueName=name))["QueueUrl"]
+        dlq = (await sqs.create_queue(QueueName=f"{name}-dlq"))["QueueUrl"]
+        aws = dataclasses.replace(client.stack.aws, queue_url=queue, dlq_url=dlq)
+        settings = WorkerSettings(
+            aws=aws, concurrency=1, processes=1, wait_time=1, visibility_timeout=10, max_receive_count=3, retry_base=0.1
+        )
+        worker = worker_module.Worker(settings, credentials=client.stack.bootstrap)
+        await sqs.send_message(QueueUrl=queue, MessageBody='{"type": "pixfleet.job"}')
+        running = asyncio.create_task(worker.main())
+        try:
+            dead = await _one_message(sqs, dlq, timeout=90)
+        finally:
+            worker.stop()
+            await asyncio.wait_for(running, 60)
+            for url in (queue, dlq):
+                await sqs.delete_queue(QueueUrl=url)
+    assert len(calls) == settings.max_receive_count  # retried, not failed at the first attempt
+    assert dead["MessageAttributes"]["error_code"]["StringValue"] == "internal_error"
+
+
+async def _one_message(sqs: Any, queue_url: str, timeout: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = await sqs.receive_message(QueueUrl=queue_url, WaitTimeSeconds=1, MessageAttributeNames=["All"])
+        if got.get("Messages"):
+            return got["Messages"][0]
+    raise AssertionError(f"nothing reached {queue_url} within {timeout}s")

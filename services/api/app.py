@@ -119,7 +119,8 @@ def _log_failure(request: web.Request, err: PixfleetError, exc: BaseException) -
     4xx at INFO (the client's problem), 503 at WARNING, a bug (500) at ERROR with the traceback.
     """
     kind = type(exc).__name__ + (f" from {type(exc.__cause__).__name__}" if exc.__cause__ else "")
-    args = (request.method, request.path, err.http_status, err.code, err.message, kind, request[REQUEST_ID])
+    path = request.rel_url.raw_path  # still percent-encoded: a %0A in the path cannot forge a log line
+    args = (request.method, path, err.http_status, err.code, err.message, kind, request[REQUEST_ID])
     line = "%s %s failed: %d %s: %s (%s) request_id=%s"
     if isinstance(err, InternalError):
         log.error(line, *args, exc_info=exc)

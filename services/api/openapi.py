@@ -134,7 +134,7 @@ def openapi_document(settings: ApiSettings) -> dict[str, Any]:
                 "Error": {
                     "type": "object",
                     "required": ["error"],
-                    "properties": {"error": {"type": "object", "required": ["code", "message"], "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}},
+                    "properties": {"error": {"type": "object", "required": ["code", "message"], "properties": {"code": {"type": "string"}, "message": {"type": "string"}, "request_id": {"type": "string"}}}},
                 },
                 "Accepted": {"type": "object", "required": ["job_id", "status_url"], "properties": {"job_id": {"type": "string"}, "status_url": {"type": "string", "format": "uri"}}},
                 "PresignedUpload": {
