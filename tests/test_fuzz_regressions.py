@@ -163,6 +163,17 @@ FOUND = {
             "///////////////////d0000wsVUANWVmNt63ZX3L16l3jPFqitdVnlS9A20dn88daOEKfezEdA="
         ),
     ),
+    "avif-bad-color-planes": (
+        "RuntimeError out of load() on main: Decoding of color planes failed",
+        None,
+        (
+            "AAAAIGZ0eXBhdmlmAAAAAGF2aWZtaWYxbWlhZk1BMUIAAADrbWV0YQAAAAAAAAAhaGRscgAAAAAAAAAAcGljdAAAAAAAAAAA"
+            "AAAAAAAAAAAOcGl0bQAAAAAAAQAAAB5pbG9jAAAAAEQAAAEAAQAAAAEAAAETAAAASgAAAChpaW5mAAAAAAABAAAAGmluZmUC"
+            "AAAAAAEAAGF2MDFDb2xvcgAAAABqaXBycAAAAEtpcGNvAAAAFGlzcGUAAAAAAAAAGAAAABAAAAAQcGl4aQAAAAADCAgIAAAA"
+            "DGF2MUOBAAwAAAAAE2NvbHJuY2x4AAEADQAGgAAAABdpcG1hAAAAAAAAAAEAAQQBAoMEAAAAUm1kYXQSAAoJGElEQVQQ7+0Q"
+            "ENBoQDI7HEeHhd3TTTTCxVQA1ZWY23rdlfcvXqXl3jPFqitdVnlS9A20dn88daOEKT2ia4syOTCSW6D9fPezEdA="
+        ),
+    ),
 }
 
 
@@ -192,23 +203,35 @@ def _strip(w: int, h: int) -> bytes:
 
 
 @pytest.mark.parametrize(
-    ("size", "variant", "message"),
+    ("size", "variants", "message"),
     [
         # Found by the engine harness: an 8 x 29798 GIF, fit to width 40 (never enlarged) as WebP.
-        ((8, 29_798), VariantSpec("b", 40, format="webp"), "webp holds at most 16,383 per side"),
-        ((70_000, 1), VariantSpec("o", format="jpeg"), "jpeg holds at most 65,500 per side"),  # a PNG strip
-        # upscale may ask for any size: 10000 x 10000 from a 2 x 2 source is 100 MP
-        ((2, 2), VariantSpec("u", 10_000, 10_000, mode="exact", upscale=True), "the limit is 50,000,000 pixels"),
-        ((1, 10_000), VariantSpec("f", 10_000, upscale=True, format="png"), "the limit is 50,000,000 pixels"),
+        ((8, 29_798), [VariantSpec("b", 40, format="webp")], "'b' would be 8x29798; webp holds at most 16,383"),
+        ((70_000, 1), [VariantSpec("o", format="jpeg")], "'o' would be 70000x1; jpeg holds at most 65,500"),
+        # upscale may ask for any size: 10000 x 10000 from a 2 x 2 source is 100 MP, ...
+        ((2, 2), [VariantSpec("u", 10_000, 10_000, mode="exact", upscale=True)], "'u' would be 10000x10000; the limit"),
+        # ... and so may many variants that are each below the limit: 8 x 7000 x 7000 is 392 MP
+        (
+            (2, 2),
+            [VariantSpec(f"v{i}", 7_000, 7_000 - i, mode="exact", upscale=True, format="png") for i in range(8)],
+            "the variants would total 391,804,004 pixels; the limit is 100,000,000",
+        ),
     ],
 )
-def test_a_variant_too_large_for_its_format_fails_before_rendering(
-    size: tuple[int, int], variant: VariantSpec, message: str
+def test_variants_too_large_fail_before_rendering(
+    size: tuple[int, int], variants: list[VariantSpec], message: str
 ) -> None:
     with pytest.raises(OutputTooLarge) as info:
-        transform(_strip(*size), [VariantSpec("small", 16), variant], Limits())
+        transform(_strip(*size), [VariantSpec("small", 16), *variants], Limits())
     assert (info.value.code, info.value.http_status) == ("output_too_large", 422)
-    assert f"variant {variant.name!r}" in info.value.message and message in info.value.message
+    assert message in info.value.message
+
+
+def test_variants_of_one_size_share_their_pixels_within_the_limit() -> None:
+    # A full-size JPEG, PNG and WebP of a source at the pixel limit: one geometry, 3 x 1 MP < 2 x 1 MP.
+    full = [VariantSpec("j"), VariantSpec("p", format="png"), VariantSpec("w", format="webp")]
+    result = transform(_strip(1000, 1000), [*full, VariantSpec("half", 500)], Limits(max_pixels=1_000_000))
+    assert [(r.width, r.height) for r in result.renditions] == [(1000, 1000)] * 3 + [(500, 500)]
 
 
 def test_the_largest_variants_a_format_holds_still_render() -> None:

@@ -127,7 +127,7 @@ class VariantSpec:
 
 @dataclass(frozen=True)
 class Limits:
-    """Input limits, checked before full decode where the header allows; ``max_pixels`` bounds each output too."""
+    """Input limits, checked before full decode where the header allows; ``max_pixels`` bounds outputs too."""
 
     max_bytes: int = 50 * 1024 * 1024
     max_pixels: int = 50_000_000
