@@ -7,11 +7,17 @@ Two kinds of failure exist, and every code path must know which one it has:
   ``message`` that is safe to show to the client, and the HTTP status the API
   answers with. A worker records it as a failed job and never retries it.
 * :class:`RetryableError` — the world is temporarily unwell (network, throttling,
-  the emulator is down). It is retried with bounded exponential backoff; the API
-  answers 503 with ``Retry-After``.
+  the emulator is down, the process is out of memory). It is retried with bounded
+  exponential backoff; the API answers 503 with ``Retry-After``.
+* :class:`InternalError` — anything else that escapes is a bug in pixfleet. The
+  API answers 500 (no ``Retry-After``: the same request would fail the same way)
+  with a request id that also marks the log line with the traceback. A worker
+  still retries it a bounded number of times (the queue's redrive policy bounds
+  it): a bug that depends on timing should not cost a job.
 
-Anything else that escapes is a bug; callers treat it as retryable a bounded
-number of times (see :func:`classify`).
+Untrusted bytes never reach :class:`InternalError`: decoders and parsers convert
+whatever they raise into a :class:`PermanentError` at their boundary (see
+:func:`pipeline.transform.probe.decoding`).
 """
 
 from __future__ import annotations
@@ -64,6 +70,16 @@ class RetryableError(PixfleetError):
         self.retry_after = retry_after
 
 
+class InternalError(PixfleetError):
+    """A bug: the API answers 500 with a request id; a worker retries it a bounded number of times.
+
+    Deliberately neither permanent nor retryable for the API (no ``Retry-After``), and not
+    permanent for the worker, which retries every non-permanent error.
+    """
+
+    code, http_status = "internal_error", 500
+
+
 # --- permanent errors, one class per public code -------------------------------------------
 
 
@@ -73,6 +89,12 @@ class UnknownPreset(PermanentError):
 
 class InvalidRequest(PermanentError):
     code, http_status = "invalid_request", 400
+
+
+class MalformedRequest(InvalidRequest):
+    """The client's HTTP message (e.g. a multipart body or its part headers) cannot be parsed."""
+
+    code = "malformed_request"
 
 
 class InvalidSpec(PermanentError):
@@ -109,6 +131,12 @@ class TooManyFrames(PermanentError):
 
 class DecompressionBomb(PermanentError):
     code, http_status = "decompression_bomb", 422
+
+
+class OutputTooLarge(PermanentError):
+    """A variant comes out wider or taller than its output format can hold (WebP: 16,383 pixels)."""
+
+    code, http_status = "output_too_large", 422
 
 
 class CorruptImage(PermanentError):
@@ -191,15 +219,19 @@ def classify(exc: BaseException) -> PixfleetError:
     """Map any exception to pixfleet's taxonomy.
 
     Our own errors pass through. Connection problems, throttling and 5xx answers
-    from AWS (or the emulator) are retryable. Everything else unknown is also
-    treated as retryable: the caller bounds the number of attempts, so a bug
-    cannot loop forever, and a transient oddity is not turned into a lost job.
+    from AWS (or the emulator) are retryable, and so is running out of memory (an
+    overloaded process, not a bad request). Everything else unknown is a bug:
+    :class:`InternalError`, which the API answers with 500 and the worker retries a
+    bounded number of times, so a bug cannot loop forever and a transient oddity
+    is not turned into a lost job.
     """
     import aiohttp
     import botocore.exceptions
 
     if isinstance(exc, PixfleetError):
         return exc
+    if isinstance(exc, MemoryError):
+        return RetryableError("the server is out of memory", code="out_of_memory")
     if isinstance(
         exc,
         (
@@ -224,7 +256,7 @@ def classify(exc: BaseException) -> PixfleetError:
         if code in {"AccessDenied", "AccessDeniedException", "InvalidAccessKeyId", "SignatureDoesNotMatch"}:
             return RetryableError(f"AWS denied the request ({code})", code="aws_access_denied")
         return RetryableError(f"AWS request failed ({code})", code="aws_error")
-    return RetryableError(f"unexpected error: {type(exc).__name__}", code="internal_error")
+    return InternalError(f"unexpected error: {type(exc).__name__}")
 
 
 # --- backoff -------------------------------------------------------------------------------

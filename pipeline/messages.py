@@ -97,6 +97,8 @@ def parse_message(body: str) -> list[JobMessage]:
         doc = json.loads(body)
     except (TypeError, ValueError) as exc:
         raise InvalidMessage("message body is not JSON") from exc
+    except RecursionError as exc:  # e.g. "[" * 100_000: deeper than the parser's stack
+        raise InvalidMessage("message body is nested too deeply") from exc
     if not isinstance(doc, dict):
         raise InvalidMessage("message body is not a JSON object")
     if doc.get("Event") == "s3:TestEvent":
@@ -115,8 +117,11 @@ def _parse_job(doc: dict[str, Any]) -> JobMessage:
     source = doc.get("source")
     if not isinstance(job_id, str) or not JOB_ID_RE.match(job_id):
         raise InvalidMessage("job_id must be 32 hex digits")
-    if not isinstance(source, dict) or not isinstance(source.get("bucket"), str) or not isinstance(source.get("key"), str):
-        raise InvalidMessage("source.bucket and source.key are required")
+    if not isinstance(source, dict) or not _s3_name(source.get("bucket")) or not _s3_name(source.get("key")):
+        raise InvalidMessage("source.bucket and source.key are required (non-empty UTF-8 strings)")
+    content_type = source.get("content_type")
+    if content_type is not None and not isinstance(content_type, str):
+        raise InvalidMessage("source.content_type must be a string")
     operations = doc.get("operations")
     preset = doc.get("preset")
     if preset is not None and not isinstance(preset, str):
@@ -129,8 +134,8 @@ def _parse_job(doc: dict[str, Any]) -> JobMessage:
         preset=preset,
         operations=parse_operations(operations) if operations else None,
         submitted_at=str(doc.get("submitted_at") or utcnow_iso()),
-        content_type=source.get("content_type"),
-        size=size if isinstance(size, int) else None,
+        content_type=content_type,
+        size=_size(size),
         origin=str(doc.get("origin") or "api"),
         **{name: str(source[name]) for name in ("object_version", "version_id", "sequencer") if source.get(name)},
     )
@@ -142,6 +147,21 @@ def job_id_for_object(bucket: str, key: str) -> str:
     return match.group(1) if match else uuid.uuid5(uuid.NAMESPACE_URL, f"s3://{bucket}/{key}").hex
 
 
+def _s3_name(value: Any) -> bool:
+    """A bucket name or key S3 can be asked for: a non-empty string that encodes as UTF-8."""
+    if not isinstance(value, str) or not value:
+        return False
+    try:
+        value.encode("utf-8")  # JSON can carry lone surrogates ("\ud800"), which no S3 name holds
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _size(value: Any) -> int | None:
+    return value if type(value) is int and value >= 0 else None  # not a bool, not negative
+
+
 def _parse_s3_event(doc: dict[str, Any]) -> list[JobMessage]:
     records = doc.get("Records")
     if not isinstance(records, list):
@@ -151,11 +171,12 @@ def _parse_s3_event(doc: dict[str, Any]) -> list[JobMessage]:
         try:
             s3 = record["s3"]
             bucket = s3["bucket"]["name"]
-            key = unquote_plus(s3["object"]["key"])
-            if not isinstance(bucket, str) or not isinstance(s3["object"]["key"], str):
-                raise TypeError("bucket name and key must be strings")
+            raw_key = s3["object"]["key"]
         except (KeyError, TypeError) as exc:
             raise InvalidMessage("S3 event record without s3.bucket.name / s3.object.key") from exc
+        key = unquote_plus(raw_key) if isinstance(raw_key, str) else ""
+        if not _s3_name(bucket) or not _s3_name(key):
+            raise InvalidMessage("S3 event record whose bucket name or object key is not a non-empty string")
         if not str(record.get("eventName", "ObjectCreated")).startswith("ObjectCreated"):
             continue
         obj = s3["object"]
@@ -170,7 +191,7 @@ def _parse_s3_event(doc: dict[str, Any]) -> list[JobMessage]:
                 bucket=bucket,
                 key=key,
                 submitted_at=str(record.get("eventTime") or utcnow_iso()),
-                size=size if isinstance(size, int) else None,
+                size=_size(size),
                 origin="s3-event",
                 object_version=str(version).strip('"') if version else None,
                 version_id=str(version_id) if version_id else None,

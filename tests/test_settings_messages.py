@@ -7,7 +7,7 @@ import json
 import botocore.exceptions
 import pytest
 
-from pipeline.errors import InvalidMessage, InvalidSpec, PermanentError, RetryableError, classify
+from pipeline.errors import InternalError, InvalidMessage, InvalidSpec, PermanentError, RetryableError, classify
 from pipeline.messages import JobMessage, new_job_id, parse_message
 from pipeline.settings import ApiSettings, SettingsError, WorkerSettings
 from pipeline.transform.spec import VariantSpec, parse_operations
@@ -122,9 +122,14 @@ def test_duplicate_variant_names_are_refused() -> None:
         (botocore.exceptions.ClientError({"Error": {"Code": "SlowDown"}, "ResponseMetadata": {"HTTPStatusCode": 503}}, "PutObject"), RetryableError, "aws_unavailable"),
         (botocore.exceptions.ClientError({"Error": {"Code": "AccessDenied"}, "ResponseMetadata": {"HTTPStatusCode": 403}}, "PutObject"), RetryableError, "aws_access_denied"),
         (InvalidSpec("bad"), PermanentError, "invalid_spec"),
-        (ValueError("bug"), RetryableError, "internal_error"),
+        (ValueError("bug"), InternalError, "internal_error"),
+        (KeyError("bug"), InternalError, "internal_error"),
+        (MemoryError(), RetryableError, "out_of_memory"),
     ],
 )
 def test_classify(exc: Exception, kind: type, code: str) -> None:
     err = classify(exc)
     assert isinstance(err, kind) and err.code == code
+    # A bug is a 500 for the API, and (not being permanent) still retried by the worker.
+    assert (err.http_status == 500) == (kind is InternalError)
+    assert not isinstance(err, PermanentError) or kind is PermanentError

@@ -42,13 +42,14 @@ from PIL import Image, UnidentifiedImageError
 from pipeline.errors import (
     CorruptImage,
     DecompressionBomb,
+    OutputTooLarge,
     PayloadTooLarge,
     RetryableError,
     TooManyFrames,
     TooManyPixels,
 )
 from pipeline.transform import steps
-from pipeline.transform.probe import PILLOW_FORMATS, detect_format, pillow_guard, too_many_pixels
+from pipeline.transform.probe import PILLOW_FORMATS, decoding, detect_format, pillow_guard, too_many_pixels
 from pipeline.transform.spec import Limits, VariantSpec
 from pipeline.transform.steps import Canvas, SourceInfo
 
@@ -209,7 +210,9 @@ def transform(
     """Decode ``data`` once and render every variant.
 
     Raises a :class:`~pipeline.errors.PermanentError` subclass for bad input
-    (not an image, unsupported, corrupt, over a limit, decompression bomb). With
+    (not an image, unsupported, corrupt, over a limit, decompression bomb) and for
+    variants that would come out larger than their format holds or over the
+    pixel limits (:class:`~pipeline.errors.OutputTooLarge`, see :func:`_check_outputs`). With
     ``deadline`` (a :func:`time.monotonic` value) it raises a
     :class:`~pipeline.errors.RetryableError` coded ``deadline_exceeded`` between
     steps once the deadline has passed.
@@ -219,7 +222,7 @@ def transform(
     if len(data) > limits.max_bytes:
         raise PayloadTooLarge(f"image is {len(data):,} bytes; the limit is {limits.max_bytes:,} bytes")
     fmt = detect_format(data[:4096])
-    with pillow_guard(limits):
+    with pillow_guard(limits), decoding(fmt):  # whatever Pillow raises on these bytes is classified
         im = _open(data, fmt)
         stored_w, stored_h = im.size
         if stored_w * stored_h > limits.max_pixels:
@@ -232,6 +235,7 @@ def transform(
         orientation = _orientation(im)  # after load(): other formats may keep EXIF after the pixels
         width, height = _upright(stored, orientation)
         geometries = _plans(stored, orientation, variants)
+        _check_outputs(variants, geometries, limits)
         info = SourceInfo(orientation=orientation, icc_profile=im.info.get("icc_profile"))
         exif = _kept_exif(im)
     decoded_w, decoded_h = canvas.image.size
@@ -264,6 +268,29 @@ def transform(
         decoded_width=decoded_w,
         decoded_height=decoded_h,
     )
+
+
+def _check_outputs(variants: Sequence[VariantSpec], geometries: Sequence[Geometry], limits: Limits) -> None:
+    """Refuse, before rendering, variants their encoder cannot hold or that would take too many pixels.
+
+    Upscaling can ask for any size: 8 variants of 7000x7000 from a 67-byte PNG took 7.6 s and
+    1.5 GB. So each variant is at most ``limits.max_pixels`` and the distinct sizes of a job
+    (variants of one geometry share their pixels) at most twice that: a full-size JPEG and WebP
+    of the largest source still fit, with room for smaller ones.
+    """
+    distinct: dict[tuple, int] = {}
+    for spec, g in zip(variants, geometries, strict=True):
+        size, pixels = f"{g.out[0]}x{g.out[1]}", g.out[0] * g.out[1]
+        side = steps.MAX_OUTPUT_SIDE[spec.format]
+        if max(g.out) > side:
+            raise OutputTooLarge(f"variant {spec.name!r} would be {size}; {spec.format} holds at most {side:,} a side")
+        if pixels > limits.max_pixels:
+            raise OutputTooLarge(f"variant {spec.name!r} would be {size}; the limit is {limits.max_pixels:,} pixels")
+        distinct[(g.out, tuple(round(v, 3) for v in g.region))] = pixels
+    if sum(distinct.values()) > 2 * limits.max_pixels:
+        raise OutputTooLarge(
+            f"the variants would total {sum(distinct.values()):,} pixels; the limit is {2 * limits.max_pixels:,}"
+        )
 
 
 class _ResizeChain:

@@ -6,7 +6,9 @@ decoding a single pixel, so the API can reject an upload from its first chunk.
 
 :func:`pillow_guard` is the one place that configures Pillow's own safety nets
 (``MAX_IMAGE_PIXELS``, decompression-bomb warnings, truncated images) for a
-given :class:`Limits`; the engine decodes inside it too.
+given :class:`Limits`, and :func:`decoding` the one place that turns whatever
+Pillow raises on untrusted bytes into a classified error; the engine decodes
+inside both too.
 """
 
 from __future__ import annotations
@@ -20,14 +22,23 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageFile, UnidentifiedImageError
 
-from pipeline.errors import NotAnImage, TooManyPixels, UnsupportedFormat
+from pipeline.errors import (
+    CorruptImage,
+    DecompressionBomb,
+    NotAnImage,
+    PixfleetError,
+    TooManyPixels,
+    UnsupportedFormat,
+)
 from pipeline.transform.spec import Limits
 
 SUPPORTED_FORMATS = ("jpeg", "png", "gif", "webp", "avif", "tiff", "bmp")
 
-# Our format name → the Pillow plugin allowed to open it (never let Pillow guess).
+# Our format name → the Pillow plugin allowed to open it (never let Pillow guess). JPEG's
+# opener also returns multi-picture (MPO) files; "MPO" itself is not an opener (asking for it
+# raised KeyError on every JPEG Pillow could not parse).
 PILLOW_FORMATS = {
-    "jpeg": ("JPEG", "MPO"),
+    "jpeg": ("JPEG",),
     "png": ("PNG",),
     "gif": ("GIF",),
     "webp": ("WEBP",),
@@ -157,6 +168,30 @@ def pillow_guard(limits: Limits) -> Iterator[None]:
         Image.MAX_IMAGE_PIXELS = previous
 
 
+@contextmanager
+def decoding(fmt: str) -> Iterator[None]:
+    """Parse or decode untrusted ``fmt`` bytes with Pillow: every failure is classified.
+
+    Pillow's plugins raise almost anything on malformed data (``SyntaxError``,
+    ``OSError``, ``EOFError``, ``ValueError``, ``struct.error``, ``IndexError``,
+    ``KeyError``, ``TypeError``, ``ZeroDivisionError``, ...; fuzzing found more), so
+    whatever escapes becomes :class:`CorruptImage` (422). Our own errors pass
+    through, Pillow's decompression-bomb checks become :class:`DecompressionBomb`
+    and ``MemoryError`` escapes unchanged (an overloaded process, not a bad file).
+    The original exception stays attached as ``__cause__``.
+    """
+    try:
+        yield
+    except (PixfleetError, MemoryError):
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise DecompressionBomb("image decodes to more pixels than allowed") from exc
+    except Exception as exc:
+        if isinstance(exc, ValueError) and "too large" in str(exc).lower():  # PNG text/ICC chunks past Pillow's cap
+            raise DecompressionBomb("image metadata inflates beyond the safety limit") from exc
+        raise CorruptImage(f"the {fmt} data cannot be decoded ({type(exc).__name__})") from exc
+
+
 def too_many_pixels(width: int, height: int, limits: Limits) -> TooManyPixels:
     """The error for an image over ``limits.max_pixels``."""
     return TooManyPixels(
@@ -164,26 +199,34 @@ def too_many_pixels(width: int, height: int, limits: Limits) -> TooManyPixels:
     )
 
 
-def probe_header(head: bytes, limits: Limits) -> Probe:
+def probe_header(head: bytes, limits: Limits, *, complete: bool = False) -> Probe:
     """Format and size of an upload from its first bytes, without decoding pixels.
 
     ``head`` may be a prefix of the file (the API passes the first chunk,
     :data:`PROBE_BYTES` is plenty for nearly every file). Raises like
     :func:`detect_format`, and :class:`TooManyPixels` when the header declares
     more than ``limits.max_pixels``. The size is the stored one (before EXIF
-    orientation), which is all a pixel limit needs. When it is not inside ``head`` (or
-    Pillow cannot parse the partial header) width and height are ``None`` and
+    orientation), which is all a pixel limit needs.
+
+    When Pillow cannot parse the header (whatever it raises): with ``complete``
+    (``head`` is the whole file) the file is broken, :class:`CorruptImage`;
+    otherwise the header may just be cut, so width and height are ``None`` and
     the worker enforces the limits after the full upload.
     """
     fmt = detect_format(head)
     try:
-        with pillow_guard(limits):
-            with Image.open(io.BytesIO(head), formats=PILLOW_FORMATS[fmt]) as im:
-                width, height = im.size
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        # Pillow's own check fired inside open(): the header declares too many pixels.
-        raise TooManyPixels(f"image has more than {limits.max_pixels:,} pixels") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, EOFError, ValueError, struct.error, IndexError):
+        with pillow_guard(limits), decoding(fmt):
+            try:
+                with Image.open(io.BytesIO(head), formats=PILLOW_FORMATS[fmt]) as im:
+                    width, height = im.size
+            except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+                # Pillow's own check fired inside open(): the header declares too many pixels.
+                raise TooManyPixels(f"image has more than {limits.max_pixels:,} pixels") from None
+            except UnidentifiedImageError as exc:
+                raise CorruptImage(f"the {fmt} header cannot be read") from exc
+    except CorruptImage:
+        if complete:
+            raise
         return Probe(fmt, None, None)
     if width * height > limits.max_pixels:
         raise too_many_pixels(width, height, limits)

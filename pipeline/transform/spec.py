@@ -85,6 +85,7 @@ class VariantSpec:
         values = {k: _integral(v) if k in _INTEGER_FIELDS else v for k, v in raw.items() if k in known}
         if "name" not in values:
             problems.append("field 'name' is required")
+            raise InvalidSpec("; ".join(problems))
         try:
             spec = cls(**values)
         except TypeError as exc:  # pragma: no cover - guarded above
@@ -137,7 +138,7 @@ def _integral(value: Any) -> Any:
 
 @dataclass(frozen=True)
 class Limits:
-    """Input limits, checked before full decode where the header allows."""
+    """Input limits, checked before full decode where the header allows; ``max_pixels`` bounds outputs too."""
 
     max_bytes: int = 50 * 1024 * 1024
     max_pixels: int = 50_000_000

@@ -54,6 +54,10 @@ PNG_COMPRESS_LEVEL = 6
 WEBP_METHOD = 4
 AVIF_SPEED = 8
 AVIF_THREADS = 1  # workers run one job per process and core; extra threads only add contention
+# The widest/tallest image each encoder takes (libjpeg-turbo, libwebp, libavif; PNG's is 2**31 - 1). A
+# fit variant with one free axis keeps the source's extent on it, so a long strip can exceed these;
+# the engine refuses such a variant before rendering (OutputTooLarge).
+MAX_OUTPUT_SIDE = {"jpeg": 65_500, "png": 2**31 - 1, "webp": 16_383, "avif": 65_536}
 
 
 @dataclass(frozen=True)

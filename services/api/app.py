@@ -10,24 +10,25 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
-from aiohttp import BodyPartReader, web
-from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from pipeline.aws import aws_clients, client_config
 from pipeline.errors import (
+    InternalError,
     InvalidRequest,
     NotFound,
     PayloadTooLarge,
-    PermanentError,
     PixfleetError,
     RetryableError,
     Unauthorized,
@@ -41,6 +42,7 @@ from pipeline.settings import ApiSettings
 from pipeline.transform.presets import get_preset, presets_as_json
 from pipeline.transform.spec import VariantSpec, parse_operations
 from services.api import schemas
+from services.api.body import form_parts, raw_reader
 from services.api.openapi import STATIC_DIR, openapi_document, static_files
 from services.api.schemas import MAX_FILES_PER_REQUEST, dump
 from services.api.uploads import ByteBudget, StoredUpload, store_upload
@@ -85,13 +87,21 @@ BUDGET = web.AppKey("budget", ByteBudget)
 METRICS = web.AppKey("metrics", Metrics)
 HTTP = web.AppKey("http", aiohttp.ClientSession)
 FLEET = web.AppKey("fleet", FleetCache)
+REQUEST_ID = web.RequestKey("request_id", str)
+
+# An incoming X-Request-Id is kept when it looks like an id (a proxy's or the client's); else we mint one.
+_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 
 
 # --- middleware ----------------------------------------------------------------------------
 
 
 def error_response(err: PixfleetError, **extra: Any) -> web.Response:
-    """The one JSON error shape: ``{"error": {"code", "message", ...}}``."""
+    """The one JSON error shape: ``{"error": {"code", "message", "request_id", ...}}``.
+
+    Only a :class:`RetryableError` (503: a dependency is down) carries ``Retry-After``;
+    a 500 does not, since the same request would hit the same bug.
+    """
     body = {"error": {**err.to_dict(), **extra}}
     response = web.json_response(body, status=err.http_status)
     if isinstance(err, RetryableError):
@@ -101,10 +111,30 @@ def error_response(err: PixfleetError, **extra: Any) -> web.Response:
     return response
 
 
+def _log_failure(request: web.Request, err: PixfleetError, exc: BaseException) -> None:
+    """One line per failed request: status, code, message, the exception (and its cause) and the request id.
+
+    4xx at INFO (the client's problem), 503 at WARNING, a bug (500) at ERROR with the traceback.
+    """
+    kind = type(exc).__name__ + (f" from {type(exc.__cause__).__name__}" if exc.__cause__ else "")
+    path = request.rel_url.raw_path  # still percent-encoded: a %0A in the path cannot forge a log line
+    args = (request.method, path, err.http_status, err.code, err.message, kind, request[REQUEST_ID])
+    line = "%s %s failed: %d %s: %s (%s) request_id=%s"
+    if isinstance(err, InternalError):
+        log.error(line, *args, exc_info=exc)
+    elif err.http_status >= 500:
+        log.warning(line, *args)
+    else:
+        log.info(line, *args)
+
+
 @web.middleware
 async def errors_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Every error becomes the JSON shape with a request id and one log line; never a stack trace."""
     started = time.perf_counter()
     route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
+    given = request.headers.get("X-Request-Id", "")
+    request[REQUEST_ID] = request_id = given if _REQUEST_ID_RE.match(given) else uuid.uuid4().hex
     status = 500
     try:
         response = await handler(request)
@@ -115,7 +145,9 @@ async def errors_middleware(request: web.Request, handler: Any) -> web.StreamRes
         if exc.status < 400:
             raise
         reason = exc.reason.lower().replace(" ", "_")
-        response = error_response(PixfleetError(exc.text or exc.reason, code=reason, http_status=exc.status))
+        err = PixfleetError(exc.text or exc.reason, code=reason, http_status=exc.status)
+        _log_failure(request, err, exc)
+        response = error_response(err, request_id=request_id)
         if "Allow" in exc.headers:  # a 405 must say which methods the path has (RFC 9110)
             response.headers["Allow"] = exc.headers["Allow"]
         return response
@@ -124,11 +156,17 @@ async def errors_middleware(request: web.Request, handler: Any) -> web.StreamRes
     except Exception as exc:  # noqa: BLE001 - every error becomes JSON, never a stack trace
         err = classify(exc)
         status = err.http_status
-        if not isinstance(err, PermanentError):
-            log.warning("%s %s failed: %s", request.method, request.path, exc, exc_info=err.code == "internal_error")
-        return error_response(err, **getattr(exc, "extra", {}))
+        _log_failure(request, err, exc)
+        return error_response(err, request_id=request_id, **getattr(exc, "extra", {}))
     finally:
         request.app[METRICS].requests.labels(route, str(status)).observe(time.perf_counter() - started)
+
+
+async def _send_request_id(request: web.Request, response: web.StreamResponse) -> None:
+    """``on_response_prepare``: every answer (streamed, static, error) names its request."""
+    request_id = request.get(REQUEST_ID)
+    if request_id:
+        response.headers["X-Request-Id"] = request_id
 
 
 @web.middleware
@@ -224,7 +262,7 @@ async def upload_images(request: web.Request) -> web.Response:
     try:
         if request.content_type.startswith("multipart/"):
             index = 0
-            async for part in _parts(request):
+            async for part in form_parts(request):
                 if part.name == "operations":  # explicit variants replace the preset (null is no list)
                     preset, ops = None, parse_operations(_json_field(await part.text()))
                     continue
@@ -243,7 +281,7 @@ async def upload_images(request: web.Request) -> web.Response:
                 raise PayloadTooLarge(f"the image is larger than the limit of {settings.limits.max_bytes} bytes")
             if declared == 0:
                 raise InvalidRequest("the request body is empty")
-            await store(request.content.read, 0, None)
+            await store(raw_reader(request), 0, None)
         for job_id, upload in list(stored):
             await _send_job(request, upload, job_id, preset, ops)
             stored.remove((job_id, upload))
@@ -255,23 +293,11 @@ async def upload_images(request: web.Request) -> web.Response:
             request.app[METRICS].uploads.labels(exc.code).inc()
         await asyncio.shield(_delete_quietly(request, [u.key for _, u in stored]))
         if accepted and not isinstance(exc, asyncio.CancelledError):
-            log.warning("request failed after %d job(s) were queued: %s", len(accepted), exc)
+            log.warning("request failed after %d job(s) were queued: %s: %s", len(accepted), type(exc).__name__, exc)
         raise
     jobs = [dump(schemas.Accepted(job_id=j, status_url=_status_url(request, j))) for j in accepted]
     multi = request.content_type.startswith("multipart/") and len(jobs) > 1
     return web.json_response(jobs if multi else jobs[0], status=202)
-
-
-async def _parts(request: web.Request) -> AsyncIterator[BodyPartReader]:
-    """The parts of a multipart body; a malformed body (no boundary, a bad part header) is a 400."""
-    try:
-        reader = await request.multipart()
-        while (part := await reader.next()) is not None:
-            if not isinstance(part, BodyPartReader):
-                raise InvalidRequest("nested multipart bodies are not supported")
-            yield part
-    except (ValueError, HttpProcessingError) as exc:
-        raise InvalidRequest(f"malformed multipart body: {type(exc).__name__}") from exc
 
 
 def _json_field(text: str) -> Any:
@@ -597,5 +623,6 @@ def create_app(settings: ApiSettings, *, credentials: Mapping[str, str] | None =
     app[FLEET] = FleetCache()
     app.cleanup_ctx.append(_aws_clients(credentials))
     app.cleanup_ctx.append(_http_client)
+    app.on_response_prepare.append(_send_request_id)
     app.add_routes(ROUTES)
     return app

@@ -108,6 +108,7 @@ class ErrorDetail(Model):
     message: str = Field(description="Human-readable reason, safe to show.")
     file: Count | SkipJsonSchema[None] = absent(description="Index of the rejected file of a multipart upload.")
     filename: str | SkipJsonSchema[None] = absent(description="Its filename, when the part had one.")
+    request_id: str | SkipJsonSchema[None] = absent(description="500: the id of the request, as in the API's log.")
 
 
 class Error(Model):

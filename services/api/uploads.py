@@ -260,7 +260,8 @@ async def store_upload(
     buffer = budget.spare(part_size) if reservation.held == part_size else bytearray()
     try:
         filled = await _fill(read, buffer, part_size, limits.max_bytes, 0, reservation)
-        probe = probe_header(bytes(buffer[: min(filled, HEADER_BYTES)]), limits)
+        whole = filled < part_size and filled <= HEADER_BYTES  # the probe sees the whole file: unparseable is corrupt
+        probe = probe_header(bytes(buffer[: min(filled, HEADER_BYTES)]), limits, complete=whole)
         content_type = FORMAT_CONTENT_TYPES.get(probe.format, "application/octet-stream")
         extra = {"ContentType": content_type, "Metadata": metadata or {}}
         if filled < part_size:
