@@ -134,8 +134,10 @@ async def test_a_bug_is_500_with_a_request_id_and_no_retry_after(
 ) -> None:
     import services.api.app
 
+    ids: dict[str, str] = {}
+
     def broken() -> str:
-        return {}["job-id"]  # a bug in our own code: KeyError
+        return ids["next"]  # a bug in our own code: KeyError
 
     monkeypatch.setattr(services.api.app, "new_job_id", broken)
     caplog.set_level(logging.INFO, logger="pixfleet.api")
