@@ -193,7 +193,7 @@ async def test_a_405_keeps_its_json_body_and_says_what_is_allowed(client: StackC
         ({"preset": ""}, None, {}, "unknown_preset"),
         ({}, [("operations", "null")], {}, "invalid_spec"),
         ({}, [("preset", "thumbs")], {}, "invalid_request"),  # an unknown field is refused, not ignored
-        ({}, None, {"Content-Type": "multipart/form-data"}, "invalid_request"),  # no boundary
+        ({}, None, {"Content-Type": "multipart/form-data"}, "malformed_request"),  # no boundary: malformed HTTP
     ],
     ids=["empty preset", "null operations", "unknown field", "multipart without a boundary"],
 )
