@@ -185,17 +185,18 @@ class DockerTarget:
         )["output_bucket"]
         script = (
             "import asyncio, json, sys; from aiobotocore.session import get_session; "
-            "from dataclasses import asdict; from pipeline.chaos import audit_bucket\n"
+            "from dataclasses import asdict; from pipeline.aws import client_config; from pipeline.chaos import audit_bucket\n"
             "async def main():\n"
-            "    ids = json.loads(sys.argv[2])\n"
-            "    async with get_session().create_client('s3') as s3:\n"
+            "    ids = json.loads(sys.stdin.read())\n"
+            "    async with get_session().create_client('s3', config=client_config()) as s3:\n"
             "        print(json.dumps(asdict(await audit_bucket(s3, sys.argv[1], ids))))\n"
             "asyncio.run(main())\n"
         )
+        # The job ids go in on stdin, through the environment (an argument list could be too long).
         result = await asyncio.to_thread(
             orchestrator.exec_run,
-            ["python", "-c", script, bucket, json.dumps(job_ids)],
-            environment={"AWS_PROFILE": "pixfleet-bootstrap"},
+            ["sh", "-c", 'printf "%s" "$IDS" | python -c "$SCRIPT" "$BUCKET"'],
+            environment={"AWS_PROFILE": "pixfleet-bootstrap", "IDS": json.dumps(job_ids), "SCRIPT": script, "BUCKET": bucket},
         )
         if result.exit_code != 0:
             raise RuntimeError(f"audit in the orchestrator container failed: {result.output.decode()[-2000:]}")

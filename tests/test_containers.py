@@ -173,3 +173,21 @@ def test_a_paused_emulator_gives_503_then_everything_finishes(stack: Stack, dock
     done = [wait_job(stack.api_url, j, timeout=300) for j in accepted]
     assert [j["status"] for j in done] == ["succeeded"] * 10  # no accepted job lost
     assert submit(stack.api_url, photo, "thumbs")
+
+
+def test_a_soak_under_docker_kill_and_docker_pause_loses_nothing(stack: Stack, tmp_path: Any) -> None:
+    """`pixfleet chaos --docker`: busy worker containers killed, the emulator container paused; nothing lost."""
+    from compose_fixtures import ORCH_URL
+
+    report_path = tmp_path / "chaos.json"
+    run = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "chaos", "--docker", "--api", stack.api_url, "--orchestrator", ORCH_URL,
+         "--project", PROJECT, "--jobs", "150", "--rate", "10", "--kill-every", "3-4", "--min-kills", "5", "--pause", "5",
+         "--json", str(report_path)],
+        capture_output=True, text=True, timeout=1200,
+    )
+    assert report_path.exists(), run.stdout[-2000:] + run.stderr[-3000:]
+    report = json.loads(report_path.read_text())
+    assert run.returncode == 0, (report["goals"], run.stdout[-3000:])
+    assert report["accepted"] == 150 and report["lost"] == [] and report["stuck"] == []
+    assert report["bad_outputs"] == [] and report["extra_objects"] == [] and report["kills"] >= 5
