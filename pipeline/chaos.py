@@ -81,8 +81,12 @@ class Target(Protocol):
     async def audit(self, job_ids: list[str]) -> Audit: ...
 
 
-async def audit_bucket(s3: Any, bucket: str, job_ids: list[str]) -> Audit:
-    """Every object under ``results/`` against the manifests of ``job_ids`` (any other job's object is extra)."""
+async def audit_bucket(s3: Any, bucket: str, job_ids: list[str], *, whole_bucket: bool = True) -> Audit:
+    """Every object under ``results/`` against the manifests of ``job_ids``.
+
+    With ``whole_bucket`` (a stack the run started itself) any other job's object is extra too; without
+    it (a stack others use) only objects under the run's own jobs' prefixes are looked at.
+    """
     audit = Audit()
     objects: dict[str, int] = {}
     async for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="results/"):
@@ -105,7 +109,10 @@ async def audit_bucket(s3: Any, bucket: str, job_ids: list[str]) -> Audit:
                 audit.bad_outputs.append(f"{job_id}/{output['variant']}: missing")
             elif size != output["bytes"]:
                 audit.bad_outputs.append(f"{job_id}/{output['variant']}: {size} bytes, manifest says {output['bytes']}")
-    audit.extra_objects = sorted(key for key in objects if key not in expected)
+    ours = {f"results/{job_id}/" for job_id in job_ids}
+    audit.extra_objects = sorted(
+        key for key in objects if key not in expected and (whole_bucket or key[: len("results/") + 33] in ours)
+    )
     return audit
 
 
@@ -189,7 +196,7 @@ class DockerTarget:
             "async def main():\n"
             "    ids = json.loads(sys.stdin.read())\n"
             "    async with get_session().create_client('s3', config=client_config()) as s3:\n"
-            "        print(json.dumps(asdict(await audit_bucket(s3, sys.argv[1], ids))))\n"
+            "        print(json.dumps(asdict(await audit_bucket(s3, sys.argv[1], ids, whole_bucket=False))))\n"
             "asyncio.run(main())\n"
         )
         # The job ids go in on stdin, through the environment (an argument list could be too long).
