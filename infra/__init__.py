@@ -1,0 +1,14 @@
+"""What pixfleet needs to exist in AWS, declared once, and how it is applied.
+
+The declarative files live here too, found through these paths (the one place that names them):
+the task definitions and services the control plane runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+INFRA_DIR = Path(__file__).resolve().parent
+REPO_ROOT = INFRA_DIR.parent
+TASKDEFS_DIR = INFRA_DIR / "taskdefs"
+SERVICES_FILE = INFRA_DIR / "services.json"

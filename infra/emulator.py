@@ -28,7 +28,6 @@ import dataclasses
 import http.client
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,15 +38,16 @@ from types import TracebackType
 
 import botocore.session
 
+from infra import REPO_ROOT
 from infra.credentials import EMULATOR_DUMMY_CREDENTIALS
 from infra.provision import StackOutputs, provision
 from infra.stack import StackSpec
+from pipeline.net import free_port
 from pipeline.errors import RetryableError
 
 BOOTSTRAP_USER = "pixfleet-bootstrap"
 ORCHESTRATOR_SESSION_NAME = "pixfleet-orchestrator"
 STACK_OUTPUTS_FILE = "stack-outputs.json"
-_REPO_ROOT = Path(__file__).resolve().parent.parent
 _PARENT_PID_ENV = "PIXFLEET_MOTO_PARENT_PID"  # read by infra.moto_server
 
 _ADMIN_POLICY = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
@@ -67,13 +67,6 @@ def emulator_spec(spec: StackSpec = StackSpec()) -> StackSpec:
     )
     missing = tuple(p for p in extra if p not in spec.trusted_principals)
     return dataclasses.replace(spec, trusted_principals=spec.trusted_principals + missing)
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port nobody listens on right now (the caller races others for it; see start())."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
 
 
 class MotoServer:
@@ -187,7 +180,7 @@ class MotoServer:
         module = "moto.server"
         if self.presigned_auth:
             module = "infra.moto_server"
-            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_REPO_ROOT), env.get("PYTHONPATH")]))
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
             if self.exit_with_parent:
                 env[_PARENT_PID_ENV] = str(os.getpid())
         with open(self._log_path, "ab") as log:

@@ -70,7 +70,7 @@ def docker_client() -> Any:
 def offline_images(docker_client: Any) -> dict[str, str]:
     """Every image built with ``pixfleet images build --offline``; the pins it wrote in .env."""
     started = time.monotonic()
-    subprocess.run([sys.executable, "-m", "infra.images", "build", "--offline"], cwd=REPO, check=True, timeout=1500)
+    subprocess.run([sys.executable, "-m", "pixfleet", "images", "build", "--offline"], cwd=REPO, check=True, timeout=1500)
     print(f"pixfleet images build --offline: {time.monotonic() - started:.0f}s")
     from infra.images.build import read_env_file
 

@@ -18,7 +18,7 @@ from functools import lru_cache
 
 from PIL import Image, ImageCms
 
-from pipeline import samples
+from pixfleet import samples
 
 # The transform a viewer applies to *display* a stored image with a given EXIF orientation.
 DISPLAY_TRANSPOSE = {

@@ -17,7 +17,7 @@ from PIL import Image
 
 from infra.stack import StackSpec
 from pipeline.aws import credential_kwargs
-from services.orchestrator.embedded import EmbeddedConfig, EmbeddedStack
+from pixfleet.stack import EmbeddedConfig, EmbeddedStack
 
 MiB = 1024 * 1024
 

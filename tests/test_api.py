@@ -281,8 +281,8 @@ async def test_api_task_has_no_static_aws_keys(client: StackClient) -> None:
 async def test_emulator_unreachable_gives_503_with_retry_after(tmp_path) -> None:
     from aiohttp.test_utils import TestClient, TestServer
 
-    from infra.emulator import free_port
-    from pipeline.settings import ApiSettings
+    from pipeline.net import free_port
+    from services.api.settings import ApiSettings
     from services.api.app import create_app
 
     dead = f"http://127.0.0.1:{free_port()}"
@@ -302,7 +302,7 @@ async def test_emulator_unreachable_gives_503_with_retry_after(tmp_path) -> None
 async def test_api_key_auth_when_configured(client: StackClient) -> None:
     from aiohttp.test_utils import TestClient, TestServer
 
-    from pipeline.settings import ApiSettings
+    from services.api.settings import ApiSettings
     from services.api.app import create_app
 
     aws = client.stack.aws
@@ -329,7 +329,7 @@ async def paused_api(fresh_moto) -> Any:
 
     from infra.credentials import EMULATOR_DUMMY_CREDENTIALS
     from infra.provision import provision
-    from pipeline.settings import ApiSettings
+    from services.api.settings import ApiSettings
     from services.api.app import BUDGET, create_app
 
     server = fresh_moto()

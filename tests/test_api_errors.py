@@ -117,7 +117,7 @@ async def test_a_broken_multipart_boundary_is_400(client: StackClient) -> None:
 
 @asynccontextmanager
 async def _api(client: StackClient, **settings: Any) -> AsyncIterator[TestClient]:
-    from pipeline.settings import ApiSettings
+    from services.api.settings import ApiSettings
     from services.api.app import create_app
 
     app = create_app(ApiSettings(aws=client.stack.aws, **settings), credentials=client.stack.bootstrap)
@@ -155,8 +155,8 @@ async def test_a_bug_is_500_with_a_request_id_and_no_retry_after(
 
 
 async def test_an_unreachable_emulator_is_503_with_retry_after(caplog: pytest.LogCaptureFixture) -> None:
-    from infra.emulator import free_port
-    from pipeline.settings import ApiSettings
+    from pipeline.net import free_port
+    from services.api.settings import ApiSettings
     from services.api.app import create_app
 
     dead = f"http://127.0.0.1:{free_port()}"
@@ -236,7 +236,7 @@ async def test_a_bug_in_the_worker_is_retried_a_bounded_number_of_times(
 ) -> None:
     import services.worker.worker as worker_module
     from pipeline.messages import new_job_id
-    from pipeline.settings import WorkerSettings
+    from services.worker.settings import WorkerSettings
 
     calls: list[str] = []
 

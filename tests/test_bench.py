@@ -13,10 +13,10 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from pipeline.bench import contenders
-from pipeline.bench.corpus import DEFAULT_CORPUS, write_corpus
-from pipeline.bench.measure import percentile, tree_cpu_seconds
-from pipeline.cli import main
+from pixfleet.bench import contenders
+from pixfleet.bench.corpus import DEFAULT_CORPUS, write_corpus
+from pixfleet.bench.measure import percentile, tree_cpu_seconds
+from pixfleet.cli import main
 
 TINY = 0.06  # 12 MP → 240×180: every format and mode of the real corpus, in a few seconds
 

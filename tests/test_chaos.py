@@ -16,7 +16,7 @@ import pytest
 
 import images
 from infra.stack import StackSpec
-from services.orchestrator.embedded import EmbeddedConfig, EmbeddedStack
+from pixfleet.stack import EmbeddedConfig, EmbeddedStack
 from stack_fixtures import MiB, StackClient
 from test_worker_lifecycle import wait_for
 
@@ -27,7 +27,7 @@ def test_short_soak_loses_nothing(tmp_path: Path) -> None:
     """~200 jobs while busy workers are SIGKILLed every 2-3 s and the emulator is SIGSTOPped for 5 s."""
     report_path = tmp_path / "chaos.json"
     run = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "chaos", "--jobs", "200", "--rate", "20", "--kill-every", "2-3",
+        [sys.executable, "-m", "pixfleet", "chaos", "--jobs", "200", "--rate", "20", "--kill-every", "2-3",
          "--min-kills", "6", "--pause", "5", "--json", str(report_path)],
         capture_output=True, text=True, timeout=900, env={**os.environ, "COLUMNS": "80"},
     )

@@ -16,7 +16,7 @@ from PIL import Image
 import images
 from infra.emulator import MotoServer
 
-PIXFLEET = [sys.executable, "-m", "pipeline.cli"]
+PIXFLEET = [sys.executable, "-m", "pixfleet"]
 
 
 def _wait_for_file(path: Path, process: subprocess.Popen, timeout: float = 90) -> None:

@@ -119,7 +119,7 @@ def test_a_burst_scales_worker_containers_out_and_back_in(stack: Stack, docker_c
     assert worker_count()[1] == 4  # and the orchestrator (`pixfleet status`) says so
     status = json.loads(
         subprocess.run(
-            [sys.executable, "-m", "pipeline.cli", "status", "--json", "--orchestrator", f"http://127.0.0.1:{stack.env['PIXFLEET_ORCH_HOST_PORT']}"],
+            [sys.executable, "-m", "pixfleet", "status", "--json", "--orchestrator", f"http://127.0.0.1:{stack.env['PIXFLEET_ORCH_HOST_PORT']}"],
             capture_output=True, text=True, check=True,
         ).stdout
     )
@@ -182,7 +182,7 @@ def test_a_soak_under_docker_kill_and_docker_pause_loses_nothing(stack: Stack, t
 
     report_path = tmp_path / "chaos.json"
     run = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "chaos", "--docker", "--api", stack.api_url, "--orchestrator", ORCH_URL,
+        [sys.executable, "-m", "pixfleet", "chaos", "--docker", "--api", stack.api_url, "--orchestrator", ORCH_URL,
          "--project", PROJECT, "--jobs", "150", "--rate", "10", "--kill-every", "3-4", "--min-kills", "5", "--pause", "5",
          "--json", str(report_path)],
         capture_output=True, text=True, timeout=1200,

@@ -16,7 +16,7 @@ import pytest
 import images
 from infra.stack import StackSpec
 from pipeline.messages import JobMessage, new_job_id, utcnow_iso
-from services.orchestrator.embedded import EmbeddedConfig, EmbeddedStack
+from pixfleet.stack import EmbeddedConfig, EmbeddedStack
 from stack_fixtures import StackClient
 from test_worker_lifecycle import manifest, submit_slow, wait_for
 
@@ -41,7 +41,7 @@ async def fragile(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Sta
 
 def cli(stack: EmbeddedStack, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PIXFLEET_STATE_DIR": str(stack.state_dir), "COLUMNS": "80"}
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], env=env, capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", "pixfleet", *args], env=env, capture_output=True, text=True, timeout=120)
 
 
 async def test_a_job_killed_on_every_delivery_ends_failed_and_can_be_redriven(fragile: StackClient) -> None:

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from infra.emulator import free_port
-from pipeline.samples import demo_samples
+from pipeline.net import free_port
+from pixfleet.samples import demo_samples
 
-PIXFLEET = [sys.executable, "-m", "pipeline.cli"]
+PIXFLEET = [sys.executable, "-m", "pixfleet"]
 
 
 class ReportParser(HTMLParser):
@@ -105,7 +105,7 @@ def test_demo_against_an_api_that_does_not_answer_exits_2(tmp_path: Path) -> Non
 def test_the_compose_stack_is_found_through_the_environment_or_dotenv(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, environment: dict[str, str], env_file: str | None, expected: str
 ) -> None:
-    from pipeline.endpoints import compose_api_url
+    from pixfleet.endpoints import compose_api_url
 
     monkeypatch.delenv("PIXFLEET_API_URL", raising=False)
     for key, value in environment.items():

@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from infra.emulator import free_port
-from pipeline.loadtest.report import PLOT_SIZE, percentile
-from pipeline.loadtest.schedule import Burst, Constant, Ramp, parse_schedule
-from services.orchestrator.embedded import EmbeddedConfig, EmbeddedStack
+from pipeline.net import free_port
+from pixfleet.loadtest.report import PLOT_SIZE, percentile
+from pixfleet.loadtest.schedule import Burst, Constant, Ramp, parse_schedule
+from pixfleet.stack import EmbeddedConfig, EmbeddedStack
 
-PIXFLEET = [sys.executable, "-m", "pipeline.cli"]
+PIXFLEET = [sys.executable, "-m", "pixfleet"]
 
 
 # --- pure logic --------------------------------------------------------------------------------

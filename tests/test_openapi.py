@@ -28,7 +28,7 @@ from pydantic import ValidationError
 
 import images
 from pipeline.errors import InvalidSpec
-from pipeline.settings import ApiSettings
+from services.api.settings import ApiSettings
 from pipeline.transform.spec import parse_operations
 from services.api.app import create_app
 from services.api.openapi import openapi_document

@@ -18,7 +18,7 @@ from aiobotocore.session import get_session
 
 import images
 from infra.stack import StackSpec
-from services.orchestrator.embedded import EmbeddedConfig, EmbeddedStack
+from pixfleet.stack import EmbeddedConfig, EmbeddedStack
 from stack_fixtures import StackClient, queue_drained
 from test_worker_lifecycle import manifests, wait_for
 
@@ -231,7 +231,7 @@ async def test_run_task_drains_the_queue_and_exits(fleet: StackClient) -> None:
 
 async def test_status_and_events_from_the_command_line(fleet: StackClient) -> None:
     env = {**os.environ, "PIXFLEET_STATE_DIR": str(fleet.stack.state_dir)}
-    cli = [sys.executable, "-m", "pipeline.cli"]
+    cli = [sys.executable, "-m", "pixfleet"]
     out = subprocess.run([*cli, "status", "--json"], env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     status = json.loads(out.stdout)

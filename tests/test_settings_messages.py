@@ -9,7 +9,9 @@ import pytest
 
 from pipeline.errors import InternalError, InvalidMessage, InvalidSpec, PermanentError, RetryableError, classify
 from pipeline.messages import JobMessage, new_job_id, parse_message
-from pipeline.settings import ApiSettings, SettingsError, WorkerSettings
+from pipeline.settings import SettingsError
+from services.api.settings import ApiSettings
+from services.worker.settings import WorkerSettings
 from pipeline.transform.spec import VariantSpec, parse_operations
 
 BASE = {"PIXFLEET_QUEUE_URL": "http://q/1/jobs"}

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from infra.emulator import free_port
+from pipeline.net import free_port
 from services.orchestrator.taskdefs import (
     INACTIVE,
     SHIPPED_DIR,

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from pipeline import samples
-from pipeline.settings import REPO_ROOT
+from pixfleet import samples
+from infra import REPO_ROOT
 from stack_fixtures import StackClient
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -137,7 +137,7 @@ async def test_the_page_sends_the_api_key_when_the_api_wants_one(client: StackCl
     """An API with PIXFLEET_API_KEYS, run in-process on the shared stack's queue and buckets."""
     from aiohttp.test_utils import TestServer
 
-    from pipeline.settings import ApiSettings
+    from services.api.settings import ApiSettings
     from services.api.app import create_app
 
     server = TestServer(create_app(ApiSettings(aws=client.stack.aws, api_keys=("s3cret",)), credentials=client.stack.bootstrap), host="127.0.0.1")
@@ -180,7 +180,7 @@ async def test_fleet_reports_queue_depth_and_workers(client: StackClient) -> Non
 async def test_fleet_without_an_orchestrator_reports_unknown_workers(client: StackClient) -> None:
     from aiohttp.test_utils import TestClient, TestServer
 
-    from pipeline.settings import ApiSettings
+    from services.api.settings import ApiSettings
     from services.api.app import create_app
 
     settings = ApiSettings(aws=client.stack.aws, orchestrator_url="")

@@ -13,7 +13,7 @@ import pytest
 
 import images
 from infra.stack import StackSpec
-from services.orchestrator.embedded import EmbeddedConfig, EmbeddedStack
+from pixfleet.stack import EmbeddedConfig, EmbeddedStack
 from stack_fixtures import StackClient
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

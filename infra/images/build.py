@@ -38,10 +38,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from infra import REPO_ROOT
 from infra.images.locks import LOCALSTACK_VERSION, LOCKS, PYTHON_VERSION, Lock
 
 HERE = Path(__file__).resolve().parent
-REPO_ROOT = HERE.parents[1]
 EXTRA_DIR = HERE / "extra"
 ENV_FILE = REPO_ROOT / ".env"
 LOG_DIR = REPO_ROOT / "build" / "images"

@@ -37,7 +37,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.settings import REPO_ROOT, EnvReader, SettingsError
+from infra import TASKDEFS_DIR
+from pipeline.settings import EnvReader, SettingsError
 
 STACK_DIR = "/var/lib/pixfleet/stack"
 OUTPUTS_FILE = "outputs.json"
@@ -265,7 +266,7 @@ def orchestrator_main(env: Mapping[str, str]) -> int:
     r = EnvReader(env)
     stack_dir = Path(r.str("PIXFLEET_STACK_DIR", STACK_DIR))
     state_dir = Path(r.str("PIXFLEET_ORCH_STATE_DIR", "/var/lib/pixfleet/orchestrator"))
-    shipped = Path(r.str("PIXFLEET_SHIPPED_TASKDEFS_DIR", str(REPO_ROOT / "infra" / "taskdefs")))
+    shipped = Path(r.str("PIXFLEET_SHIPPED_TASKDEFS_DIR", str(TASKDEFS_DIR)))
     r.int("PIXFLEET_API_HOST_PORT", 8080, min=1, max=65535)
     r.raise_if_problems()
     try:

@@ -18,7 +18,8 @@ def main() -> int:
 
     from aiohttp import web
 
-    from pipeline.settings import ApiSettings, SettingsError
+    from pipeline.settings import SettingsError
+    from services.api.settings import ApiSettings
     from services.api.app import create_app
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s api %(levelname)s %(name)s: %(message)s")

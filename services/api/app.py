@@ -38,7 +38,7 @@ from pipeline.errors import (
 )
 from pipeline.manifest import INCOMING_PREFIX, Manifest, ManifestStore, incoming_key, reservation_key, upload_key
 from pipeline.messages import JOB_ID_RE, JobMessage, job_id_for_object, new_job_id, utcnow_iso
-from pipeline.settings import ApiSettings
+from services.api.settings import ApiSettings
 from pipeline.transform.presets import get_preset, presets_as_json
 from pipeline.transform.spec import VariantSpec, parse_operations
 from services.api import schemas

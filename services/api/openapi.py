@@ -21,7 +21,7 @@ from typing import Any
 
 from pydantic.json_schema import models_json_schema
 
-from pipeline.settings import ApiSettings
+from services.api.settings import ApiSettings
 from pipeline.transform.presets import preset_names
 from pipeline.transform.spec import CONTENT_TYPES, NAME_PATTERN
 from services.api import schemas

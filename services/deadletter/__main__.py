@@ -10,7 +10,8 @@ import sys
 
 
 async def _run() -> int:
-    from pipeline.settings import DeadLetterSettings, SettingsError
+    from pipeline.settings import SettingsError
+    from services.deadletter.settings import DeadLetterSettings
     from services.deadletter.recorder import DeadLetterRecorder
 
     try:

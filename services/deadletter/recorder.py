@@ -35,7 +35,7 @@ from pipeline.aws import aws_clients, client_config
 from pipeline.errors import PermanentError, classify
 from pipeline.manifest import Manifest, ManifestConflict, ManifestStore
 from pipeline.messages import JobMessage, parse_message, utcnow_iso
-from pipeline.settings import DeadLetterSettings
+from services.deadletter.settings import DeadLetterSettings
 
 log = logging.getLogger("pixfleet.deadletter")
 

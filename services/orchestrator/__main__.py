@@ -17,7 +17,8 @@ from aiohttp import web
 
 from infra.credentials import TemporaryCredentials
 from pipeline.aws import client_config
-from pipeline.settings import OrchestratorSettings, SettingsError
+from pipeline.settings import SettingsError
+from services.orchestrator.settings import OrchestratorSettings
 from services.orchestrator.api import create_orchestrator_app
 from services.orchestrator.credentials import CredentialVault
 from services.orchestrator.metric_sources import SqsQueueDepth

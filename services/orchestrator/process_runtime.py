@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from infra.emulator import free_port
+from pipeline.net import free_port
 from services.orchestrator.runtime import HealthResult, LaunchSpec
 
 log = logging.getLogger("pixfleet.runtime.process")

@@ -42,11 +42,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from infra import TASKDEFS_DIR
+
 ACTIVE = "ACTIVE"
 INACTIVE = "INACTIVE"
 
 # Where the shipped task definitions live (infra/taskdefs/ next to the infra package).
-SHIPPED_DIR = Path(__file__).resolve().parents[2] / "infra" / "taskdefs"
+SHIPPED_DIR = TASKDEFS_DIR
 
 _FAMILY = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
 _CONTAINER_NAME = re.compile(r"^[A-Za-z0-9_-]{1,255}$")

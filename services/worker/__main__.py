@@ -10,7 +10,8 @@ import sys
 
 
 async def _run() -> int:
-    from pipeline.settings import SettingsError, WorkerSettings
+    from pipeline.settings import SettingsError
+    from services.worker.settings import WorkerSettings
     from services.worker.worker import Worker
 
     try:

@@ -46,7 +46,7 @@ from pipeline.errors import (
 )
 from pipeline.manifest import Manifest, ManifestStore, OutputRecord, output_key
 from pipeline.messages import JobMessage, parse_message, utcnow_iso
-from pipeline.settings import WorkerSettings
+from services.worker.settings import WorkerSettings
 from pipeline.transform.engine import TransformResult, transform
 from pipeline.transform.presets import get_preset
 from pipeline.transform.spec import VariantSpec

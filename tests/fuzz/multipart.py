@@ -37,7 +37,8 @@ from aiohttp import web
 from infra.emulator import MotoServer, emulator_spec
 from infra.provision import provision
 from pipeline.aws import credential_kwargs
-from pipeline.settings import ApiSettings, AwsSettings
+from pipeline.settings import AwsSettings
+from services.api.settings import ApiSettings
 from pipeline.transform.spec import Limits
 from services.api.app import create_app
 from tests import images

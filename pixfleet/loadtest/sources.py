@@ -11,8 +11,8 @@ import random
 from pathlib import Path
 from typing import Protocol
 
-from pipeline.client import CONTENT_TYPES
-from pipeline.samples import Sample, load_pool, poison_sample
+from pixfleet.client import CONTENT_TYPES
+from pixfleet.samples import Sample, load_pool, poison_sample
 
 
 class ImageSource(Protocol):

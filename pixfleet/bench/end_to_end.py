@@ -1,7 +1,7 @@
 """``pixfleet bench pipeline``: what the pipeline costs on top of the engine.
 
 The same images are rendered twice: by the engine alone, in a fresh process
-(:mod:`pipeline.bench.contenders`, one run per image after a warm-up), and as jobs
+(:mod:`pixfleet.bench.contenders`, one run per image after a warm-up), and as jobs
 through the embedded stack — uploaded through the API, queued, rendered by the
 worker, outputs and manifests written. The worker's CPU per job (its process tree:
 the event loop and its render pool, sampled from ``/proc`` before and after) over
@@ -20,10 +20,10 @@ from typing import Any
 
 import aiohttp
 
-from pipeline.bench.corpus import CorpusImage, encode
-from pipeline.bench.measure import machine, tree_cpu_seconds
-from pipeline.bench.stack import running_stack, task_pids, upload, wait_jobs
-from pipeline.bench.transform import corpus_files, run_contender
+from pixfleet.bench.corpus import CorpusImage, encode
+from pixfleet.bench.measure import machine, tree_cpu_seconds
+from pixfleet.bench.stack import running_stack, task_pids, upload, wait_jobs
+from pixfleet.bench.transform import corpus_files, run_contender
 
 OVERHEAD_GOAL = 1.15
 GENERATED = (

@@ -73,7 +73,7 @@ def _photo(width: int, height: int) -> bytes:
 
 
 async def run_burst(*, mode: str, jobs: int, min_workers: int, max_workers: int, target: int, preset: str, image: bytes, state_dir: Path) -> RunResult:
-    from services.orchestrator.embedded import EmbeddedConfig, EmbeddedStack
+    from pixfleet.stack import EmbeddedConfig, EmbeddedStack
 
     pinned = mode == "pinned"
     config = EmbeddedConfig(

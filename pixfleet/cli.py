@@ -15,13 +15,13 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from infra.images.cli import images
-from pipeline.bench import bench
-from pipeline.chaos import chaos
-from pipeline.demo import demo
-from pipeline.dlq import dlq
-from pipeline.loadtest import load
-from services.orchestrator.cli import COMMANDS as ORCHESTRATOR_COMMANDS
+from pixfleet.images import images
+from pixfleet.bench import bench
+from pixfleet.chaos import chaos
+from pixfleet.demo import demo
+from pixfleet.dlq import dlq
+from pixfleet.loadtest import load
+from pixfleet.fleet import COMMANDS as ORCHESTRATOR_COMMANDS
 
 console = Console(stderr=True)
 STATE_DIR = Path(os.environ.get("PIXFLEET_STATE_DIR", ".pixfleet"))
@@ -60,7 +60,7 @@ def up(workers: int, max_workers: int, port: int, host: str, state_dir: Path, ma
     Ctrl-C drains the workers and stops everything.
     """
     from infra.stack import StackSpec
-    from services.orchestrator.embedded import EmbeddedConfig, EmbeddedStack
+    from pixfleet.stack import EmbeddedConfig, EmbeddedStack
 
     config = EmbeddedConfig(
         state_dir=state_dir, workers=workers, max_workers=max_workers, api_port=port, api_host=host,
@@ -124,7 +124,7 @@ def provision(endpoint_url: str | None, region: str, max_receive_count: int, vis
 @click.option("--timeout", default=300.0, show_default=True, help="Seconds to wait for the jobs.")
 def submit(files: tuple[Path, ...], preset: str, wait: bool, out: Path | None, api: str | None, concurrency: int, timeout: float) -> None:
     """Upload FILES through the HTTP API; optionally wait and download the outputs."""
-    from pipeline.client import submit_files
+    from pixfleet.client import submit_files
 
     results = asyncio.run(
         submit_files(_api_url(api), list(files), preset=preset, wait=wait or out is not None, out=out, concurrency=concurrency, timeout=timeout, console=console)

@@ -6,8 +6,8 @@ from rich.console import RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from pipeline.loadtest.runner import LoadTest
-from pipeline.loadtest.report import percentile
+from pixfleet.loadtest.runner import LoadTest
+from pixfleet.loadtest.report import percentile
 
 
 def _n(value: int | None) -> str:

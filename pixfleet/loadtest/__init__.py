@@ -19,9 +19,9 @@ import click
 from rich.console import Console
 from rich.live import Live
 
-from pipeline.endpoints import read_stack
-from pipeline.loadtest.probes import ApiProbe, FleetProbe, OrchestratorProbe
-from pipeline.loadtest.schedule import parse_schedule
+from pixfleet.endpoints import read_stack
+from pixfleet.loadtest.probes import ApiProbe, FleetProbe, OrchestratorProbe
+from pixfleet.loadtest.schedule import parse_schedule
 
 console = Console(stderr=True)
 
@@ -99,9 +99,9 @@ def load(
     pixfleet load --schedule ramp:1-20 --duration 60 --tail 40 --out ramp/
     pixfleet load --schedule burst:300 --images photos/ --max-failure-rate 0.01
     """
-    from pipeline.loadtest.report import build_summary, build_timeline, summary_table, write_outputs
-    from pipeline.loadtest.runner import LoadConfig, LoadTest
-    from pipeline.loadtest.sources import DirectoryImages, GeneratedImages, ImageSource
+    from pixfleet.loadtest.report import build_summary, build_timeline, summary_table, write_outputs
+    from pixfleet.loadtest.runner import LoadConfig, LoadTest
+    from pixfleet.loadtest.sources import DirectoryImages, GeneratedImages, ImageSource
 
     try:
         schedule = parse_schedule(schedule_text, duration)
@@ -134,7 +134,7 @@ def load(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, test.stop)
-        from pipeline.loadtest.view import render
+        from pixfleet.loadtest.view import render
 
         with Live(get_renderable=lambda: render(test), console=console, refresh_per_second=2, transient=False):
             await test.run()

@@ -20,7 +20,7 @@ from typing import Any
 
 from rich.table import Table
 
-from pipeline.loadtest.runner import LoadTest
+from pixfleet.loadtest.runner import LoadTest
 
 PLOT_SIZE = (1200, 700)  # pixels of timeline.png
 PLOT_DPI = 100

@@ -23,9 +23,9 @@ from typing import Any
 
 import aiohttp
 
-from pipeline.bench.corpus import photo
-from pipeline.bench.measure import machine, peak_rss_mb, percentile, reset_peak_rss, status_kib
-from pipeline.bench.stack import running_stack, task_pids
+from pixfleet.bench.corpus import photo
+from pixfleet.bench.measure import machine, peak_rss_mb, percentile, reset_peak_rss, status_kib
+from pixfleet.bench.stack import running_stack, task_pids
 
 RSS_GOAL_MB = 150.0
 STREAM_CHUNK = 256 * 1024

@@ -192,7 +192,7 @@ class DockerTarget:
         )["output_bucket"]
         script = (
             "import asyncio, json, sys; from aiobotocore.session import get_session; "
-            "from dataclasses import asdict; from pipeline.aws import client_config; from pipeline.chaos import audit_bucket\n"
+            "from dataclasses import asdict; from pipeline.aws import client_config; from pixfleet.chaos import audit_bucket\n"
             "async def main():\n"
             "    ids = json.loads(sys.stdin.read())\n"
             "    async with get_session().create_client('s3', config=client_config()) as s3:\n"
@@ -562,7 +562,7 @@ def chaos(
     from rich.console import Console
     from rich.live import Live
 
-    from pipeline.loadtest.sources import GeneratedImages
+    from pixfleet.loadtest.sources import GeneratedImages
 
     config = ChaosConfig(
         jobs=jobs, rate=rate, concurrency=concurrency, kill_every=_range(kill_every), min_kills=min_kills, pause=pause,
@@ -579,7 +579,7 @@ def chaos(
 
     async def embedded() -> dict[str, Any]:
         from infra.stack import StackSpec
-        from services.orchestrator.embedded import EmbeddedConfig, EmbeddedStack
+        from pixfleet.stack import EmbeddedConfig, EmbeddedStack
 
         with tempfile.TemporaryDirectory(prefix="pixfleet-chaos-") as state:
             stack_config = EmbeddedConfig(

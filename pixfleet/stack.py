@@ -26,18 +26,20 @@ import aiohttp
 from aiohttp import web
 
 from infra.credentials import assume_role
-from infra.emulator import ORCHESTRATOR_SESSION_NAME, MotoServer, free_port, start_provisioned_emulator
+from infra.emulator import ORCHESTRATOR_SESSION_NAME, MotoServer, start_provisioned_emulator
+from pipeline.net import free_port
 from infra.provision import StackOutputs
 from infra.stack import StackSpec
-from pipeline.settings import REPO_ROOT, AwsSettings
+from infra import SERVICES_FILE, TASKDEFS_DIR
+from pipeline.settings import AwsSettings
 from services.orchestrator.credentials import CredentialVault, credentials_routes
 from services.orchestrator.process_runtime import ProcessRuntime
 from services.orchestrator.runtime import LaunchSpec
 
 log = logging.getLogger("pixfleet.embedded")
 
-SHIPPED_TASKDEFS = REPO_ROOT / "infra" / "taskdefs"
-SHIPPED_SERVICES = REPO_ROOT / "infra" / "services.json"
+SHIPPED_TASKDEFS = TASKDEFS_DIR
+SHIPPED_SERVICES = SERVICES_FILE
 
 
 @dataclass

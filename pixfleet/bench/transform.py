@@ -1,6 +1,6 @@
 """``pixfleet bench transform DIR``: our engine against naive Pillow, pyvips and the floor.
 
-Every (contender, preset) pair runs in a fresh process (:mod:`pipeline.bench.contenders`)
+Every (contender, preset) pair runs in a fresh process (:mod:`pixfleet.bench.contenders`)
 so that its peak RSS is its own. CPU is process CPU time (all threads), the fastest
 of ``--repeat`` runs per image, summed over the corpus.
 
@@ -27,8 +27,8 @@ from typing import Any
 
 from PIL import Image
 
-from pipeline.bench.contenders import CONTENDERS
-from pipeline.bench.measure import machine
+from pixfleet.bench.contenders import CONTENDERS
+from pixfleet.bench.measure import machine
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".gif", ".bmp", ".avif")
 GOALS = {"pyvips": 0.75, "pillow_naive": 0.5, "floor": 1.25}
@@ -47,7 +47,7 @@ def run_contender(
     contender: str, preset: str, files: Sequence[Path], *, repeat: int, save: Path | None, on_image: Any = None
 ) -> dict[str, Any]:
     """Run one contender on one preset in a child process; ``on_image()`` is called per finished image."""
-    cmd = [sys.executable, "-m", "pipeline.bench.contenders", contender, preset, *map(str, files), "--repeat", str(repeat)]
+    cmd = [sys.executable, "-m", "pixfleet.bench.contenders", contender, preset, *map(str, files), "--repeat", str(repeat)]
     if save is not None:
         cmd += ["--save", str(save)]
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:

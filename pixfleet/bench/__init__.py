@@ -1,12 +1,12 @@
 """``pixfleet bench``: performance measured side by side in one run, reported as ratios.
 
-* ``bench corpus DIR`` — write the generated stand-in corpus (:mod:`pipeline.bench.corpus`).
+* ``bench corpus DIR`` — write the generated stand-in corpus (:mod:`pixfleet.bench.corpus`).
 * ``bench transform DIR`` — engine vs naive Pillow, pyvips and the decode+encode floor
-  (:mod:`pipeline.bench.transform`).
+  (:mod:`pixfleet.bench.transform`).
 * ``bench pipeline`` — worker CPU per job vs engine CPU per job, images/s with 1 and
-  2 workers, through the embedded stack (:mod:`pipeline.bench.pipeline`).
+  2 workers, through the embedded stack (:mod:`pixfleet.bench.end_to_end`).
 * ``bench api`` — upload throughput and latency, and the API's peak RSS under 50
-  concurrent 50 MB uploads (:mod:`pipeline.bench.api`).
+  concurrent 50 MB uploads (:mod:`pixfleet.bench.api`).
 
 Each prints tables; ``--json PATH`` also writes the full report.
 """
@@ -47,7 +47,7 @@ def bench() -> None:
 @click.option("--scale", default=1.0, show_default=True, help="Multiply every side (0.1 makes a tiny corpus for tests).")
 def corpus_command(directory: Path, seed: int, scale: float) -> None:
     """Write the generated stand-in corpus (5-50 MP baseline/progressive JPEG, a PNG, a WebP) to DIRECTORY."""
-    from pipeline.bench.corpus import DEFAULT_CORPUS, write_corpus
+    from pixfleet.bench.corpus import DEFAULT_CORPUS, write_corpus
 
     with _progress() as progress:
         task = progress.add_task("generating", total=len(DEFAULT_CORPUS))
@@ -66,9 +66,9 @@ def corpus_command(directory: Path, seed: int, scale: float) -> None:
 @_JSON
 def transform_command(directory: Path, presets: tuple[str, ...], repeat: int, contenders: tuple[str, ...], json_path: Path | None) -> None:
     """CPU ms/image, MP/s and peak RSS of the engine, naive Pillow, pyvips and the floor on the images in DIRECTORY."""
-    from pipeline.bench.contenders import CONTENDERS
-    from pipeline.bench.measure import write_json
-    from pipeline.bench.transform import benchmark, render_tables
+    from pixfleet.bench.contenders import CONTENDERS
+    from pixfleet.bench.measure import write_json
+    from pixfleet.bench.transform import benchmark, render_tables
     from pipeline.transform.presets import get_preset, preset_names
 
     for name in presets:
@@ -91,8 +91,8 @@ def transform_command(directory: Path, presets: tuple[str, ...], repeat: int, co
 @_JSON
 def pipeline_command(directory: Path | None, jobs: int, preset: str, worker_counts: tuple[int, ...], json_path: Path | None) -> None:
     """Worker CPU per job vs engine CPU per job, and images/s end to end, through the embedded stack."""
-    from pipeline.bench.measure import write_json
-    from pipeline.bench.pipeline import benchmark, render_tables
+    from pixfleet.bench.measure import write_json
+    from pixfleet.bench.end_to_end import benchmark, render_tables
 
     with _progress() as progress:
         report = asyncio.run(benchmark(directory, jobs=jobs, preset=preset, worker_counts=worker_counts or (1, 2), progress=progress))
@@ -112,8 +112,8 @@ def api_command(
     requests: int, concurrency: int, image_kb: int, big_clients: int, big_mb: float, api_env: tuple[str, ...], json_path: Path | None
 ) -> None:
     """Accepted uploads/s and latency percentiles, and the API's peak RSS under big concurrent uploads."""
-    from pipeline.bench.api import benchmark, render_tables
-    from pipeline.bench.measure import write_json
+    from pixfleet.bench.api import benchmark, render_tables
+    from pixfleet.bench.measure import write_json
 
     with _progress() as progress:
         report = asyncio.run(
@@ -131,6 +131,6 @@ def api_command(
     write_json(json_path, report)
 
 
-from pipeline.bench.scaling import scaling  # noqa: E402 - the orchestrator's benchmark, beside the others
+from pixfleet.bench.scaling import scaling  # noqa: E402 - the orchestrator's benchmark, beside the others
 
 bench.add_command(scaling)

@@ -1,6 +1,6 @@
 """The four ways ``pixfleet bench transform`` renders a preset, each run in a process of its own.
 
-``python -m pipeline.bench.contenders CONTENDER PRESET FILE...`` renders every file
+``python -m pixfleet.bench.contenders CONTENDER PRESET FILE...`` renders every file
 ``--repeat`` times, keeps the fastest CPU time per image, prints one JSON report on
 stdout (one progress line per image on stderr) and ends with its peak RSS, so
 each contender's memory is measured alone.
@@ -187,14 +187,14 @@ def run(contender: str, preset: str, files: Sequence[Path], repeat: int, save: P
         )
         del data, outputs
         print(f"{contender} {preset} {path.name} {best * 1000:.0f} ms", file=sys.stderr, flush=True)
-    from pipeline.bench.measure import peak_rss_mb
+    from pixfleet.bench.measure import peak_rss_mb
 
     report["peak_rss_mb"] = peak_rss_mb()
     return report
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.bench.contenders")
+    parser = argparse.ArgumentParser(prog="python -m pixfleet.bench.contenders")
     parser.add_argument("contender", choices=CONTENDERS)
     parser.add_argument("preset")
     parser.add_argument("files", nargs="*", type=Path)

@@ -11,7 +11,7 @@ from typing import Any
 
 import aiohttp
 
-from services.orchestrator.embedded import EmbeddedConfig, EmbeddedStack
+from pixfleet.stack import EmbeddedConfig, EmbeddedStack
 
 
 @asynccontextmanager

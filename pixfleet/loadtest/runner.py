@@ -24,9 +24,9 @@ from typing import Any
 
 import aiohttp
 
-from pipeline.loadtest.probes import FleetProbe, FleetReading
-from pipeline.loadtest.schedule import Schedule
-from pipeline.loadtest.sources import ImageSource
+from pixfleet.loadtest.probes import FleetProbe, FleetReading
+from pixfleet.loadtest.schedule import Schedule
+from pixfleet.loadtest.sources import ImageSource
 from pipeline.manifest import TERMINAL
 
 FOLLOW_WINDOW = 16  # jobs polled per round when some are still running

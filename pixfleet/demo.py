@@ -32,9 +32,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from pipeline.client import download_outputs, upload, wait_for
-from pipeline.endpoints import compose_api_url, read_stack
-from pipeline.samples import Sample, demo_samples
+from pixfleet.client import download_outputs, upload, wait_for
+from pixfleet.endpoints import compose_api_url, read_stack
+from pixfleet.samples import Sample, demo_samples
 
 console = Console(stderr=True)
 
@@ -301,7 +301,7 @@ def demo(out: Path, keep: bool, docker: bool, api: str | None, api_key: str | No
         )
 
     async def embedded() -> list[Outcome]:
-        from services.orchestrator.embedded import EmbeddedConfig, EmbeddedStack
+        from pixfleet.stack import EmbeddedConfig, EmbeddedStack
 
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, asyncio.current_task().cancel)  # type: ignore[union-attr]
         stack = EmbeddedStack(EmbeddedConfig(state_dir=state_dir, workers=1, max_workers=2, api_port=port))
