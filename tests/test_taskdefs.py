@@ -165,7 +165,7 @@ def test_main_container_is_the_first_essential() -> None:
 
 
 def test_shipped_task_definitions() -> None:
-    api, worker = TaskDefinitionRegistry().load_dir(SHIPPED_DIR)
+    api, deadletter, worker = TaskDefinitionRegistry().load_dir(SHIPPED_DIR)
 
     assert (api.key, api.task_role_arn) == ("pixfleet-api:1", "pixfleet-api")
     a = api.main_container
@@ -184,7 +184,16 @@ def test_shipped_task_definitions() -> None:
         "PIXFLEET_WORKER_PROCESSES": "1",
         "PIXFLEET_WORKER_CONCURRENCY": "2",
         "PIXFLEET_WORKER_WAIT_TIME": "10",
+        "PIXFLEET_VISIBILITY_TIMEOUT": "60",
+        "PIXFLEET_MAX_RECEIVE_COUNT": "3",
     }
+
+    assert (deadletter.key, deadletter.task_role_arn, deadletter.cpu, deadletter.memory) == (
+        "pixfleet-deadletter:1", "pixfleet-deadletter", 256, 512,
+    )
+    d = deadletter.main_container
+    assert (d.image, d.command) == ("pixfleet-worker:latest", ("python", "-m", "services.deadletter"))
+    assert d.resolved({8082: 41235}).environment == {"PIXFLEET_DEADLETTER_HEALTH_PORT": "41235", "PIXFLEET_MAX_RECEIVE_COUNT": "3"}
 
 
 @pytest.mark.parametrize("file", sorted(SHIPPED_DIR.glob("*.json")), ids=lambda p: p.name)
@@ -278,13 +287,15 @@ def test_revisions_survive_a_restart(tmp_path: Path) -> None:
     registry.deregister("pixfleet-api:1")
 
     again = TaskDefinitionRegistry(state)
-    assert again.families() == ["pixfleet-api", "pixfleet-worker"]
+    assert again.families() == ["pixfleet-api", "pixfleet-deadletter", "pixfleet-worker"]
     assert [t.key for t in again.revisions("pixfleet-worker")] == ["pixfleet-worker:1", "pixfleet-worker:2"]
     assert again.revisions("pixfleet-worker") == registry.revisions("pixfleet-worker")
     assert again.status("pixfleet-api:1") == INACTIVE
     # the shipped files are unchanged since :1, but the latest worker revision is :2 — so loading them is a change
-    assert [t.key for t in again.load_dir(SHIPPED_DIR)] == ["pixfleet-api:2", "pixfleet-worker:3"]
-    assert [t.key for t in TaskDefinitionRegistry(state).load_dir(SHIPPED_DIR)] == ["pixfleet-api:2", "pixfleet-worker:3"]
+    assert [t.key for t in again.load_dir(SHIPPED_DIR)] == ["pixfleet-api:2", "pixfleet-deadletter:1", "pixfleet-worker:3"]
+    assert [t.key for t in TaskDefinitionRegistry(state).load_dir(SHIPPED_DIR)] == [
+        "pixfleet-api:2", "pixfleet-deadletter:1", "pixfleet-worker:3",
+    ]
 
 
 def test_corrupt_state_fails_loudly(tmp_path: Path) -> None:
