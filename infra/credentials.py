@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from typing import Any
 
 from aiobotocore.session import get_session
@@ -87,9 +87,7 @@ async def assume_role(
     """
     session = get_session()
     async with session.create_client("sts", **client_kwargs(endpoint_url, region, credentials)) as sts:
-        answer = await sts.assume_role(
-            RoleArn=role_arn, RoleSessionName=session_name, DurationSeconds=duration_seconds
-        )
+        answer = await sts.assume_role(RoleArn=role_arn, RoleSessionName=session_name, DurationSeconds=duration_seconds)
     creds = answer["Credentials"]
     return TemporaryCredentials(
         access_key_id=creds["AccessKeyId"],
@@ -101,8 +99,8 @@ async def assume_role(
 
 
 def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _iso8601_z(moment: datetime) -> str:
-    return _aware(moment).astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return _aware(moment).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -279,7 +279,9 @@ def bootstrap_admin(endpoint_url: str, region: str) -> dict[str, str]:
             iam.create_user(UserName=BOOTSTRAP_USER)
         except iam.exceptions.EntityAlreadyExistsException:
             pass
-        iam.put_user_policy(UserName=BOOTSTRAP_USER, PolicyName="administrator", PolicyDocument=json.dumps(_ADMIN_POLICY))
+        iam.put_user_policy(
+            UserName=BOOTSTRAP_USER, PolicyName="administrator", PolicyDocument=json.dumps(_ADMIN_POLICY)
+        )
         key = iam.create_access_key(UserName=BOOTSTRAP_USER)["AccessKey"]
     finally:
         iam.close()
@@ -292,7 +294,9 @@ def enforce_iam(endpoint_url: str) -> None:
     (It sets how many requests may pass unchecked — by default infinitely many — and restarts the count.)
     """
     request = urllib.request.Request(
-        f"{endpoint_url.rstrip('/')}/moto-api/reset-auth", data=b"0", method="POST",
+        f"{endpoint_url.rstrip('/')}/moto-api/reset-auth",
+        data=b"0",
+        method="POST",
         headers={"Content-Type": "text/plain"},  # not a form: moto reads the raw body
     )
     with urllib.request.urlopen(request, timeout=10) as response:

@@ -298,7 +298,7 @@ async def retry_async(
             return await fn()
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # noqa: BLE001 - classified below
+        except Exception as exc:
             err = classify(exc)
             if isinstance(err, PermanentError):
                 raise err from exc

@@ -91,7 +91,9 @@ class Manifest:
     def terminal(self) -> bool:
         return self.status in TERMINAL
 
-    def attempt_record(self, outcome: str, *, ended_at: str | None = None, error: dict[str, str] | None = None) -> dict[str, Any]:
+    def attempt_record(
+        self, outcome: str, *, ended_at: str | None = None, error: dict[str, str] | None = None
+    ) -> dict[str, Any]:
         """This manifest's current attempt as a history entry that ended with ``outcome``."""
         return {
             "attempt": self.attempt,

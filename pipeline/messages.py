@@ -68,7 +68,12 @@ class JobMessage:
     sequencer: str | None = None  # S3 events: orders events for one key
 
     def to_dict(self) -> dict[str, Any]:
-        source: dict[str, Any] = {"bucket": self.bucket, "key": self.key, "content_type": self.content_type, "size": self.size}
+        source: dict[str, Any] = {
+            "bucket": self.bucket,
+            "key": self.key,
+            "content_type": self.content_type,
+            "size": self.size,
+        }
         for name in ("object_version", "version_id", "sequencer"):
             if getattr(self, name):
                 source[name] = getattr(self, name)

@@ -143,7 +143,11 @@ class EmbeddedTarget:
         from pipeline.aws import credential_kwargs
 
         aws = self.stack.aws
-        kwargs = {"region_name": aws.region, "endpoint_url": aws.endpoint_url, **credential_kwargs(self.stack.bootstrap)}
+        kwargs = {
+            "region_name": aws.region,
+            "endpoint_url": aws.endpoint_url,
+            **credential_kwargs(self.stack.bootstrap),
+        }
         async with get_session().create_client("s3", **kwargs) as s3:
             return await audit_bucket(s3, aws.output_bucket, job_ids)
 
@@ -172,7 +176,10 @@ class DockerTarget:
         return found[0]
 
     async def status(self) -> dict[str, Any]:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http, http.get(f"{self.orchestrator_url}/v1/status") as r:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http,
+            http.get(f"{self.orchestrator_url}/v1/status") as r,
+        ):
             r.raise_for_status()
             return await r.json()
 
@@ -187,9 +194,9 @@ class DockerTarget:
 
     async def audit(self, job_ids: list[str]) -> Audit:
         orchestrator = self._service("orchestrator")
-        bucket = json.loads(
-            orchestrator.exec_run(["cat", "/var/lib/pixfleet/stack/outputs.json"]).output.decode()
-        )["output_bucket"]
+        bucket = json.loads(orchestrator.exec_run(["cat", "/var/lib/pixfleet/stack/outputs.json"]).output.decode())[
+            "output_bucket"
+        ]
         script = (
             "import asyncio, json, sys; from aiobotocore.session import get_session; "
             "from dataclasses import asdict; from pipeline.aws import client_config; from pixfleet.chaos import audit_bucket\n"
@@ -203,7 +210,12 @@ class DockerTarget:
         result = await asyncio.to_thread(
             orchestrator.exec_run,
             ["sh", "-c", 'printf "%s" "$IDS" | python -c "$SCRIPT" "$BUCKET"'],
-            environment={"AWS_PROFILE": "pixfleet-bootstrap", "IDS": json.dumps(job_ids), "SCRIPT": script, "BUCKET": bucket},
+            environment={
+                "AWS_PROFILE": "pixfleet-bootstrap",
+                "IDS": json.dumps(job_ids),
+                "SCRIPT": script,
+                "BUCKET": bucket,
+            },
         )
         if result.exit_code != 0:
             raise RuntimeError(f"audit in the orchestrator container failed: {result.output.decode()[-2000:]}")
@@ -245,7 +257,9 @@ class ChaosRun:
     async def run(self) -> dict[str, Any]:
         self.started = time.monotonic()
         timeout = aiohttp.ClientTimeout(total=120, sock_connect=10)
-        async with aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=self.config.concurrency + 8)) as http:
+        async with aiohttp.ClientSession(
+            timeout=timeout, connector=aiohttp.TCPConnector(limit=self.config.concurrency + 8)
+        ) as http:
             stop_faults = asyncio.Event()
             background = [
                 asyncio.create_task(self._sample(stop_faults)),
@@ -289,14 +303,20 @@ class ChaosRun:
             while time.monotonic() < deadline:
                 try:
                     async with http.post(
-                        f"{self.target.api_url}/v1/images", params={"preset": self.config.preset}, data=sample.data,
+                        f"{self.target.api_url}/v1/images",
+                        params={"preset": self.config.preset},
+                        data=sample.data,
                         headers={"Content-Type": sample.content_type},
                     ) as r:
                         body = await r.json(content_type=None)
                         if r.status == 202:
                             self.accepted[body["job_id"]] = index
                             return
-                        code = (body.get("error") or {}).get("code", f"http_{r.status}") if isinstance(body, dict) else f"http_{r.status}"
+                        code = (
+                            (body.get("error") or {}).get("code", f"http_{r.status}")
+                            if isinstance(body, dict)
+                            else f"http_{r.status}"
+                        )
                         if r.status != 503:
                             break
                         self.retried_503 += 1
@@ -347,11 +367,14 @@ class ChaosRun:
                 return
             try:
                 status = await self.target.status()
-            except Exception:  # noqa: BLE001 - e.g. the orchestrator's read failed during the pause: skip a round
+            except Exception:
                 continue
             workers = [
-                t for t in status.get("tasks", [])
-                if t.get("service") == "worker" and t.get("lastStatus") == "RUNNING" and t.get("healthStatus") == "HEALTHY"
+                t
+                for t in status.get("tasks", [])
+                if t.get("service") == "worker"
+                and t.get("lastStatus") == "RUNNING"
+                and t.get("healthStatus") == "HEALTHY"
             ]
             busy = [t for t in workers if (t.get("inFlight") or 0) > 0]
             victim = self._holder_of_a_redelivered_job(busy) or (rng.choice(busy) if busy else None)
@@ -359,9 +382,15 @@ class ChaosRun:
                 continue
             try:
                 await self.target.kill(victim)
-            except Exception:  # noqa: BLE001 - it may have exited meanwhile
+            except Exception:
                 continue
-            self.kills.append({"at_s": round(time.monotonic() - self.started, 1), "task": victim["taskId"][:8], "in_flight": victim.get("inFlight")})
+            self.kills.append(
+                {
+                    "at_s": round(time.monotonic() - self.started, 1),
+                    "task": victim["taskId"][:8],
+                    "in_flight": victim.get("inFlight"),
+                }
+            )
             self._changed()
 
     async def _sample(self, stop: asyncio.Event) -> None:
@@ -372,7 +401,7 @@ class ChaosRun:
             now = time.monotonic()
             try:
                 status = await self.target.status()
-            except Exception:  # noqa: BLE001 - counted, not fatal
+            except Exception:
                 self.sample_failures += 1
                 last = now
                 continue
@@ -385,7 +414,9 @@ class ChaosRun:
 
     async def _poll(self, http: aiohttp.ClientSession, job_id: str) -> None:
         try:
-            async with http.get(f"{self.target.api_url}/v1/jobs/{job_id}", timeout=aiohttp.ClientTimeout(total=10)) as r:
+            async with http.get(
+                f"{self.target.api_url}/v1/jobs/{job_id}", timeout=aiohttp.ClientTimeout(total=10)
+            ) as r:
                 if r.status == 200:
                     self.statuses[job_id] = await r.json()
         except (aiohttp.ClientError, TimeoutError, ValueError):
@@ -437,7 +468,11 @@ class ChaosRun:
             "bad_outputs": audit.bad_outputs,
             "extra_objects": audit.extra_objects,
             "redeliveries": sum(max(0, n - 1) for n in histories),
-            "reached_last_delivery": sum(1 for m in final.values() if len(m.get("attempts") or []) >= 3 or (m.get("error") or {}).get("code") == "retries_exhausted"),
+            "reached_last_delivery": sum(
+                1
+                for m in final.values()
+                if len(m.get("attempts") or []) >= 3 or (m.get("error") or {}).get("code") == "retries_exhausted"
+            ),
             "dlq_depth": dead,
             "zero_healthy_workers_s": round(self.zero_healthy_s, 1),
             "kills": len(self.kills),
@@ -477,13 +512,20 @@ def render_report(report: dict[str, Any]) -> Any:
     table.add_column("value", overflow="fold", max_width=52)
     rejected = sum(report["rejected"].values())
     rows = [
-        ("submitted / accepted", f"{report['submitted']} / {report['accepted']}" + (f" ({rejected} refused: {report['rejected']})" if rejected else "")),
+        (
+            "submitted / accepted",
+            f"{report['submitted']} / {report['accepted']}"
+            + (f" ({rejected} refused: {report['rejected']})" if rejected else ""),
+        ),
         ("503s retried", str(report["retried_503"])),
         ("succeeded", str(report["succeeded"])),
         ("failed", f"{report['failed']} {report['failed_by_code'] or ''}".strip()),
         ("lost / stuck", f"{len(report['lost'])} / {len(report['stuck'])}"),
         ("bad outputs / extra objects", f"{len(report['bad_outputs'])} / {len(report['extra_objects'])}"),
-        ("redeliveries", f"{report['redeliveries']} ({report['reached_last_delivery']} jobs reached their last delivery)"),
+        (
+            "redeliveries",
+            f"{report['redeliveries']} ({report['reached_last_delivery']} jobs reached their last delivery)",
+        ),
         ("DLQ depth", str(report["dlq_depth"])),
         ("zero healthy workers", f"{report['zero_healthy_workers_s']} s of {report['duration_s']} s"),
         ("kills", str(report["kills"])),
@@ -498,13 +540,17 @@ def render_report(report: dict[str, Any]) -> Any:
 
 def live_line(run: ChaosRun) -> str:
     final = run.count(*TERMINAL)
-    pause = " · emulator paused" if run.phase == "submitting" and run.pause_window is None and run.submitted >= run.config.pause_after * run.config.jobs else ""
+    pause = (
+        " · emulator paused"
+        if run.phase == "submitting"
+        and run.pause_window is None
+        and run.submitted >= run.config.pause_after * run.config.jobs
+        else ""
+    )
     return (
         f"{run.phase} · {run.submitted}/{run.config.jobs} sent · {len(run.accepted)} accepted · "
         f"{final} final · {len(run.kills)} kills{pause}"
     )
-
-
 
 
 # --- the command line -------------------------------------------------------------------------------
@@ -527,26 +573,62 @@ def _range(text: str) -> tuple[float, float]:
 @click.option("--jobs", default=1000, show_default=True, type=click.IntRange(1))
 @click.option("--rate", default=25.0, show_default=True, help="Jobs submitted per second.")
 @click.option("--concurrency", default=8, show_default=True, type=click.IntRange(1))
-@click.option("--kill-every", default="3-5", show_default=True, help="Seconds between kills of a busy worker (MIN-MAX).")
+@click.option(
+    "--kill-every", default="3-5", show_default=True, help="Seconds between kills of a busy worker (MIN-MAX)."
+)
 @click.option("--min-kills", default=15, show_default=True, type=click.IntRange(0))
 @click.option("--pause", default=10.0, show_default=True, help="Seconds the emulator is frozen, once (0: never).")
-@click.option("--pause-after", default=0.3, show_default=True, help="Fraction of the submissions sent before the pause.")
+@click.option(
+    "--pause-after", default=0.3, show_default=True, help="Fraction of the submissions sent before the pause."
+)
 @click.option("--preset", default="thumbs", show_default=True)
 @click.option("--drain-timeout", default=300.0, show_default=True)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--workers", default=2, show_default=True, help="Embedded stack: worker service minimum.")
 @click.option("--max-workers", default=4, show_default=True, help="Embedded stack: worker service maximum.")
-@click.option("--visibility-timeout", default=10, show_default=True, help="Embedded stack: seconds before a killed job reappears.")
+@click.option(
+    "--visibility-timeout", default=10, show_default=True, help="Embedded stack: seconds before a killed job reappears."
+)
 @click.option("--max-receive-count", default=3, show_default=True, help="Embedded stack: deliveries before the DLQ.")
 @click.option("--docker", is_flag=True, help="Soak the compose stack instead (docker kill / docker pause).")
 @click.option("--api", "api_url", default="http://127.0.0.1:8080", show_default=True, help="With --docker: the API.")
-@click.option("--orchestrator", "orchestrator_url", default="http://127.0.0.1:8090", show_default=True, help="With --docker: the orchestrator.")
-@click.option("--project", default="pixfleet", show_default=True, envvar="COMPOSE_PROJECT_NAME", help="With --docker: the compose project.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Also write the report here.")
+@click.option(
+    "--orchestrator",
+    "orchestrator_url",
+    default="http://127.0.0.1:8090",
+    show_default=True,
+    help="With --docker: the orchestrator.",
+)
+@click.option(
+    "--project",
+    default="pixfleet",
+    show_default=True,
+    envvar="COMPOSE_PROJECT_NAME",
+    help="With --docker: the compose project.",
+)
+@click.option(
+    "--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Also write the report here."
+)
 def chaos(
-    jobs: int, rate: float, concurrency: int, kill_every: str, min_kills: int, pause: float, pause_after: float, preset: str,
-    drain_timeout: float, seed: int, workers: int, max_workers: int, visibility_timeout: int, max_receive_count: int,
-    docker: bool, api_url: str, orchestrator_url: str, project: str, json_path: Path | None,
+    jobs: int,
+    rate: float,
+    concurrency: int,
+    kill_every: str,
+    min_kills: int,
+    pause: float,
+    pause_after: float,
+    preset: str,
+    drain_timeout: float,
+    seed: int,
+    workers: int,
+    max_workers: int,
+    visibility_timeout: int,
+    max_receive_count: int,
+    docker: bool,
+    api_url: str,
+    orchestrator_url: str,
+    project: str,
+    json_path: Path | None,
 ) -> None:
     """Soak the stack under faults: kill busy workers, freeze the emulator, lose nothing.
 
@@ -565,8 +647,16 @@ def chaos(
     from pixfleet.loadtest.sources import GeneratedImages
 
     config = ChaosConfig(
-        jobs=jobs, rate=rate, concurrency=concurrency, kill_every=_range(kill_every), min_kills=min_kills, pause=pause,
-        pause_after=pause_after, preset=preset, drain_timeout=drain_timeout, seed=seed,
+        jobs=jobs,
+        rate=rate,
+        concurrency=concurrency,
+        kill_every=_range(kill_every),
+        min_kills=min_kills,
+        pause=pause,
+        pause_after=pause_after,
+        preset=preset,
+        drain_timeout=drain_timeout,
+        seed=seed,
     )
     console = Console(stderr=True)
 
@@ -583,7 +673,10 @@ def chaos(
 
         with tempfile.TemporaryDirectory(prefix="pixfleet-chaos-") as state:
             stack_config = EmbeddedConfig(
-                state_dir=Path(state), workers=workers, max_workers=max_workers, api_port=0,
+                state_dir=Path(state),
+                workers=workers,
+                max_workers=max_workers,
+                api_port=0,
                 spec=StackSpec(visibility_timeout=visibility_timeout, max_receive_count=max_receive_count),
             )
             with console.status("starting the embedded stack…"):

@@ -33,7 +33,9 @@ def load_stack(state_dir: Path = STATE_DIR) -> dict[str, Any]:
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
-        raise click.ClickException(f"no running stack: {path} not found (start one with `pixfleet up`, or pass --api)") from None
+        raise click.ClickException(
+            f"no running stack: {path} not found (start one with `pixfleet up`, or pass --api)"
+        ) from None
 
 
 def _api_url(api: str | None) -> str:
@@ -44,7 +46,9 @@ def _api_url(api: str | None) -> str:
 @click.option("-v", "--verbose", is_flag=True, help="Log debug details.")
 def main(verbose: bool) -> None:
     """pixfleet — an ECS-style batch image pipeline on one laptop."""
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
 
 
 @main.command()
@@ -63,7 +67,11 @@ def up(workers: int, max_workers: int, port: int, host: str, state_dir: Path, ma
     from pixfleet.stack import EmbeddedConfig, EmbeddedStack
 
     config = EmbeddedConfig(
-        state_dir=state_dir, workers=workers, max_workers=max_workers, api_port=port, api_host=host,
+        state_dir=state_dir,
+        workers=workers,
+        max_workers=max_workers,
+        api_port=port,
+        api_host=host,
         spec=StackSpec(max_receive_count=max_receive_count),
     )
 
@@ -91,7 +99,7 @@ def _print_stack(info: dict[str, Any], state_dir: Path) -> None:
     table.add_row("output bucket", info["output_bucket"])
     table.add_row("job queue", info["queue_url"])
     table.add_row("orchestrator", info["orchestrator_url"])
-    table.add_row("logs", f'{info["logs"]} (tasks: {info["task_logs"]})')
+    table.add_row("logs", f"{info['logs']} (tasks: {info['task_logs']})")
     table.add_row("stack file", str(state_dir / "stack.json"))
     console.print(table)
     console.print(f'try: curl -F file=@photo.jpg "{info["api_url"]}/v1/images?preset=web"')
@@ -122,12 +130,29 @@ def provision(endpoint_url: str | None, region: str, max_receive_count: int, vis
 @click.option("--api", help="API base URL (default: the running stack's).")
 @click.option("--concurrency", default=4, show_default=True)
 @click.option("--timeout", default=300.0, show_default=True, help="Seconds to wait for the jobs.")
-def submit(files: tuple[Path, ...], preset: str, wait: bool, out: Path | None, api: str | None, concurrency: int, timeout: float) -> None:
+def submit(
+    files: tuple[Path, ...],
+    preset: str,
+    wait: bool,
+    out: Path | None,
+    api: str | None,
+    concurrency: int,
+    timeout: float,
+) -> None:
     """Upload FILES through the HTTP API; optionally wait and download the outputs."""
     from pixfleet.client import submit_files
 
     results = asyncio.run(
-        submit_files(_api_url(api), list(files), preset=preset, wait=wait or out is not None, out=out, concurrency=concurrency, timeout=timeout, console=console)
+        submit_files(
+            _api_url(api),
+            list(files),
+            preset=preset,
+            wait=wait or out is not None,
+            out=out,
+            concurrency=concurrency,
+            timeout=timeout,
+            console=console,
+        )
     )
     click.echo(json.dumps(results, indent=2))
     waited = wait or out is not None

@@ -26,7 +26,9 @@ CONTENT_TYPES = {
 }
 
 
-async def upload(http: aiohttp.ClientSession, api: str, path: Path, preset: str, on_bytes: Any = None) -> dict[str, Any]:
+async def upload(
+    http: aiohttp.ClientSession, api: str, path: Path, preset: str, on_bytes: Any = None
+) -> dict[str, Any]:
     """Upload one file as multipart; return the API's JSON (job or error) plus ``file``."""
 
     async def chunks() -> Any:
@@ -37,13 +39,20 @@ async def upload(http: aiohttp.ClientSession, api: str, path: Path, preset: str,
                 yield chunk
 
     form = aiohttp.FormData()
-    form.add_field("file", chunks(), filename=path.name, content_type=CONTENT_TYPES.get(path.suffix.lower(), "application/octet-stream"))
+    form.add_field(
+        "file",
+        chunks(),
+        filename=path.name,
+        content_type=CONTENT_TYPES.get(path.suffix.lower(), "application/octet-stream"),
+    )
     async with http.post(f"{api}/v1/images", params={"preset": preset}, data=form) as response:
         body = await response.json(content_type=None)
     return {"file": str(path), "http_status": response.status, **body}
 
 
-async def wait_for(http: aiohttp.ClientSession, status_url: str, timeout: float, interval: float = 0.25) -> dict[str, Any]:
+async def wait_for(
+    http: aiohttp.ClientSession, status_url: str, timeout: float, interval: float = 0.25
+) -> dict[str, Any]:
     """Poll a job until it is succeeded or failed (or the timeout passes)."""
     deadline = time.monotonic() + timeout
     while True:
@@ -82,7 +91,13 @@ async def submit_files(
     limit = asyncio.Semaphore(concurrency)
     total = sum(p.stat().st_size for p in files)
     results: list[dict[str, Any]] = [{} for _ in files]
-    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeElapsedColumn())
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeElapsedColumn(),
+    )
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=10)) as http:
         with Progress(*columns, console=console, transient=False) as progress:
             bar = progress.add_task("uploading", total=total)

@@ -85,7 +85,10 @@ class Outcome:
             "job_id": self.upload.get("job_id"),
             "error": self.error,
             # download_outputs() returns the files in the order of the job's outputs
-            "outputs": [{**o, "file": os.path.relpath(f, out) if f else None} for o, f in zip(outputs, self.files or [None] * len(outputs), strict=True)],
+            "outputs": [
+                {**o, "file": os.path.relpath(f, out) if f else None}
+                for o, f in zip(outputs, self.files or [None] * len(outputs), strict=True)
+            ],
             "timings": timings(self.job),
         }
 
@@ -101,19 +104,33 @@ def timings(job: dict[str, Any]) -> dict[str, float | None]:
     def diff(a: float | None, b: float | None) -> float | None:
         return None if a is None or b is None else round(b - a, 3)
 
-    return {"queued_s": diff(submitted, started), "processing_s": diff(started, finished), "total_s": diff(submitted, finished)}
+    return {
+        "queued_s": diff(submitted, started),
+        "processing_s": diff(started, finished),
+        "total_s": diff(submitted, finished),
+    }
 
 
 # --- running it -----------------------------------------------------------------------------
 
 
-async def run_demo(api: str, samples: list[Sample], out: Path, *, preset: str, timeout: float, api_key: str | None = None) -> list[Outcome]:
+async def run_demo(
+    api: str, samples: list[Sample], out: Path, *, preset: str, timeout: float, api_key: str | None = None
+) -> list[Outcome]:
     """Upload every sample, follow the jobs to their end, download the outputs into ``out``."""
     inputs = out / "inputs"
     outcomes = [Outcome(s, s.write(inputs)) for s in samples]
     headers = {"X-API-Key": api_key} if api_key else {}
-    columns = (TextColumn("{task.description:<11}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[note]}"), TimeElapsedColumn())
-    async with aiohttp.ClientSession(headers=headers, timeout=aiohttp.ClientTimeout(total=120, sock_connect=10)) as http:
+    columns = (
+        TextColumn("{task.description:<11}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[note]}"),
+        TimeElapsedColumn(),
+    )
+    async with aiohttp.ClientSession(
+        headers=headers, timeout=aiohttp.ClientTimeout(total=120, sock_connect=10)
+    ) as http:
         with Progress(*columns, console=console) as progress:
             uploading = progress.add_task("uploading", total=len(outcomes), note="")
             processing = progress.add_task("processing", total=len(outcomes), note="")
@@ -136,7 +153,9 @@ async def run_demo(api: str, samples: list[Sample], out: Path, *, preset: str, t
     return outcomes
 
 
-def write_results(out: Path, outcomes: list[Outcome], *, api: str, preset: str, started: float, stack: str) -> tuple[Path, Path]:
+def write_results(
+    out: Path, outcomes: list[Outcome], *, api: str, preset: str, started: float, stack: str
+) -> tuple[Path, Path]:
     """``demo.json`` (machine-readable) and ``report.html`` (for people) in ``out``."""
     doc = {
         "api": api,
@@ -194,25 +213,29 @@ def render_report(doc: dict[str, Any]) -> str:
         status, anchor = item["status"], f"input-{i + 1}"
         error = item["error"]
         outcome = f'<span class="badge {e(status)}">{e(status)}</span>'
-        note = "" if item["as_expected"] else ' <strong>(not as expected: wanted ' + e(item["expected"]) + ")</strong>"
+        note = "" if item["as_expected"] else " <strong>(not as expected: wanted " + e(item["expected"]) + ")</strong>"
         rows.append(
             f'<tr data-input="{e(item["input"])}" data-status="{e(status)}"><td><a href="#{anchor}">{e(item["input"])}</a></td>'
-            f'<td>{e(item["description"])}</td><td>{_kib(item["bytes"])}</td><td>{outcome}{note}</td>'
-            f'<td>{str(len(item["outputs"])) + " variants" if status == "succeeded" else e((error or {}).get("code", ""))}</td><td>{_s(item["timings"]["total_s"])}</td></tr>'
+            f"<td>{e(item['description'])}</td><td>{_kib(item['bytes'])}</td><td>{outcome}{note}</td>"
+            f"<td>{str(len(item['outputs'])) + ' variants' if status == 'succeeded' else e((error or {}).get('code', ''))}</td><td>{_s(item['timings']['total_s'])}</td></tr>"
         )
         figures = [
             f'<figure><a href="{e(o["file"])}"><img src="{e(o["file"])}" alt="{e(o["variant"])} of {e(item["input"])}" loading="lazy"></a>'
-            f'<figcaption><strong>{e(o["variant"])}</strong> · {e(o["format"])} {o["width"]}×{o["height"]} · {_kib(o["bytes"])}</figcaption></figure>'
+            f"<figcaption><strong>{e(o['variant'])}</strong> · {e(o['format'])} {o['width']}×{o['height']} · {_kib(o['bytes'])}</figcaption></figure>"
             for o in item["outputs"]
             if o.get("file")
         ]
         timing = item["timings"]
         details = (
-            f'<dl><dt>size</dt><dd>{_kib(item["bytes"])}, {item["width"]}×{item["height"]}</dd><dt>job</dt><dd>{e(item["job_id"] or "–")}</dd>'
-            f'<dt>queued</dt><dd>{_s(timing["queued_s"])}</dd><dt>processing</dt><dd>{_s(timing["processing_s"])}</dd>'
-            f'<dt>accepted → done</dt><dd>{_s(timing["total_s"])}</dd></dl>'
+            f"<dl><dt>size</dt><dd>{_kib(item['bytes'])}, {item['width']}×{item['height']}</dd><dt>job</dt><dd>{e(item['job_id'] or '–')}</dd>"
+            f"<dt>queued</dt><dd>{_s(timing['queued_s'])}</dd><dt>processing</dt><dd>{_s(timing['processing_s'])}</dd>"
+            f"<dt>accepted → done</dt><dd>{_s(timing['total_s'])}</dd></dl>"
         )
-        error_html = f'<p class="error" role="alert">{e(error.get("code", ""))}: {e(error.get("message", ""))}</p>' if error else ""
+        error_html = (
+            f'<p class="error" role="alert">{e(error.get("code", ""))}: {e(error.get("message", ""))}</p>'
+            if error
+            else ""
+        )
         sections.append(
             f'<section class="job" id="{anchor}" data-input="{e(item["input"])}" data-status="{e(status)}">'
             f'<h2>{e(item["input"])} {outcome}</h2><p class="muted">{e(item["description"])}</p>{error_html}'
@@ -241,7 +264,11 @@ def print_outcomes(outcomes: list[Outcome]) -> None:
         table.add_column(column)
     for o in outcomes:
         style = "green" if o.as_expected else "red"
-        detail = f"{len(o.job.get('outputs', []))} variants" if o.status == "succeeded" else f"{(o.error or {}).get('code')}: {(o.error or {}).get('message')}"
+        detail = (
+            f"{len(o.job.get('outputs', []))} variants"
+            if o.status == "succeeded"
+            else f"{(o.error or {}).get('code')}: {(o.error or {}).get('message')}"
+        )
         table.add_row(o.sample.name, f"[{style}]{o.status}[/]", detail, _s(timings(o.job)["total_s"]))
     console.print(table)
 
@@ -251,7 +278,10 @@ def print_outcomes(outcomes: list[Outcome]) -> None:
 
 async def _healthy(api: str) -> bool:
     try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http, http.get(f"{api}/healthz") as r:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http,
+            http.get(f"{api}/healthz") as r,
+        ):
             return r.status == 200
     except (aiohttp.ClientError, TimeoutError):
         return False
@@ -266,17 +296,44 @@ async def _wait_for_signal() -> None:
 
 
 @click.command("demo")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("pixfleet-demo"), show_default=True, help="Folder for the inputs, outputs and report.html.")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("pixfleet-demo"),
+    show_default=True,
+    help="Folder for the inputs, outputs and report.html.",
+)
 @click.option("--keep", is_flag=True, help="Keep the embedded stack running afterwards (Ctrl-C stops it).")
-@click.option("--docker", is_flag=True, help="Run against the compose stack ($PIXFLEET_API_URL or .env's, else http://127.0.0.1:8080).")
+@click.option(
+    "--docker",
+    is_flag=True,
+    help="Run against the compose stack ($PIXFLEET_API_URL or .env's, else http://127.0.0.1:8080).",
+)
 @click.option("--api", help="Run against the API at this URL instead of starting a stack.")
 @click.option("--api-key", envvar="PIXFLEET_API_KEY", help="X-API-Key to send (when the API has PIXFLEET_API_KEYS).")
 @click.option("--preset", default="web", show_default=True)
 @click.option("--seed", default=0, show_default=True, help="Seed of the generated images.")
 @click.option("--port", default=0, show_default=True, help="API port of the embedded stack (0 picks a free one).")
-@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), envvar="PIXFLEET_STATE_DIR", default=".pixfleet", show_default=True)
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="PIXFLEET_STATE_DIR",
+    default=".pixfleet",
+    show_default=True,
+)
 @click.option("--timeout", default=180.0, show_default=True, help="Seconds to wait for the jobs.")
-def demo(out: Path, keep: bool, docker: bool, api: str | None, api_key: str | None, preset: str, seed: int, port: int, state_dir: Path, timeout: float) -> None:
+def demo(
+    out: Path,
+    keep: bool,
+    docker: bool,
+    api: str | None,
+    api_key: str | None,
+    preset: str,
+    seed: int,
+    port: int,
+    state_dir: Path,
+    timeout: float,
+) -> None:
     """Start the stack, upload a varied set of images (one of them poison), and write a report of the results."""
     if docker and api:
         raise click.UsageError("--docker and --api are alternatives")
@@ -312,7 +369,9 @@ def demo(out: Path, keep: bool, docker: bool, api: str | None, api_key: str | No
             outcomes = await run_demo(stack.api_url, samples, out, preset=preset, timeout=timeout, api_key=api_key)
             _finish(out, outcomes, api=stack.api_url, preset=preset, started=started, stack="embedded")
             if keep:
-                console.print("[bold]the stack keeps running[/] (try `pixfleet status`, `pixfleet load`); Ctrl-C stops it")
+                console.print(
+                    "[bold]the stack keeps running[/] (try `pixfleet status`, `pixfleet load`); Ctrl-C stops it"
+                )
                 await _wait_for_signal()
             return outcomes
         finally:

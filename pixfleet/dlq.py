@@ -50,14 +50,18 @@ class DlqTarget:
     credentials: dict[str, str] | None
 
 
-def discover(state_dir: Path, endpoint_url: str | None, dlq_url: str | None, queue_url: str | None, region: str | None) -> DlqTarget:
+def discover(
+    state_dir: Path, endpoint_url: str | None, dlq_url: str | None, queue_url: str | None, region: str | None
+) -> DlqTarget:
     """The DLQ to work on: the options, else the running stack's ``stack.json``."""
     stack: dict[str, Any] = {}
     path = state_dir / "stack.json"
     if path.exists():
         stack = json.loads(path.read_text())
     elif not dlq_url:
-        raise click.ClickException(f"no running stack: {path} not found (start one with `pixfleet up`, or pass --dlq-url)")
+        raise click.ClickException(
+            f"no running stack: {path} not found (start one with `pixfleet up`, or pass --dlq-url)"
+        )
     creds = stack.get("bootstrap_credentials") if not dlq_url else None
     return DlqTarget(
         endpoint_url=endpoint_url or stack.get("aws_endpoint_url"),
@@ -74,7 +78,12 @@ async def _clients(target: DlqTarget) -> AsyncIterator[tuple[Any, Any]]:
     from aiobotocore.session import get_session
 
     session = get_session()
-    kwargs = {"region_name": target.region, "endpoint_url": target.endpoint_url, "config": client_config(attempts=2), **credential_kwargs(target.credentials)}
+    kwargs = {
+        "region_name": target.region,
+        "endpoint_url": target.endpoint_url,
+        "config": client_config(attempts=2),
+        **credential_kwargs(target.credentials),
+    }
     async with session.create_client("sqs", **kwargs) as sqs, session.create_client("s3", **kwargs) as s3:
         yield sqs, s3
 
@@ -83,7 +92,9 @@ async def _settle(sqs: Any, url: str, timeout: float = 15.0) -> None:
     """Wait (bounded) until no message of the queue is held by someone else (e.g. the recorder's pass)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        attrs = (await sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessagesNotVisible"]))["Attributes"]
+        attrs = (
+            await sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessagesNotVisible"])
+        )["Attributes"]
         if int(attrs.get("ApproximateNumberOfMessagesNotVisible", 0)) == 0:
             return
         await asyncio.sleep(0.3)
@@ -99,8 +110,12 @@ async def read_dead_letters(target: DlqTarget, limit: int = 1000) -> list[dict[s
         try:
             while len(rows) < limit:
                 answer = await sqs.receive_message(
-                    QueueUrl=target.dlq_url, MaxNumberOfMessages=10, WaitTimeSeconds=0, VisibilityTimeout=30,
-                    AttributeNames=["All"], MessageAttributeNames=["All"],
+                    QueueUrl=target.dlq_url,
+                    MaxNumberOfMessages=10,
+                    WaitTimeSeconds=0,
+                    VisibilityTimeout=30,
+                    AttributeNames=["All"],
+                    MessageAttributeNames=["All"],
                 )
                 messages = answer.get("Messages", [])
                 if not messages:
@@ -124,13 +139,23 @@ async def _describe(message: dict[str, Any], store: ManifestStore) -> list[dict[
     sent = int(attributes.get("SentTimestamp", "0")) / 1000
     base = {
         "message_id": message["MessageId"],
-        "sent_at": datetime.fromtimestamp(sent, UTC).isoformat(timespec="seconds").replace("+00:00", "Z") if sent else None,
+        "sent_at": datetime.fromtimestamp(sent, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+        if sent
+        else None,
         "dead_lettered_by": "worker" if "error_code" in message.get("MessageAttributes", {}) else "sqs redrive policy",
     }
     try:
         jobs = parse_message(message["Body"])
     except PermanentError as exc:
-        return [{**base, "job_id": None, "status": "not a job", "error": {"code": exc.code, "message": exc.message}, "attempts": 0}]
+        return [
+            {
+                **base,
+                "job_id": None,
+                "status": "not a job",
+                "error": {"code": exc.code, "message": exc.message},
+                "attempts": 0,
+            }
+        ]
     rows = []
     for job in jobs:
         manifest = await store.get(job.job_id)
@@ -152,11 +177,19 @@ async def redrive(target: DlqTarget, rate: int | None, progress: Progress | None
     async with _clients(target) as (sqs, _):
         arns = {}
         for url in (target.dlq_url, target.queue_url):
-            arns[url] = (await sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"]))["Attributes"]["QueueArn"]
+            arns[url] = (await sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"]))["Attributes"][
+                "QueueArn"
+            ]
         moved, task_record = 0, {}
         for _ in range(5):  # messages held by someone during a task are moved by the next one
             await _settle(sqs, target.dlq_url)
-            depth = int((await sqs.get_queue_attributes(QueueUrl=target.dlq_url, AttributeNames=["ApproximateNumberOfMessages"]))["Attributes"]["ApproximateNumberOfMessages"])
+            depth = int(
+                (
+                    await sqs.get_queue_attributes(
+                        QueueUrl=target.dlq_url, AttributeNames=["ApproximateNumberOfMessages"]
+                    )
+                )["Attributes"]["ApproximateNumberOfMessages"]
+            )
             if depth == 0:
                 break
             args: dict[str, Any] = {"SourceArn": arns[target.dlq_url], "DestinationArn": arns[target.queue_url]}
@@ -165,21 +198,37 @@ async def redrive(target: DlqTarget, rate: int | None, progress: Progress | None
             await sqs.start_message_move_task(**args)
             bar = progress.add_task("redriving", total=depth) if progress else None
             while True:
-                (task_record,) = (await sqs.list_message_move_tasks(SourceArn=arns[target.dlq_url], MaxResults=1))["Results"]
+                (task_record,) = (await sqs.list_message_move_tasks(SourceArn=arns[target.dlq_url], MaxResults=1))[
+                    "Results"
+                ]
                 if progress is not None and bar is not None:
-                    progress.update(bar, completed=task_record.get("ApproximateNumberOfMessagesMoved", 0), total=task_record.get("ApproximateNumberOfMessagesToMove") or depth)
+                    progress.update(
+                        bar,
+                        completed=task_record.get("ApproximateNumberOfMessagesMoved", 0),
+                        total=task_record.get("ApproximateNumberOfMessagesToMove") or depth,
+                    )
                 if task_record["Status"] not in ("RUNNING", "CANCELLING"):
                     break
                 await asyncio.sleep(0.2)
             if task_record["Status"] != "COMPLETED":
-                raise click.ClickException(f"the move task ended {task_record['Status']}: {task_record.get('FailureReason', '')}")
+                raise click.ClickException(
+                    f"the move task ended {task_record['Status']}: {task_record.get('FailureReason', '')}"
+                )
             moved += int(task_record.get("ApproximateNumberOfMessagesMoved", 0))
         return {**task_record, "moved_in_all": moved}
 
 
 dlq_options = [
-    click.option("--state-dir", type=click.Path(path_type=Path), default=Path(".pixfleet"), envvar="PIXFLEET_STATE_DIR", show_default=True),
-    click.option("--endpoint-url", envvar="AWS_ENDPOINT_URL", help="Emulator URL (default: the running stack's; none for AWS)."),
+    click.option(
+        "--state-dir",
+        type=click.Path(path_type=Path),
+        default=Path(".pixfleet"),
+        envvar="PIXFLEET_STATE_DIR",
+        show_default=True,
+    ),
+    click.option(
+        "--endpoint-url", envvar="AWS_ENDPOINT_URL", help="Emulator URL (default: the running stack's; none for AWS)."
+    ),
     click.option("--dlq-url", help="The dead-letter queue (default: the running stack's)."),
     click.option("--queue-url", help="Where redrive sends messages (default: the running stack's job queue)."),
     click.option("--region", envvar="AWS_REGION"),
@@ -201,7 +250,15 @@ def dlq() -> None:
 @_with_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.option("--limit", default=1000, show_default=True)
-def list_command(state_dir: Path, endpoint_url: str | None, dlq_url: str | None, queue_url: str | None, region: str | None, as_json: bool, limit: int) -> None:
+def list_command(
+    state_dir: Path,
+    endpoint_url: str | None,
+    dlq_url: str | None,
+    queue_url: str | None,
+    region: str | None,
+    as_json: bool,
+    limit: int,
+) -> None:
     """Every message in the DLQ: its job, why it failed, how many attempts it had."""
     target = discover(state_dir, endpoint_url, dlq_url, queue_url, region)
     rows = asyncio.run(read_dead_letters(target, limit))
@@ -220,7 +277,11 @@ def list_command(state_dir: Path, endpoint_url: str | None, dlq_url: str | None,
     for row in rows:
         error = row.get("error") or {}
         table.add_row(
-            (row["job_id"] or "-")[:12], row["status"], error.get("code", "-"), str(row["attempts"]), (row.get("sent_at") or "-")[11:19]
+            (row["job_id"] or "-")[:12],
+            row["status"],
+            error.get("code", "-"),
+            str(row["attempts"]),
+            (row.get("sent_at") or "-")[11:19],
         )
     console.print(table)
     console.print("[dim]pixfleet dlq list --json for the messages in full; pixfleet dlq redrive sends them back[/]")
@@ -229,7 +290,14 @@ def list_command(state_dir: Path, endpoint_url: str | None, dlq_url: str | None,
 @dlq.command("redrive")
 @_with_options
 @click.option("--max-per-second", type=click.IntRange(1, 500), help="MaxNumberOfMessagesPerSecond of the move task.")
-def redrive_command(state_dir: Path, endpoint_url: str | None, dlq_url: str | None, queue_url: str | None, region: str | None, max_per_second: int | None) -> None:
+def redrive_command(
+    state_dir: Path,
+    endpoint_url: str | None,
+    dlq_url: str | None,
+    queue_url: str | None,
+    region: str | None,
+    max_per_second: int | None,
+) -> None:
     """Send every DLQ message back to the job queue (SQS StartMessageMoveTask)."""
     target = discover(state_dir, endpoint_url, dlq_url, queue_url, region)
     if not target.queue_url:
@@ -238,4 +306,8 @@ def redrive_command(state_dir: Path, endpoint_url: str | None, dlq_url: str | No
     with Progress(*columns, console=err, transient=True) as progress:
         result = asyncio.run(redrive(target, max_per_second, progress))
     moved = result.get("moved_in_all", 0)
-    console.print(f"moved {moved} message(s) back to the job queue" if moved else "the dead-letter queue is empty: nothing to move")
+    console.print(
+        f"moved {moved} message(s) back to the job queue"
+        if moved
+        else "the dead-letter queue is empty: nothing to move"
+    )

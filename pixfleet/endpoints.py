@@ -49,4 +49,6 @@ def read_env_file(path: Path) -> dict[str, str]:
 
 def compose_api_url(env_file: Path = Path(".env")) -> str:
     """The compose stack's API: ``$PIXFLEET_API_URL``, else ``.env``'s, else the published default."""
-    return (os.environ.get("PIXFLEET_API_URL") or read_env_file(env_file).get("PIXFLEET_API_URL") or DEFAULT_COMPOSE_API_URL).rstrip("/")
+    return (
+        os.environ.get("PIXFLEET_API_URL") or read_env_file(env_file).get("PIXFLEET_API_URL") or DEFAULT_COMPOSE_API_URL
+    ).rstrip("/")

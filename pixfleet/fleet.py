@@ -33,7 +33,9 @@ class Orchestrator:
         try:
             stack = json.loads(path.read_text())
         except FileNotFoundError:
-            raise click.ClickException(f"no running stack: {path} not found (start one with `pixfleet up`, or pass --orchestrator)") from None
+            raise click.ClickException(
+                f"no running stack: {path} not found (start one with `pixfleet up`, or pass --orchestrator)"
+            ) from None
         return cls(stack["orchestrator_url"], stack.get("orchestrator_token"))
 
     def call(self, method: str, path: str, body: Any = None) -> Any:
@@ -53,7 +55,9 @@ class Orchestrator:
             raise click.ClickException(f"cannot reach the orchestrator at {self.url}: {exc}") from None
 
 
-orchestrator_option = click.option("--orchestrator", "orchestrator_url", help="Orchestrator URL (default: the running stack's).")
+orchestrator_option = click.option(
+    "--orchestrator", "orchestrator_url", help="Orchestrator URL (default: the running stack's)."
+)
 
 
 def _age(ts: float | None) -> str:
@@ -74,19 +78,38 @@ def status(as_json: bool, orchestrator_url: str | None) -> None:
         return
     queue = data.get("queue")
     if queue:
-        console.print(f"[bold]queue[/]: {queue['visible']} visible, {queue['in_flight']} in flight, {queue['delayed']} delayed, {queue.get('dead_letters')} in the DLQ")
+        console.print(
+            f"[bold]queue[/]: {queue['visible']} visible, {queue['in_flight']} in flight, {queue['delayed']} delayed, {queue.get('dead_letters')} in the DLQ"
+        )
     else:
         console.print("[bold]queue[/]: [red]metrics unavailable[/]")
     services = Table(title="services", title_justify="left")
-    for col in ("service", "task definition", "desired", "running", "healthy", "pending", "stopping", "scaling", "deployments"):
+    for col in (
+        "service",
+        "task definition",
+        "desired",
+        "running",
+        "healthy",
+        "pending",
+        "stopping",
+        "scaling",
+        "deployments",
+    ):
         services.add_column(col)
     for s in data["services"]:
         scaling = s["autoScaling"]
         services.add_row(
-            s["serviceName"], s["taskDefinition"], str(s["desiredCount"]), str(s["runningCount"]), str(s["healthyCount"]),
-            str(s["pendingCount"]), str(s["stoppingCount"]),
+            s["serviceName"],
+            s["taskDefinition"],
+            str(s["desiredCount"]),
+            str(s["runningCount"]),
+            str(s["healthyCount"]),
+            str(s["pendingCount"]),
+            str(s["stoppingCount"]),
             f"{scaling['min']}..{scaling['max']}" if scaling else "-",
-            ", ".join(f"{d['taskDefinition']} {d['status'].lower()} {d['rolloutState'].lower()}" for d in s["deployments"]),
+            ", ".join(
+                f"{d['taskDefinition']} {d['status'].lower()} {d['rolloutState'].lower()}" for d in s["deployments"]
+            ),
         )
     console.print(services)
     tasks = Table(title="tasks", title_justify="left")
@@ -94,8 +117,14 @@ def status(as_json: bool, orchestrator_url: str | None) -> None:
         tasks.add_column(col)
     for t in data["tasks"]:
         tasks.add_row(
-            t["taskId"][:8], t["group"], t["taskDefinition"], t["lastStatus"], t["healthStatus"],
-            "-" if t["inFlight"] is None else str(t["inFlight"]), _age(t["startedAt"]), str(t["containerId"] or t["pid"] or "-"),
+            t["taskId"][:8],
+            t["group"],
+            t["taskDefinition"],
+            t["lastStatus"],
+            t["healthStatus"],
+            "-" if t["inFlight"] is None else str(t["inFlight"]),
+            _age(t["startedAt"]),
+            str(t["containerId"] or t["pid"] or "-"),
         )
     console.print(tasks)
 
@@ -143,14 +172,18 @@ def service() -> None:
 @click.option("--max", "maximum", type=int, help="Autoscaling maximum.")
 @click.option("--desired", type=int, help="Desired count (clamped to min..max when autoscaled).")
 @orchestrator_option
-def service_scale(name: str, minimum: int | None, maximum: int | None, desired: int | None, orchestrator_url: str | None) -> None:
+def service_scale(
+    name: str, minimum: int | None, maximum: int | None, desired: int | None, orchestrator_url: str | None
+) -> None:
     """Change a service's scaling at run time."""
     if minimum is None and maximum is None and desired is None:
         raise click.UsageError("give --min, --max and/or --desired")
     body = {k: v for k, v in (("min", minimum), ("max", maximum), ("desiredCount", desired)) if v is not None}
     s = Orchestrator.discover(orchestrator_url).call("PATCH", f"/v1/services/{name}", body)
     scaling = s["autoScaling"]
-    console.print(f"{name}: desired {s['desiredCount']}" + (f", scaling {scaling['min']}..{scaling['max']}" if scaling else ""))
+    console.print(
+        f"{name}: desired {s['desiredCount']}" + (f", scaling {scaling['min']}..{scaling['max']}" if scaling else "")
+    )
 
 
 @service.command("update")
@@ -166,7 +199,9 @@ def service_update(name: str, taskdef: str, orchestrator_url: str | None) -> Non
 @click.command("run-task")
 @click.argument("family")
 @click.option("--count", default=1, show_default=True)
-@click.option("--idle-exit", default=5.0, show_default=True, help="Worker tasks exit after the queue stayed empty this long.")
+@click.option(
+    "--idle-exit", default=5.0, show_default=True, help="Worker tasks exit after the queue stayed empty this long."
+)
 @click.option("--env", "env", multiple=True, help="NAME=VALUE overrides.")
 @orchestrator_option
 def run_task(family: str, count: int, idle_exit: float, env: tuple[str, ...], orchestrator_url: str | None) -> None:
@@ -177,7 +212,9 @@ def run_task(family: str, count: int, idle_exit: float, env: tuple[str, ...], or
         if not sep:
             raise click.UsageError(f"--env needs NAME=VALUE, got {item!r}")
         overrides[key] = value
-    data = Orchestrator.discover(orchestrator_url).call("POST", "/v1/tasks", {"taskDefinition": family, "count": count, "environment": overrides})
+    data = Orchestrator.discover(orchestrator_url).call(
+        "POST", "/v1/tasks", {"taskDefinition": family, "count": count, "environment": overrides}
+    )
     for t in data["tasks"]:
         console.print(f"started {t['taskId']} ({t['taskDefinition']}) {t['lastStatus']}")
 

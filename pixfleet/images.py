@@ -19,24 +19,48 @@ def images() -> None:
 
 
 @images.command()
-@click.option("--offline", is_flag=True, help="Pull nothing: debootstrap a Debian base, build LocalStack from PyPI too.")
-@click.option("--base-image", metavar="IMAGE", help="Build on this local image instead (default: python:3.13-slim, or the debootstrap base offline).")
 @click.option(
-    "--ca-bundle", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    "--offline", is_flag=True, help="Pull nothing: debootstrap a Debian base, build LocalStack from PyPI too."
+)
+@click.option(
+    "--base-image",
+    metavar="IMAGE",
+    help="Build on this local image instead (default: python:3.13-slim, or the debootstrap base offline).",
+)
+@click.option(
+    "--ca-bundle",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="Extra CA certificates pip trusts in the build stages (a TLS-intercepting proxy's). Default: the host's bundle.",
 )
-@click.option("--host-ca/--no-host-ca", default=True, show_default=True, help="Without --ca-bundle, trust the host's CA bundle while building.")
 @click.option(
-    "--wheelhouse", type=click.Path(file_okay=False, path_type=Path),
+    "--host-ca/--no-host-ca",
+    default=True,
+    show_default=True,
+    help="Without --ca-bundle, trust the host's CA bundle while building.",
+)
+@click.option(
+    "--wheelhouse",
+    type=click.Path(file_okay=False, path_type=Path),
     help="Fill this folder with `pip download` on the host and build from it with no index (no network in the builds).",
 )
 @click.option("--only", metavar="KEYS", help="Comma-separated subset: base,api,worker,orchestrator,moto,localstack.")
-@click.option("--env-file", type=click.Path(dir_okay=False, path_type=Path), help="Where to pin the images (default: .env beside docker-compose.yml).")
+@click.option(
+    "--env-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to pin the images (default: .env beside docker-compose.yml).",
+)
 @click.option("--rebuild-base", is_flag=True, help="Debootstrap the base again even if one of the same recipe exists.")
 @click.option("--mirror", default=None, metavar="URL", help="Debian mirror for debootstrap.")
 def build(
-    offline: bool, base_image: str | None, ca_bundle: Path | None, host_ca: bool, wheelhouse: Path | None,
-    only: str | None, env_file: Path | None, rebuild_base: bool, mirror: str | None,
+    offline: bool,
+    base_image: str | None,
+    ca_bundle: Path | None,
+    host_ca: bool,
+    wheelhouse: Path | None,
+    only: str | None,
+    env_file: Path | None,
+    rebuild_base: bool,
+    mirror: str | None,
 ) -> None:
     """Build the images and pin them in .env, so `docker compose up` runs them.
 
@@ -45,13 +69,27 @@ def build(
     """
     from rich.console import Console
 
-    from infra.images.build import DEFAULT_MIRROR, ENV_FILE, HOST_CA_BUNDLE, BuildOptions, ImageBuildError, ImageKit, summary
+    from infra.images.build import (
+        DEFAULT_MIRROR,
+        ENV_FILE,
+        HOST_CA_BUNDLE,
+        BuildOptions,
+        ImageBuildError,
+        ImageKit,
+        summary,
+    )
 
     if ca_bundle is None and host_ca and HOST_CA_BUNDLE.is_file():
         ca_bundle = HOST_CA_BUNDLE
     options = BuildOptions(
-        offline=offline, base_image=base_image, ca_bundle=ca_bundle, wheelhouse=wheelhouse, only=_keys(only),
-        env_file=env_file or ENV_FILE, rebuild_base=rebuild_base, mirror=mirror or DEFAULT_MIRROR,
+        offline=offline,
+        base_image=base_image,
+        ca_bundle=ca_bundle,
+        wheelhouse=wheelhouse,
+        only=_keys(only),
+        env_file=env_file or ENV_FILE,
+        rebuild_base=rebuild_base,
+        mirror=mirror or DEFAULT_MIRROR,
     )
     console = Console(stderr=True)
     try:

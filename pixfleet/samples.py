@@ -110,7 +110,9 @@ def _encode(im: Image.Image, fmt: str, **params: object) -> bytes:
     return buf.getvalue()
 
 
-def photo(w: int, h: int, fmt: str = "JPEG", *, seed: int = 0, orientation: int | None = None, quality: int = 88) -> bytes:
+def photo(
+    w: int, h: int, fmt: str = "JPEG", *, seed: int = 0, orientation: int | None = None, quality: int = 88
+) -> bytes:
     """A photo-like image that *displays* as ``w × h`` in ``fmt`` (JPEG, PNG or WEBP).
 
     With ``orientation`` (EXIF 2..8, JPEG only) the pixels are stored transposed and
@@ -157,15 +159,54 @@ def demo_samples(seed: int = 0) -> list[Sample]:
     """The demo's inputs: varied photos, an EXIF-rotated one, a transparent PNG and one poison file."""
     s = seed * 10
     return [
-        Sample("01-landscape.jpg", photo(1600, 1067, "JPEG", seed=s + 1), "image/jpeg", "photo-like JPEG, landscape", 1600, 1067),
-        Sample("02-portrait-exif-rotated.jpg", photo(900, 1200, "JPEG", seed=s + 2, orientation=6), "image/jpeg",
-               "JPEG stored sideways with EXIF orientation 6 (red marker top-left when upright)", 900, 1200),
-        Sample("03-transparent.png", transparent_png(800, 600, seed=s + 3), "image/png", "RGBA PNG with a transparent background", 800, 600),
-        Sample("04-square.webp", photo(1024, 1024, "WEBP", seed=s + 4), "image/webp", "photo-like WebP, square", 1024, 1024),
-        Sample("05-screenshot-like.png", photo(1280, 720, "PNG", seed=s + 5), "image/png", "photo-like PNG, 16:9", 1280, 720),
-        Sample("06-small.jpg", photo(480, 320, "JPEG", seed=s + 6), "image/jpeg", "small JPEG (never enlarged)", 480, 320),
-        Sample("07-poison-truncated.jpg", poison_jpeg(800, 600, seed=s + 7), "image/jpeg",
-               "poison: a JPEG cut in half (valid header, broken data)", 800, 600, expect="failed", expect_error="corrupt_image"),
+        Sample(
+            "01-landscape.jpg",
+            photo(1600, 1067, "JPEG", seed=s + 1),
+            "image/jpeg",
+            "photo-like JPEG, landscape",
+            1600,
+            1067,
+        ),
+        Sample(
+            "02-portrait-exif-rotated.jpg",
+            photo(900, 1200, "JPEG", seed=s + 2, orientation=6),
+            "image/jpeg",
+            "JPEG stored sideways with EXIF orientation 6 (red marker top-left when upright)",
+            900,
+            1200,
+        ),
+        Sample(
+            "03-transparent.png",
+            transparent_png(800, 600, seed=s + 3),
+            "image/png",
+            "RGBA PNG with a transparent background",
+            800,
+            600,
+        ),
+        Sample(
+            "04-square.webp", photo(1024, 1024, "WEBP", seed=s + 4), "image/webp", "photo-like WebP, square", 1024, 1024
+        ),
+        Sample(
+            "05-screenshot-like.png",
+            photo(1280, 720, "PNG", seed=s + 5),
+            "image/png",
+            "photo-like PNG, 16:9",
+            1280,
+            720,
+        ),
+        Sample(
+            "06-small.jpg", photo(480, 320, "JPEG", seed=s + 6), "image/jpeg", "small JPEG (never enlarged)", 480, 320
+        ),
+        Sample(
+            "07-poison-truncated.jpg",
+            poison_jpeg(800, 600, seed=s + 7),
+            "image/jpeg",
+            "poison: a JPEG cut in half (valid header, broken data)",
+            800,
+            600,
+            expect="failed",
+            expect_error="corrupt_image",
+        ),
     ]
 
 
@@ -190,4 +231,13 @@ def load_pool(seed: int = 0, count: int = 12) -> list[Sample]:
 
 def poison_sample(seed: int = 0) -> Sample:
     """The poison file as a :class:`Sample` (for failure drills in load tests)."""
-    return Sample("poison-truncated.jpg", poison_jpeg(seed=seed), "image/jpeg", "truncated JPEG", 800, 600, expect="failed", expect_error="corrupt_image")
+    return Sample(
+        "poison-truncated.jpg",
+        poison_jpeg(seed=seed),
+        "image/jpeg",
+        "truncated JPEG",
+        800,
+        600,
+        expect="failed",
+        expect_error="corrupt_image",
+    )

@@ -90,7 +90,9 @@ class EmbeddedStack:
     async def start(self, timeout: float = 90.0) -> None:
         cfg = self.config
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
-        self.emulator, self.outputs, self.bootstrap = await start_provisioned_emulator(cfg.state_dir / "logs", cfg.region, cfg.spec)
+        self.emulator, self.outputs, self.bootstrap = await start_provisioned_emulator(
+            cfg.state_dir / "logs", cfg.region, cfg.spec
+        )
         self._write_service_config()
         await self._start_credentials_endpoint()
         self._orchestrator_port = free_port()
@@ -157,7 +159,9 @@ class EmbeddedStack:
             if service["serviceName"] == "worker":
                 service["desiredCount"] = cfg.workers
                 scaling = service.setdefault("autoScaling", {})
-                scaling.update({"min": cfg.workers, "max": max(cfg.workers, cfg.max_workers or cfg.workers), **cfg.scaling})
+                scaling.update(
+                    {"min": cfg.workers, "max": max(cfg.workers, cfg.max_workers or cfg.workers), **cfg.scaling}
+                )
         (self.state_dir / "config" / "services.json").write_text(json.dumps(services, indent=2))
 
     @property

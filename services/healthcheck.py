@@ -31,6 +31,6 @@ def probe(host_var: str, port_var: str, default_port: int | None) -> int:
         print(exc.read().decode(errors="replace"))
         print(f"unhealthy: HTTP {exc.code}", file=sys.stderr)
         return 1
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         print(f"unhealthy: {exc}", file=sys.stderr)
         return 1

@@ -26,7 +26,6 @@ from typing import Any
 
 import pytest
 
-from images import photo_jpeg
 
 REPO = Path(__file__).resolve().parents[1]
 PROJECT = "pixfleettest"
@@ -43,7 +42,7 @@ def _engine_answers() -> bool:
 
         docker.from_env(timeout=5).ping()
         return True
-    except Exception:  # noqa: BLE001 — any failure means "no engine"
+    except Exception:
         return False
 
 
@@ -70,7 +69,9 @@ def docker_client() -> Any:
 def offline_images(docker_client: Any) -> dict[str, str]:
     """Every image built with ``pixfleet images build --offline``; the pins it wrote in .env."""
     started = time.monotonic()
-    subprocess.run([sys.executable, "-m", "pixfleet", "images", "build", "--offline"], cwd=REPO, check=True, timeout=1500)
+    subprocess.run(
+        [sys.executable, "-m", "pixfleet", "images", "build", "--offline"], cwd=REPO, check=True, timeout=1500
+    )
     print(f"pixfleet images build --offline: {time.monotonic() - started:.0f}s")
     from infra.images.build import read_env_file
 
@@ -85,7 +86,9 @@ class Stack:
     env: dict[str, str]
 
     def run(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([*self.compose, *args], cwd=REPO, env=self.env, check=check, timeout=timeout, capture_output=True, text=True)
+        return subprocess.run(
+            [*self.compose, *args], cwd=REPO, env=self.env, check=check, timeout=timeout, capture_output=True, text=True
+        )
 
 
 def get_json(url: str, timeout: float = 5) -> tuple[int, Any]:
@@ -133,7 +136,9 @@ def compose_stack(emulator: str, docker_client: Any, extra_env: dict[str, str] |
     s.run("down", "-v", "--remove-orphans", check=False)
     taken = [n.name for n in docker_client.networks.list() if TASK_SUBNET in json.dumps(n.attrs.get("IPAM"))]
     if taken:
-        pytest.fail(f"another stack holds the task subnet {TASK_SUBNET} on this engine ({', '.join(taken)}): stop it first")
+        pytest.fail(
+            f"another stack holds the task subnet {TASK_SUBNET} on this engine ({', '.join(taken)}): stop it first"
+        )
     try:
         up = s.run("up", "-d", check=False)
         assert up.returncode == 0, up.stdout + up.stderr + s.run("logs", "--tail", "80", check=False).stdout
@@ -148,7 +153,9 @@ def compose_stack(emulator: str, docker_client: Any, extra_env: dict[str, str] |
 
 
 def submit(api_url: str, body: bytes, preset: str) -> str:
-    request = urllib.request.Request(f"{api_url}/v1/images?preset={preset}", data=body, headers={"Content-Type": "image/jpeg"}, method="POST")
+    request = urllib.request.Request(
+        f"{api_url}/v1/images?preset={preset}", data=body, headers={"Content-Type": "image/jpeg"}, method="POST"
+    )
     with urllib.request.urlopen(request, timeout=30) as response:
         assert response.status == 202
         return json.load(response)["job_id"]
@@ -164,13 +171,13 @@ def wait_job(api_url: str, job_id: str, timeout: float = 120) -> dict[str, Any]:
     raise AssertionError(f"job {job_id} not finished after {timeout}s")
 
 
-
-
 def orchestrator(method: str, path: str, body: Any = None) -> Any:
     """Call the compose orchestrator's API (published on loopback) with the test's admin token."""
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(
-        f"{ORCH_URL}{path}", data=data, method=method,
+        f"{ORCH_URL}{path}",
+        data=data,
+        method=method,
         headers={"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": "application/json"},
     )
     with urllib.request.urlopen(request, timeout=30) as response:
@@ -190,4 +197,8 @@ def until(predicate: Any, timeout: float, what: str, interval: float = 0.5) -> A
 
 
 def running_tasks(docker_client: Any, service: str) -> list[Any]:
-    return [c for c in task_containers(docker_client) if c.labels.get("pixfleet.service") == service and c.status == "running"]
+    return [
+        c
+        for c in task_containers(docker_client)
+        if c.labels.get("pixfleet.service") == service and c.status == "running"
+    ]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import io
 import struct
 import zlib
-from functools import lru_cache
+from functools import lru_cache, cache
 
 from PIL import Image, ImageCms
 
@@ -104,7 +104,9 @@ def _rgb_icc(description: str, red, green, blue, gamma: float) -> bytes:
         + b"acsp"
         + b"\0" * 24
         + b"\0\0\0\0"  # rendering intent
-        + _s15(0.9642) + _s15(1.0) + _s15(0.82491)
+        + _s15(0.9642)
+        + _s15(1.0)
+        + _s15(0.82491)
         + b"\0" * 4
     )
     header += b"\0" * (128 - len(header))
@@ -115,7 +117,7 @@ _SRGB_D50 = ((0.4361, 0.2225, 0.0139), (0.3851, 0.7169, 0.0971), (0.1431, 0.0606
 _ADOBE_D50 = ((0.60974, 0.31111, 0.01947), (0.20528, 0.62567, 0.06087), (0.14919, 0.06322, 0.74457))
 
 
-@lru_cache(maxsize=None)
+@cache
 def icc_profile(kind: str) -> bytes:
     """ICC profile bytes: ``"srgb"`` (lcms built-in), ``"adobe"`` (Adobe RGB 1998-like),
     ``"swap-rg"`` (sRGB with red and green primaries swapped: stored red shows as green)."""

@@ -33,10 +33,20 @@ class StackClient:
     def admin(self, service: str) -> Any:
         """A client with the bootstrap (admin) keys — the test's view of the world, not a task's."""
         return get_session().create_client(
-            service, region_name=self.stack.aws.region, endpoint_url=self.stack.aws.endpoint_url, **credential_kwargs(self.stack.bootstrap)
+            service,
+            region_name=self.stack.aws.region,
+            endpoint_url=self.stack.aws.endpoint_url,
+            **credential_kwargs(self.stack.bootstrap),
         )
 
-    async def upload(self, data: bytes, *, preset: str = "web", filename: str = "image", content_type: str = "application/octet-stream") -> tuple[int, Any]:
+    async def upload(
+        self,
+        data: bytes,
+        *,
+        preset: str = "web",
+        filename: str = "image",
+        content_type: str = "application/octet-stream",
+    ) -> tuple[int, Any]:
         form = aiohttp.FormData()
         form.add_field("file", data, filename=filename, content_type=content_type)
         async with self.http.post(f"{self.api}/v1/images", params={"preset": preset}, data=form) as r:
@@ -49,7 +59,9 @@ class StackClient:
             assert r.status == 200, await r.text()
             return await r.json()
 
-    async def wait(self, job_id: str, timeout: float = 60.0, until: tuple[str, ...] = ("succeeded", "failed")) -> dict[str, Any]:
+    async def wait(
+        self, job_id: str, timeout: float = 60.0, until: tuple[str, ...] = ("succeeded", "failed")
+    ) -> dict[str, Any]:
         """Poll the job's status endpoint (the API's own event source) until it reaches ``until``."""
         deadline = time.monotonic() + timeout
         while True:
@@ -79,13 +91,19 @@ class StackClient:
     async def dlq_messages(self, wait: float = 5) -> list[dict[str, Any]]:
         async with self.admin("sqs") as sqs:
             got = await sqs.receive_message(
-                QueueUrl=self.stack.aws.dlq_url, MaxNumberOfMessages=10, WaitTimeSeconds=int(wait), MessageAttributeNames=["All"], VisibilityTimeout=0
+                QueueUrl=self.stack.aws.dlq_url,
+                MaxNumberOfMessages=10,
+                WaitTimeSeconds=int(wait),
+                MessageAttributeNames=["All"],
+                VisibilityTimeout=0,
             )
             return got.get("Messages", [])
 
     async def send_raw(self, body: str | dict[str, Any]) -> None:
         async with self.admin("sqs") as sqs:
-            await sqs.send_message(QueueUrl=self.stack.aws.queue_url, MessageBody=body if isinstance(body, str) else json.dumps(body))
+            await sqs.send_message(
+                QueueUrl=self.stack.aws.queue_url, MessageBody=body if isinstance(body, str) else json.dumps(body)
+            )
 
 
 @pytest.fixture(scope="session")
@@ -97,8 +115,16 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Embed
         max_workers=2,
         api_port=0,
         spec=StackSpec(visibility_timeout=30),
-        api_env={"PIXFLEET_MAX_BYTES": str(12 * MiB), "PIXFLEET_API_PART_SIZE": str(5 * MiB), "PIXFLEET_MAX_PIXELS": str(40_000_000)},
-        worker_env={"PIXFLEET_MAX_BYTES": str(12 * MiB), "PIXFLEET_MAX_PIXELS": str(40_000_000), "PIXFLEET_WORKER_RETRY_BASE": "0.5"},
+        api_env={
+            "PIXFLEET_MAX_BYTES": str(12 * MiB),
+            "PIXFLEET_API_PART_SIZE": str(5 * MiB),
+            "PIXFLEET_MAX_PIXELS": str(40_000_000),
+        },
+        worker_env={
+            "PIXFLEET_MAX_BYTES": str(12 * MiB),
+            "PIXFLEET_MAX_PIXELS": str(40_000_000),
+            "PIXFLEET_WORKER_RETRY_BASE": "0.5",
+        },
     )
     async with EmbeddedStack(config) as running:
         yield running

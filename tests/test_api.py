@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import os
 import time
@@ -11,7 +10,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-from PIL import Image
 
 import images
 from pipeline.messages import job_id_for_object, new_job_id
@@ -23,7 +21,15 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 @pytest.mark.parametrize(
     ("preset", "expected"),
     [
-        ("web", {"w1600": ("JPEG", (1600, 1200)), "w800": ("JPEG", (800, 600)), "w320": ("JPEG", (320, 240)), "w320-webp": ("WEBP", (320, 240))}),
+        (
+            "web",
+            {
+                "w1600": ("JPEG", (1600, 1200)),
+                "w800": ("JPEG", (800, 600)),
+                "w320": ("JPEG", (320, 240)),
+                "w320-webp": ("WEBP", (320, 240)),
+            },
+        ),
         ("thumbs", {"thumb": ("WEBP", (256, 256))}),
     ],
 )
@@ -45,7 +51,9 @@ async def test_upload_renders_every_variant_of_the_preset(client: StackClient, p
 
 
 async def test_raw_body_upload(client: StackClient) -> None:
-    async with client.http.post(f"{client.api}/v1/images?preset=thumbs", data=images.webp(600, 400), headers={"Content-Type": "image/webp"}) as r:
+    async with client.http.post(
+        f"{client.api}/v1/images?preset=thumbs", data=images.webp(600, 400), headers={"Content-Type": "image/webp"}
+    ) as r:
         assert r.status == 202
         body = await r.json()
     job = await client.wait(body["job_id"])
@@ -139,7 +147,9 @@ async def test_an_overwritten_incoming_object_renders_its_latest_content(client:
 
     async def put(data: bytes) -> str:
         async with client.admin("s3") as s3:
-            return (await s3.put_object(Bucket=stack.aws.input_bucket, Key=key, Body=data, Metadata={"preset": "thumbs"}))["ETag"].strip('"')
+            return (
+                await s3.put_object(Bucket=stack.aws.input_bucket, Key=key, Body=data, Metadata={"preset": "thumbs"})
+            )["ETag"].strip('"')
 
     async def by_key() -> dict[str, Any]:
         async with client.http.get(f"{client.api}/v1/jobs", params={"key": key}) as r:
@@ -147,18 +157,26 @@ async def test_an_overwritten_incoming_object_renders_its_latest_content(client:
             return await r.json() if r.status == 200 else {"status": "unknown"}
 
     first = await put(old)
-    job = await _wait_by_key(by_key, lambda j: j["status"] == "succeeded" and j["source"].get("object_version") == first)
+    job = await _wait_by_key(
+        by_key, lambda j: j["status"] == "succeeded" and j["source"].get("object_version") == first
+    )
     job_id = job["job_id"]
     assert job_id == job_id_for_object(stack.aws.input_bucket, key)
     second = await put(new)
     assert second != first
-    job = await _wait_by_key(by_key, lambda j: j["status"] == "succeeded" and j["source"].get("object_version") == second)
+    job = await _wait_by_key(
+        by_key, lambda j: j["status"] == "succeeded" and j["source"].get("object_version") == second
+    )
     assert job["job_id"] == job_id and (job["source"]["width"], job["source"]["height"]) == (480, 640)
     finished = job["finished_at"]
 
     def event(etag: str) -> dict[str, Any]:
         obj = {"key": key, "size": 1, "eTag": etag}
-        return {"Records": [{"eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": stack.aws.input_bucket}, "object": obj}}]}
+        return {
+            "Records": [
+                {"eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": stack.aws.input_bucket}, "object": obj}}
+            ]
+        }
 
     await client.send_raw(event(second))  # a duplicate delivery of the newest event
     await client.send_raw(event(first))  # a late event for the older content
@@ -196,7 +214,9 @@ async def _input_keys(client: StackClient) -> set[str]:
         ("pixel bomb", images.pixel_bomb_png(), {}, 422, "too_many_pixels"),
     ],
 )
-async def test_bad_input_is_refused_with_a_json_error(client: StackClient, name: str, data: bytes, params: dict, status: int, code: str) -> None:
+async def test_bad_input_is_refused_with_a_json_error(
+    client: StackClient, name: str, data: bytes, params: dict, status: int, code: str
+) -> None:
     before = await _input_keys(client)
     form = aiohttp.FormData()
     form.add_field("file", data, filename="f", content_type="application/octet-stream")
@@ -227,7 +247,9 @@ async def test_body_over_the_limit_is_413_and_leaves_no_partial_object(client: S
 
 
 async def test_raw_body_with_declared_length_over_limit_is_413_without_reading(client: StackClient) -> None:
-    async with client.http.post(f"{client.api}/v1/images", data=b"x" * (12 * MiB + 1), headers={"Content-Type": "image/jpeg"}) as r:
+    async with client.http.post(
+        f"{client.api}/v1/images", data=b"x" * (12 * MiB + 1), headers={"Content-Type": "image/jpeg"}
+    ) as r:
         assert r.status == 413
         assert (await r.json())["error"]["code"] == "payload_too_large"
 
@@ -261,7 +283,9 @@ async def test_presets_health_metrics_openapi(client: StackClient) -> None:
     async with client.http.get(f"{client.api}/openapi.json") as r:
         doc = await r.json()
     assert doc["openapi"].startswith("3.1")
-    assert {"/v1/images", "/v1/uploads", "/v1/jobs/{job_id}", "/v1/presets", "/healthz", "/metrics"} <= set(doc["paths"])
+    assert {"/v1/images", "/v1/uploads", "/v1/jobs/{job_id}", "/v1/presets", "/healthz", "/metrics"} <= set(
+        doc["paths"]
+    )
 
 
 async def test_api_task_has_no_static_aws_keys(client: StackClient) -> None:
@@ -335,8 +359,12 @@ async def paused_api(fresh_moto) -> Any:
     server = fresh_moto()
     outputs = await provision(server.url, "us-east-1", credentials=EMULATOR_DUMMY_CREDENTIALS)
     env = {
-        "AWS_ENDPOINT_URL": server.url, "PIXFLEET_QUEUE_URL": outputs.queue_url, "PIXFLEET_AWS_TIMEOUT": "2",
-        "PIXFLEET_API_PART_SIZE": str(5 * MiB), "PIXFLEET_API_BUFFER_BUDGET": str(5 * MiB), "PIXFLEET_API_BUFFER_WAIT": "1",
+        "AWS_ENDPOINT_URL": server.url,
+        "PIXFLEET_QUEUE_URL": outputs.queue_url,
+        "PIXFLEET_AWS_TIMEOUT": "2",
+        "PIXFLEET_API_PART_SIZE": str(5 * MiB),
+        "PIXFLEET_API_BUFFER_BUDGET": str(5 * MiB),
+        "PIXFLEET_API_BUFFER_WAIT": "1",
     }
     app = create_app(ApiSettings.from_env(env), credentials=EMULATOR_DUMMY_CREDENTIALS)
     pid = server._process.pid
@@ -387,7 +415,9 @@ async def test_waiting_for_buffers_is_bounded_and_answers_503(paused_api: Any) -
             yield b"\0" * (256 * 1024)  # 6 MiB in all: each needs a whole 5 MiB part
 
     paused_api.pause()  # the first upload holds the whole budget, stuck in S3
-    first = asyncio.ensure_future(paused_api.http.post("/v1/images", data=chunked(), headers={"Content-Type": "image/jpeg"}))
+    first = asyncio.ensure_future(
+        paused_api.http.post("/v1/images", data=chunked(), headers={"Content-Type": "image/jpeg"})
+    )
     deadline = time.monotonic() + 60
     while paused_api.budget.in_use < 5 * MiB and time.monotonic() < deadline:
         await asyncio.sleep(0.05)

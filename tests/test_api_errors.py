@@ -83,16 +83,28 @@ def _multipart(*parts: tuple[str, bytes], boundary: str = "b0undary") -> tuple[b
     ("name", "parts"),
     [
         ("control character in a part header (issue 9)", [('Content-Disposition: form-data; name="\x01"', b"x")]),
-        ("control character before the file", [
-            ('Content-Disposition: form-data; name="\x7f"', b"x"),
-            ('Content-Disposition: form-data; name="file"; filename="a.jpg"', images.photo_jpeg(32, 32)),
-        ]),
-        ("nested multipart part", [
-            ('Content-Disposition: form-data; name="file"\r\nContent-Type: multipart/mixed; boundary=in', b"--in--"),
-        ]),
-        ("unknown charset of the operations field", [
-            ('Content-Disposition: form-data; name="operations"\r\nContent-Type: text/plain; charset=nope', b"[]"),
-        ]),
+        (
+            "control character before the file",
+            [
+                ('Content-Disposition: form-data; name="\x7f"', b"x"),
+                ('Content-Disposition: form-data; name="file"; filename="a.jpg"', images.photo_jpeg(32, 32)),
+            ],
+        ),
+        (
+            "nested multipart part",
+            [
+                (
+                    'Content-Disposition: form-data; name="file"\r\nContent-Type: multipart/mixed; boundary=in',
+                    b"--in--",
+                ),
+            ],
+        ),
+        (
+            "unknown charset of the operations field",
+            [
+                ('Content-Disposition: form-data; name="operations"\r\nContent-Type: text/plain; charset=nope', b"[]"),
+            ],
+        ),
     ],
 )
 async def test_malformed_multipart_is_400(client: StackClient, name: str, parts: list[tuple[str, bytes]]) -> None:

@@ -15,7 +15,6 @@ import aiohttp
 import pytest
 
 import images
-from infra.stack import StackSpec
 from pixfleet.stack import EmbeddedConfig, EmbeddedStack
 from stack_fixtures import MiB, StackClient
 from test_worker_lifecycle import wait_for
@@ -27,15 +26,36 @@ def test_short_soak_loses_nothing(tmp_path: Path) -> None:
     """~200 jobs while busy workers are SIGKILLed every 2-3 s and the emulator is SIGSTOPped for 5 s."""
     report_path = tmp_path / "chaos.json"
     run = subprocess.run(
-        [sys.executable, "-m", "pixfleet", "chaos", "--jobs", "200", "--rate", "20", "--kill-every", "2-3",
-         "--min-kills", "6", "--pause", "5", "--json", str(report_path)],
-        capture_output=True, text=True, timeout=900, env={**os.environ, "COLUMNS": "80"},
+        [
+            sys.executable,
+            "-m",
+            "pixfleet",
+            "chaos",
+            "--jobs",
+            "200",
+            "--rate",
+            "20",
+            "--kill-every",
+            "2-3",
+            "--min-kills",
+            "6",
+            "--pause",
+            "5",
+            "--json",
+            str(report_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "COLUMNS": "80"},
     )
     assert report_path.exists(), run.stderr[-3000:]
     report = json.loads(report_path.read_text())
     assert run.returncode == 0, (report["goals"], run.stdout[-3000:])
     assert report["accepted"] == 200 and report["succeeded"] + report["failed"] == 200
-    assert report["lost"] == [] and report["stuck"] == [] and report["bad_outputs"] == [] and report["extra_objects"] == []
+    assert (
+        report["lost"] == [] and report["stuck"] == [] and report["bad_outputs"] == [] and report["extra_objects"] == []
+    )
     assert report["kills"] >= 6 and report["pause_s"] is not None
     assert all(code != "no reason" for code in report["failed_by_code"])
     assert max(len(line) for line in run.stdout.splitlines()) <= 80
@@ -46,7 +66,10 @@ async def sweeping(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIter
     """A stack whose emulator runs the lifecycle rule on a 6-second "day" (a one-day rule acts in seconds)."""
     monkeypatch.setenv("PIXFLEET_EMULATOR_DAY_SECONDS", "6")
     config = EmbeddedConfig(
-        state_dir=tmp_path / "sweeping", workers=1, max_workers=1, api_port=0,
+        state_dir=tmp_path / "sweeping",
+        workers=1,
+        max_workers=1,
+        api_port=0,
         api_env={"PIXFLEET_API_PART_SIZE": str(5 * MiB)},
     )
     async with EmbeddedStack(config) as stack, aiohttp.ClientSession() as http:
@@ -66,7 +89,9 @@ async def test_an_api_killed_mid_upload_leaves_nothing_behind(sweeping: StackCli
         await asyncio.sleep(300)  # … and the rest does not come (bounded, so nothing can hang for good)
 
     before = set(await sweeping.keys(stack.aws.input_bucket, "uploads/"))
-    upload = asyncio.ensure_future(sweeping.http.post(f"{sweeping.api}/v1/images", data=body(), headers={"Content-Type": "image/jpeg"}))
+    upload = asyncio.ensure_future(
+        sweeping.http.post(f"{sweeping.api}/v1/images", data=body(), headers={"Content-Type": "image/jpeg"})
+    )
 
     async def part_stored() -> bool:
         return stalled.is_set() and bool(await sweeping.multipart_uploads(stack.aws.input_bucket))
@@ -83,7 +108,9 @@ async def test_an_api_killed_mid_upload_leaves_nothing_behind(sweeping: StackCli
     assert set(await sweeping.keys(stack.aws.input_bucket, "uploads/")) == before  # nothing half-stored
     async with sweeping.admin("sqs") as sqs:
         attrs = (await sqs.get_queue_attributes(QueueUrl=stack.aws.queue_url, AttributeNames=["All"]))["Attributes"]
-    assert int(attrs["ApproximateNumberOfMessages"]) + int(attrs["ApproximateNumberOfMessagesNotVisible"]) == 0  # nothing queued
+    assert (
+        int(attrs["ApproximateNumberOfMessages"]) + int(attrs["ApproximateNumberOfMessagesNotVisible"]) == 0
+    )  # nothing queued
     async with sweeping.admin("s3") as s3:
         rules = (await s3.get_bucket_lifecycle_configuration(Bucket=stack.aws.input_bucket))["Rules"]
     assert rules[0]["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 1}

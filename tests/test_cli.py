@@ -10,7 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 from PIL import Image
 
 import images
@@ -23,7 +22,9 @@ def _wait_for_file(path: Path, process: subprocess.Popen, timeout: float = 90) -
     deadline = time.monotonic() + timeout
     while not path.exists():
         if process.poll() is not None:
-            raise AssertionError(f"pixfleet up exited with {process.returncode}: {process.stderr.read().decode() if process.stderr else ''}")
+            raise AssertionError(
+                f"pixfleet up exited with {process.returncode}: {process.stderr.read().decode() if process.stderr else ''}"
+            )
         if time.monotonic() > deadline:
             raise AssertionError(f"{path} did not appear in {timeout}s")
         time.sleep(0.2)
@@ -61,11 +62,26 @@ def _describe(pid: int) -> str:
 def test_up_submit_and_stop(tmp_path: Path) -> None:
     state = tmp_path / "state"
     env = {**os.environ, "PIXFLEET_STATE_DIR": str(state)}
-    up = subprocess.Popen([*PIXFLEET, "up", "--port", "0", "--workers", "1", "--state-dir", str(state)], env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    up = subprocess.Popen(
+        [*PIXFLEET, "up", "--port", "0", "--workers", "1", "--state-dir", str(state)],
+        env=env,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+    )
     try:
         _wait_for_file(state / "stack.json", up)
         stack = json.loads((state / "stack.json").read_text())
-        expected = {"api_url", "aws_endpoint_url", "region", "input_bucket", "output_bucket", "queue_url", "dlq_url", "role_arns", "bootstrap_credentials"}
+        expected = {
+            "api_url",
+            "aws_endpoint_url",
+            "region",
+            "input_bucket",
+            "output_bucket",
+            "queue_url",
+            "dlq_url",
+            "role_arns",
+            "bootstrap_credentials",
+        }
         assert expected <= set(stack)
         assert set(stack["role_arns"]) == {"api", "worker", "deadletter", "orchestrator"}
         children = _descendants(up.pid)
@@ -74,7 +90,13 @@ def test_up_submit_and_stop(tmp_path: Path) -> None:
         photo = tmp_path / "photo.jpg"
         photo.write_bytes(images.photo_jpeg(1000, 750))
         out = tmp_path / "out"
-        done = subprocess.run([*PIXFLEET, "submit", str(photo), "--preset", "thumbs", "--out", str(out)], env=env, capture_output=True, text=True, timeout=120)
+        done = subprocess.run(
+            [*PIXFLEET, "submit", str(photo), "--preset", "thumbs", "--out", str(out)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert done.returncode == 0, done.stderr
         (result,) = json.loads(done.stdout)
         assert result["status"] == "succeeded"
@@ -103,9 +125,13 @@ def test_submit_without_a_stack_is_a_clear_error(tmp_path: Path) -> None:
 def test_provision_is_idempotent_from_the_command_line(tmp_path: Path) -> None:
     with MotoServer(log_path=tmp_path / "moto.log") as moto:
         env = {**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
-        first = subprocess.run([*PIXFLEET, "provision", "--endpoint-url", moto.url], env=env, capture_output=True, text=True, timeout=60)
+        first = subprocess.run(
+            [*PIXFLEET, "provision", "--endpoint-url", moto.url], env=env, capture_output=True, text=True, timeout=60
+        )
         assert first.returncode == 0, first.stderr
-        second = subprocess.run([*PIXFLEET, "provision", "--endpoint-url", moto.url], env=env, capture_output=True, text=True, timeout=60)
+        second = subprocess.run(
+            [*PIXFLEET, "provision", "--endpoint-url", moto.url], env=env, capture_output=True, text=True, timeout=60
+        )
         assert second.returncode == 0, second.stderr
         assert json.loads(first.stdout) == json.loads(second.stdout)
         assert json.loads(first.stdout)["queue_url"].endswith("/pixfleet-jobs")

@@ -35,7 +35,9 @@ from compose_fixtures import (
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
-SLOW_OPERATIONS = [{"name": f"big{i}", "width": 2000 - 200 * i, "height": 2000 - 200 * i, "format": "avif"} for i in range(3)]
+SLOW_OPERATIONS = [
+    {"name": f"big{i}", "width": 2000 - 200 * i, "height": 2000 - 200 * i, "format": "avif"} for i in range(3)
+]
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +46,12 @@ def stack(offline_images: dict[str, str], docker_client: Any) -> Iterator[Stack]
     with compose_stack(
         "localstack",
         docker_client,
-        {"PIXFLEET_WORKERS_MIN": "1", "PIXFLEET_WORKERS_MAX": "4", "PIXFLEET_SCALE_IN_COOLDOWN": "5", "PIXFLEET_VISIBILITY_TIMEOUT": "15"},
+        {
+            "PIXFLEET_WORKERS_MIN": "1",
+            "PIXFLEET_WORKERS_MAX": "4",
+            "PIXFLEET_SCALE_IN_COOLDOWN": "5",
+            "PIXFLEET_VISIBILITY_TIMEOUT": "15",
+        },
     ) as s:
         yield s
 
@@ -62,7 +69,9 @@ def test_offline_images_are_pinned_and_run_as_non_root(offline_images: dict[str,
         assert config["User"] not in ("", "root", "0"), key
         assert config.get("Healthcheck", {}).get("Test"), key
     out = docker_client.containers.run(
-        offline_images["PIXFLEET_WORKER_IMAGE"], ["python", "-c", "import PIL, aiobotocore, sys; print(sys.version_info[:2])"], remove=True
+        offline_images["PIXFLEET_WORKER_IMAGE"],
+        ["python", "-c", "import PIL, aiobotocore, sys; print(sys.version_info[:2])"],
+        remove=True,
     )
     assert out.strip() == b"(3, 13)"
 
@@ -89,12 +98,16 @@ def test_tasks_are_ecs_style_containers(stack: Stack, docker_client: Any) -> Non
     for service, container in tasks.items():
         attrs = container.attrs
         env = dict(item.split("=", 1) for item in attrs["Config"]["Env"])
-        assert not {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"} & set(env), service
+        assert not {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"} & set(env), (
+            service
+        )
         assert env["AWS_CONTAINER_CREDENTIALS_FULL_URI"].startswith("http://169.254.170.2/")
         assert env["AWS_CONTAINER_AUTHORIZATION_TOKEN"]
         assert env["AWS_ENDPOINT_URL"] == "http://aws:4566"
         assert attrs["Config"]["User"] not in ("", "root", "0")
-        assert container.labels["pixfleet.task"] and container.labels["pixfleet.taskdef"].startswith(f"pixfleet-{service}:")
+        assert container.labels["pixfleet.task"] and container.labels["pixfleet.taskdef"].startswith(
+            f"pixfleet-{service}:"
+        )
         assert attrs["HostConfig"]["NanoCpus"] > 0 and attrs["HostConfig"]["Memory"] > 0
         assert not any(m.get("Source") == "/var/run/docker.sock" for m in attrs["Mounts"])
         networks = set(attrs["NetworkSettings"]["Networks"])
@@ -107,7 +120,11 @@ def test_tasks_are_ecs_style_containers(stack: Stack, docker_client: Any) -> Non
             assert published == {}
     # Of all the stack's containers, only the orchestrator has the Docker socket.
     project = docker_client.containers.list(filters={"label": f"com.docker.compose.project={PROJECT}"})
-    with_socket = {c.labels["com.docker.compose.service"] for c in project if any(m.get("Source") == "/var/run/docker.sock" for m in c.attrs["Mounts"])}
+    with_socket = {
+        c.labels["com.docker.compose.service"]
+        for c in project
+        if any(m.get("Source") == "/var/run/docker.sock" for m in c.attrs["Mounts"])
+    }
     assert with_socket == {"orchestrator"}
 
 
@@ -119,8 +136,18 @@ def test_a_burst_scales_worker_containers_out_and_back_in(stack: Stack, docker_c
     assert worker_count()[1] == 4  # and the orchestrator (`pixfleet status`) says so
     status = json.loads(
         subprocess.run(
-            [sys.executable, "-m", "pixfleet", "status", "--json", "--orchestrator", f"http://127.0.0.1:{stack.env['PIXFLEET_ORCH_HOST_PORT']}"],
-            capture_output=True, text=True, check=True,
+            [
+                sys.executable,
+                "-m",
+                "pixfleet",
+                "status",
+                "--json",
+                "--orchestrator",
+                f"http://127.0.0.1:{stack.env['PIXFLEET_ORCH_HOST_PORT']}",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout
     )
     assert any(s["serviceName"] == "worker" and s["desiredCount"] >= 2 for s in status["services"])
@@ -129,21 +156,34 @@ def test_a_burst_scales_worker_containers_out_and_back_in(stack: Stack, docker_c
     assert all(j["status"] == "succeeded" for j in done)
     twice = [j for j in done if j["attempts"] != 1]
     assert not twice, [j["history"] for j in twice]  # none lost, none processed twice
-    until(lambda: worker_count() == (1, 1) and len(running_tasks(docker_client, "worker")) == 1, 120, "scale back in to 1 worker container")
+    until(
+        lambda: worker_count() == (1, 1) and len(running_tasks(docker_client, "worker")) == 1,
+        120,
+        "scale back in to 1 worker container",
+    )
 
 
 def test_docker_kill_of_a_busy_worker(stack: Stack, docker_client: Any) -> None:
     until(lambda: worker_count() == (1, 1), 120, "one worker")
     (victim,) = running_tasks(docker_client, "worker")
-    body = b"--x\r\nContent-Disposition: form-data; name=\"operations\"\r\n\r\n" + json.dumps(SLOW_OPERATIONS).encode()
-    body += b"\r\n--x\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.jpg\"\r\nContent-Type: image/jpeg\r\n\r\n"
+    body = b'--x\r\nContent-Disposition: form-data; name="operations"\r\n\r\n' + json.dumps(SLOW_OPERATIONS).encode()
+    body += b'\r\n--x\r\nContent-Disposition: form-data; name="file"; filename="big.jpg"\r\nContent-Type: image/jpeg\r\n\r\n'
     body += images.photo_jpeg(2200, 2200, seed=5) + b"\r\n--x--\r\n"
-    request = urllib.request.Request(f"{stack.api_url}/v1/images", data=body, headers={"Content-Type": "multipart/form-data; boundary=x"}, method="POST")
+    request = urllib.request.Request(
+        f"{stack.api_url}/v1/images",
+        data=body,
+        headers={"Content-Type": "multipart/form-data; boundary=x"},
+        method="POST",
+    )
     with urllib.request.urlopen(request, timeout=30) as r:
         job_id = json.load(r)["job_id"]
     until(lambda: get_json(f"{stack.api_url}/v1/jobs/{job_id}")[1]["status"] == "processing", 60, "the job to start")
     victim.kill()  # docker kill: SIGKILL, mid-job
-    until(lambda: [c for c in running_tasks(docker_client, "worker") if c.id != victim.id], 90, "a replacement worker container")
+    until(
+        lambda: [c for c in running_tasks(docker_client, "worker") if c.id != victim.id],
+        90,
+        "a replacement worker container",
+    )
     job = wait_job(stack.api_url, job_id, timeout=240)
     assert job["status"] == "succeeded", job
     assert job["attempts"] >= 2  # redelivered after the visibility timeout
@@ -153,13 +193,17 @@ def test_docker_kill_of_a_busy_worker(stack: Stack, docker_client: Any) -> None:
 
 
 def test_a_paused_emulator_gives_503_then_everything_finishes(stack: Stack, docker_client: Any) -> None:
-    (aws,) = docker_client.containers.list(filters={"label": [f"com.docker.compose.project={PROJECT}", "com.docker.compose.service=aws"]})
+    (aws,) = docker_client.containers.list(
+        filters={"label": [f"com.docker.compose.project={PROJECT}", "com.docker.compose.service=aws"]}
+    )
     photo = images.photo_jpeg(800, 600)
     accepted = [submit(stack.api_url, photo, "web") for _ in range(10)]  # load in flight when the emulator stops
     aws.pause()
     paused_at = time.monotonic()
     try:
-        request = urllib.request.Request(f"{stack.api_url}/v1/images?preset=web", data=photo, headers={"Content-Type": "image/jpeg"}, method="POST")
+        request = urllib.request.Request(
+            f"{stack.api_url}/v1/images?preset=web", data=photo, headers={"Content-Type": "image/jpeg"}, method="POST"
+        )
         with pytest.raises(urllib.error.HTTPError) as info:
             urllib.request.urlopen(request, timeout=30)
         assert time.monotonic() - paused_at < 10  # answered while the emulator was still paused
@@ -182,10 +226,34 @@ def test_a_soak_under_docker_kill_and_docker_pause_loses_nothing(stack: Stack, t
 
     report_path = tmp_path / "chaos.json"
     run = subprocess.run(
-        [sys.executable, "-m", "pixfleet", "chaos", "--docker", "--api", stack.api_url, "--orchestrator", ORCH_URL,
-         "--project", PROJECT, "--jobs", "150", "--rate", "10", "--kill-every", "3-4", "--min-kills", "5", "--pause", "5",
-         "--json", str(report_path)],
-        capture_output=True, text=True, timeout=1200,
+        [
+            sys.executable,
+            "-m",
+            "pixfleet",
+            "chaos",
+            "--docker",
+            "--api",
+            stack.api_url,
+            "--orchestrator",
+            ORCH_URL,
+            "--project",
+            PROJECT,
+            "--jobs",
+            "150",
+            "--rate",
+            "10",
+            "--kill-every",
+            "3-4",
+            "--min-kills",
+            "5",
+            "--pause",
+            "5",
+            "--json",
+            str(report_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=1200,
     )
     assert report_path.exists(), run.stdout[-2000:] + run.stderr[-3000:]
     report = json.loads(report_path.read_text())

@@ -77,7 +77,9 @@ def stack(offline_images: dict[str, str], docker_client: Any) -> Iterator[Stack]
 
 def _container(docker_client: Any, service: str) -> Any:
     if service == "orchestrator":
-        (c,) = docker_client.containers.list(filters={"label": [f"com.docker.compose.project={PROJECT}", "com.docker.compose.service=orchestrator"]})
+        (c,) = docker_client.containers.list(
+            filters={"label": [f"com.docker.compose.project={PROJECT}", "com.docker.compose.service=orchestrator"]}
+        )
         return c
     (c,) = running_tasks(docker_client, service)
     return c

@@ -41,7 +41,9 @@ async def fragile(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Sta
 
 def cli(stack: EmbeddedStack, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PIXFLEET_STATE_DIR": str(stack.state_dir), "COLUMNS": "80"}
-    return subprocess.run([sys.executable, "-m", "pixfleet", *args], env=env, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "pixfleet", *args], env=env, capture_output=True, text=True, timeout=120
+    )
 
 
 async def test_a_job_killed_on_every_delivery_ends_failed_and_can_be_redriven(fragile: StackClient) -> None:
@@ -91,7 +93,9 @@ async def test_a_job_killed_on_every_delivery_ends_failed_and_can_be_redriven(fr
 
 async def admin_put_manifest(client: StackClient, job_id: str, doc: dict[str, Any]) -> None:
     async with client.admin("s3") as s3:
-        await s3.put_object(Bucket=client.stack.aws.output_bucket, Key=f"results/{job_id}/manifest.json", Body=json.dumps(doc).encode())
+        await s3.put_object(
+            Bucket=client.stack.aws.output_bucket, Key=f"results/{job_id}/manifest.json", Body=json.dumps(doc).encode()
+        )
 
 
 async def admin_dead_letter(client: StackClient, body: str) -> None:
@@ -100,7 +104,9 @@ async def admin_dead_letter(client: StackClient, body: str) -> None:
 
 
 def job_body(job_id: str, key: str = "uploads/x/original") -> str:
-    return JobMessage(job_id=job_id, bucket="pixfleet-input", key=key, preset="thumbs", submitted_at=utcnow_iso()).to_json()
+    return JobMessage(
+        job_id=job_id, bucket="pixfleet-input", key=key, preset="thumbs", submitted_at=utcnow_iso()
+    ).to_json()
 
 
 async def test_the_recorder_fails_unfinished_jobs_and_leaves_finished_ones(fragile: StackClient) -> None:
@@ -108,8 +114,14 @@ async def test_the_recorder_fails_unfinished_jobs_and_leaves_finished_ones(fragi
     await admin_put_manifest(
         fragile,
         unfinished,
-        {"job_id": unfinished, "status": "processing", "attempt": 2, "worker_id": "worker-dead", "started_at": utcnow_iso(),
-         "attempts": [{"attempt": 1, "worker_id": "worker-gone", "outcome": "interrupted"}]},
+        {
+            "job_id": unfinished,
+            "status": "processing",
+            "attempt": 2,
+            "worker_id": "worker-dead",
+            "started_at": utcnow_iso(),
+            "attempts": [{"attempt": 1, "worker_id": "worker-gone", "outcome": "interrupted"}],
+        },
     )
     await admin_put_manifest(fragile, finished, {"job_id": finished, "status": "succeeded", "attempt": 1})
     for job_id in (unfinished, finished, never_started):
@@ -134,7 +146,9 @@ async def test_the_recorder_fails_unfinished_jobs_and_leaves_finished_ones(fragi
     assert {unfinished, finished, never_started} <= ids and None in ids
     # Leave the DLQ as the other test expects it: move these four out of the way.
     async with fragile.admin("sqs") as sqs:
-        while messages := (await sqs.receive_message(QueueUrl=fragile.stack.aws.dlq_url, MaxNumberOfMessages=10)).get("Messages"):
+        while messages := (await sqs.receive_message(QueueUrl=fragile.stack.aws.dlq_url, MaxNumberOfMessages=10)).get(
+            "Messages"
+        ):
             for m in messages:
                 await sqs.delete_message(QueueUrl=fragile.stack.aws.dlq_url, ReceiptHandle=m["ReceiptHandle"])
 

@@ -44,7 +44,13 @@ class ReportParser(HTMLParser):
 def test_demo_runs_end_to_end_and_reports_every_input(tmp_path: Path) -> None:
     out, state = tmp_path / "demo", tmp_path / "state"
     env = {**os.environ, "COLUMNS": "120"}
-    run = subprocess.run([*PIXFLEET, "demo", "--out", str(out), "--state-dir", str(state)], env=env, capture_output=True, text=True, timeout=400)
+    run = subprocess.run(
+        [*PIXFLEET, "demo", "--out", str(out), "--state-dir", str(state)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
     assert run.returncode == 0, run.stderr[-4000:]
     report = out / "report.html"
     assert f"report: {report.resolve().as_uri()}" in run.stderr.replace("\n", "")
@@ -77,7 +83,9 @@ def test_demo_runs_end_to_end_and_reports_every_input(tmp_path: Path) -> None:
     assert re.search(r"corrupt_image: [^<]*truncated", html)  # the poison file's reason is shown
     for src in parsed.images:  # relative links to the downloaded files, every one of them there
         assert not src.startswith(("/", "http")) and (out / src).is_file(), src
-    assert sum(1 for src in parsed.images if src.startswith("outputs/")) == sum(len(i["outputs"]) for i in doc["inputs"])
+    assert sum(1 for src in parsed.images if src.startswith("outputs/")) == sum(
+        len(i["outputs"]) for i in doc["inputs"]
+    )
 
     # The stack was stopped: its API no longer answers and its stack.json is gone.
     assert not (state / "stack.json").exists()
@@ -87,7 +95,10 @@ def test_demo_runs_end_to_end_and_reports_every_input(tmp_path: Path) -> None:
 
 def test_demo_against_an_api_that_does_not_answer_exits_2(tmp_path: Path) -> None:
     run = subprocess.run(
-        [*PIXFLEET, "demo", "--api", f"http://127.0.0.1:{free_port()}", "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=60
+        [*PIXFLEET, "demo", "--api", f"http://127.0.0.1:{free_port()}", "--out", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert run.returncode == 2
     assert "no healthy pixfleet API" in run.stderr and "Traceback" not in run.stderr
@@ -96,8 +107,16 @@ def test_demo_against_an_api_that_does_not_answer_exits_2(tmp_path: Path) -> Non
 @pytest.mark.parametrize(
     ("environment", "env_file", "expected"),
     [
-        ({"PIXFLEET_API_URL": "http://api.example:9000/"}, "PIXFLEET_API_URL=http://other:1\n", "http://api.example:9000"),
-        ({}, "# compose\nexport PIXFLEET_API_URL='http://127.0.0.1:18080'\nCOMPOSE_PROJECT_NAME=pixfleet\n", "http://127.0.0.1:18080"),
+        (
+            {"PIXFLEET_API_URL": "http://api.example:9000/"},
+            "PIXFLEET_API_URL=http://other:1\n",
+            "http://api.example:9000",
+        ),
+        (
+            {},
+            "# compose\nexport PIXFLEET_API_URL='http://127.0.0.1:18080'\nCOMPOSE_PROJECT_NAME=pixfleet\n",
+            "http://127.0.0.1:18080",
+        ),
         ({}, "COMPOSE_PROJECT_NAME=pixfleet\n", "http://127.0.0.1:8080"),
         ({}, None, "http://127.0.0.1:8080"),
     ],

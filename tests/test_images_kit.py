@@ -29,7 +29,10 @@ def test_env_file_pins_images_and_keeps_everything_else(tmp_path: Path) -> None:
     env = tmp_path / ".env"
     env.write_text("# mine\nLOCALSTACK_AUTH_TOKEN=abc\nPIXFLEET_API_IMAGE=old\nCOMPOSE_PROJECT_NAME=mystack\n")
     update_env_file(env, {"PIXFLEET_API_IMAGE": "pixfleet/api:123"}, {"COMPOSE_PROJECT_NAME": "pixfleet", "X": "1"})
-    assert env.read_text() == "# mine\nLOCALSTACK_AUTH_TOKEN=abc\nPIXFLEET_API_IMAGE=pixfleet/api:123\nCOMPOSE_PROJECT_NAME=mystack\nX=1\n"
+    assert (
+        env.read_text()
+        == "# mine\nLOCALSTACK_AUTH_TOKEN=abc\nPIXFLEET_API_IMAGE=pixfleet/api:123\nCOMPOSE_PROJECT_NAME=mystack\nX=1\n"
+    )
     assert read_env_file(env)["PIXFLEET_API_IMAGE"] == "pixfleet/api:123"
 
 
@@ -58,11 +61,17 @@ def test_locks_pin_the_versions_that_matter() -> None:
     assert "docker" in locks["orchestrator.lock"] and "moto" in locks["moto.lock"]
     assert not {"moto", "pytest", "docker"} & set(locks["requirements.lock"])
     for layered in ("orchestrator.lock", "moto.lock"):  # installed on top of requirements.lock: same pins
-        assert {k: v for k, v in locks[layered].items() if k in locks["requirements.lock"]} == locks["requirements.lock"]
+        assert {k: v for k, v in locks[layered].items() if k in locks["requirements.lock"]} == locks[
+            "requirements.lock"
+        ]
 
 
 def test_deployment_taskdefs_name_images_and_publish_the_api(tmp_path: Path) -> None:
-    env = {"PIXFLEET_API_IMAGE": "pixfleet/api:abc", "PIXFLEET_WORKER_IMAGE": "pixfleet/worker:def", "PIXFLEET_API_HOST_PORT": "18080"}
+    env = {
+        "PIXFLEET_API_IMAGE": "pixfleet/api:abc",
+        "PIXFLEET_WORKER_IMAGE": "pixfleet/worker:def",
+        "PIXFLEET_API_HOST_PORT": "18080",
+    }
     folder = deployment_taskdefs(REPO / "infra" / "taskdefs", tmp_path, env)
     api = json.loads((folder / "api.json").read_text())["containerDefinitions"][0]
     worker = json.loads((folder / "worker.json").read_text())["containerDefinitions"][0]
@@ -80,7 +89,9 @@ def test_compose_files_are_valid(files: str) -> None:
 
 def test_provision_step_on_moto_enforces_iam_and_hands_the_orchestrator_its_role(fresh_moto, tmp_path: Path) -> None:
     server = fresh_moto()
-    settings = ProvisionSettings.from_env({"AWS_ENDPOINT_URL": server.url, "PIXFLEET_EMULATOR": "moto", "PIXFLEET_STACK_DIR": str(tmp_path)})
+    settings = ProvisionSettings.from_env(
+        {"AWS_ENDPOINT_URL": server.url, "PIXFLEET_EMULATOR": "moto", "PIXFLEET_STACK_DIR": str(tmp_path)}
+    )
     assert provision_main(settings) == 0
     assert (tmp_path / AWS_CONFIG_FILE).stat().st_mode & 0o777 == 0o600
     outputs = json.loads((tmp_path / OUTPUTS_FILE).read_text())
@@ -97,12 +108,15 @@ def test_provision_step_on_moto_enforces_iam_and_hands_the_orchestrator_its_role
         "except botocore.exceptions.ClientError as exc:\n"
         "    print('refused', exc.response['Error']['Code'])\n"
     )
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith("AWS_")
-    } | {
-        "AWS_ENDPOINT_URL": server.url, "AWS_REGION": "us-east-1", "AWS_CONFIG_FILE": str(tmp_path / AWS_CONFIG_FILE),
-        "AWS_SHARED_CREDENTIALS_FILE": os.devnull, "AWS_PROFILE": "pixfleet-orchestrator",
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")} | {
+        "AWS_ENDPOINT_URL": server.url,
+        "AWS_REGION": "us-east-1",
+        "AWS_CONFIG_FILE": str(tmp_path / AWS_CONFIG_FILE),
+        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+        "AWS_PROFILE": "pixfleet-orchestrator",
     }
-    arn, outcome = subprocess.run([sys.executable, "-c", probe], env=env, check=True, capture_output=True, text=True).stdout.split("\n")[:2]
+    arn, outcome = subprocess.run(
+        [sys.executable, "-c", probe], env=env, check=True, capture_output=True, text=True
+    ).stdout.split("\n")[:2]
     assert arn.endswith(":assumed-role/pixfleet-orchestrator/pixfleet-orchestrator")
     assert outcome == "refused AccessDenied"  # IAM is enforced: the orchestrator may not touch objects

@@ -6,7 +6,7 @@ import json
 import re
 import socket
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 from typing import Any
 from urllib.parse import unquote_plus
 
@@ -161,7 +161,9 @@ def test_redrive_honours_max_receive_count(count: int) -> None:
     queues = render(StackSpec(max_receive_count=count), ACCOUNT, REGION)["queues"]
     redrive = queues["pixfleet-jobs"]["attributes"]["RedrivePolicy"]
     assert redrive == {"deadLetterTargetArn": DLQ, "maxReceiveCount": count}
-    assert json.loads(sqs_attributes(queues["pixfleet-jobs"]["attributes"])["RedrivePolicy"])["maxReceiveCount"] == count
+    assert (
+        json.loads(sqs_attributes(queues["pixfleet-jobs"]["attributes"])["RedrivePolicy"])["maxReceiveCount"] == count
+    )
 
 
 def test_queue_attributes_and_s3_may_send() -> None:
@@ -243,7 +245,9 @@ def test_stack_outputs_round_trip() -> None:
 
 
 def test_container_credentials_shape() -> None:
-    creds = TemporaryCredentials("ASIA1", "secret", "token", datetime(2030, 1, 2, 3, 4, 5, tzinfo=timezone.utc), "arn:r")
+    creds = TemporaryCredentials(
+        "ASIA1", "secret", "token", datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC), "arn:r"
+    )
     assert creds.to_container_json() == {
         "AccessKeyId": "ASIA1",
         "SecretAccessKey": "secret",
@@ -253,7 +257,7 @@ def test_container_credentials_shape() -> None:
     }
 
 
-NOW = datetime(2030, 1, 1, tzinfo=timezone.utc)
+NOW = datetime(2030, 1, 1, tzinfo=UTC)
 LATER = (NOW + timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
 FIELDS = {"key": "incoming/a.png", "policy": "p", "x-amz-signature": "s", "x-amz-security-token": "t"}
 CONDITIONS = [{"bucket": "b"}, ["starts-with", "$key", "incoming/"], {"x-amz-security-token": "t"}]
@@ -360,7 +364,9 @@ async def test_provision_repairs_drift(fresh_moto) -> None:
         await iam.put_role_policy(
             RoleName="pixfleet-worker",
             PolicyName="too-broad",
-            PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}),
+            PolicyDocument=json.dumps(
+                {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+            ),
         )
         only_ecs = {"Effect": "Allow", "Principal": {"Service": "ecs-tasks.amazonaws.com"}, "Action": "sts:AssumeRole"}
         await iam.update_assume_role_policy(

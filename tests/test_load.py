@@ -75,7 +75,13 @@ def test_schedule_due(schedule: object, checkpoints: dict[float, int], total: in
 
 @pytest.mark.parametrize(
     ("values", "q", "expected"),
-    [([], 50, None), ([3.0], 99, 3.0), ([1.0, 2.0, 3.0, 4.0], 50, 2.5), ([1.0, 2.0, 3.0, 4.0, 5.0], 95, 4.8), ([5.0, 1.0], 0, 1.0)],
+    [
+        ([], 50, None),
+        ([3.0], 99, 3.0),
+        ([1.0, 2.0, 3.0, 4.0], 50, 2.5),
+        ([1.0, 2.0, 3.0, 4.0, 5.0], 95, 4.8),
+        ([5.0, 1.0], 0, 1.0),
+    ],
 )
 def test_percentile(values: list[float], q: float, expected: float | None) -> None:
     assert percentile(values, q) == (pytest.approx(expected) if expected is not None else None)
@@ -98,7 +104,11 @@ def test_percentile(values: list[float], q: float, expected: float | None) -> No
 def test_bad_input_exits_2_with_a_clear_message(tmp_path: Path, args: list[str], message: str) -> None:
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "notes.txt").write_text("not an image")
-    values = {"empty": str(tmp_path / "empty"), "missing": str(tmp_path / "missing"), "dead": f"http://127.0.0.1:{free_port()}"}
+    values = {
+        "empty": str(tmp_path / "empty"),
+        "missing": str(tmp_path / "missing"),
+        "dead": f"http://127.0.0.1:{free_port()}",
+    }
     env = {**os.environ, "PIXFLEET_STATE_DIR": str(tmp_path / "no-stack")}
     env.pop("PIXFLEET_API_URL", None)
     args = [a.format(**values) for a in args]
@@ -131,7 +141,9 @@ async def pixfleet(stack: EmbeddedStack, *args: str, timeout: float = 300) -> tu
     """Run the command line against ``stack`` (found through its stack.json) without blocking the loop."""
     env = {**os.environ, "PIXFLEET_STATE_DIR": str(stack.state_dir), "COLUMNS": "120"}
     env.pop("PIXFLEET_API_URL", None)
-    process = await asyncio.create_subprocess_exec(*PIXFLEET, *args, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    process = await asyncio.create_subprocess_exec(
+        *PIXFLEET, *args, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
     out, err = await asyncio.wait_for(process.communicate(), timeout)
     return process.returncode or 0, out.decode(), err.decode()
 
@@ -139,7 +151,9 @@ async def pixfleet(stack: EmbeddedStack, *args: str, timeout: float = 300) -> tu
 @pytest.mark.asyncio(loop_scope="session")
 async def test_a_ramp_draws_the_timeline_and_passes(load_stack: EmbeddedStack, tmp_path: Path) -> None:
     out = tmp_path / "load"
-    code, _, err = await pixfleet(load_stack, "load", "--schedule", "ramp:2-10", "--duration", "15", "--concurrency", "4", "--out", str(out))
+    code, _, err = await pixfleet(
+        load_stack, "load", "--schedule", "ramp:2-10", "--duration", "15", "--concurrency", "4", "--out", str(out)
+    )
     assert code == 0, err
     assert "load test summary" in err
 
@@ -183,7 +197,19 @@ async def test_a_ramp_draws_the_timeline_and_passes(load_stack: EmbeddedStack, t
 @pytest.mark.asyncio(loop_scope="session")
 async def test_failures_over_the_threshold_exit_1(load_stack: EmbeddedStack, tmp_path: Path) -> None:
     out = tmp_path / "poison"
-    code, stdout, err = await pixfleet(load_stack, "load", "--schedule", "burst:4", "--poison", "1", "--max-failure-rate", "0.5", "--out", str(out), "--json")
+    code, stdout, err = await pixfleet(
+        load_stack,
+        "load",
+        "--schedule",
+        "burst:4",
+        "--poison",
+        "1",
+        "--max-failure-rate",
+        "0.5",
+        "--out",
+        str(out),
+        "--json",
+    )
     assert code == 1, err
     summary = json.loads(stdout)
     assert summary["failed"] == 4 and summary["errors_by_code"] == {"corrupt_image": 4}

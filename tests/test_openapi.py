@@ -114,7 +114,13 @@ def test_limits_and_enums_come_from_the_code_that_owns_them() -> None:
     assert post["requestBody"]["content"]["application/octet-stream"]["schema"]["minLength"] == 1
     assert "1234 bytes" in post["responses"]["413"]["description"]
     schemas = doc["components"]["schemas"]
-    assert schemas["Job"]["properties"]["status"]["enum"] == ["awaiting_upload", "queued", "processing", "succeeded", "failed"]
+    assert schemas["Job"]["properties"]["status"]["enum"] == [
+        "awaiting_upload",
+        "queued",
+        "processing",
+        "succeeded",
+        "failed",
+    ]
     assert schemas["Output"]["properties"]["format"]["enum"] == ["jpeg", "png", "webp", "avif"]
     assert schemas["VariantSpec"]["properties"]["mode"]["enum"] == ["fit", "fill", "exact"]
     quality = schemas["VariantSpec"]["properties"]["quality"]
@@ -125,9 +131,29 @@ def test_limits_and_enums_come_from_the_code_that_owns_them() -> None:
 # Both must give the same verdict, or the document lies.
 OPERATION_CASES = [
     ("minimal", [{"name": "a"}], True),
-    ("full", [{"name": "w-1_x", "width": 10, "height": 20, "mode": "fill", "format": "avif", "quality": 1,
-               "progressive": True, "gravity": "northeast", "upscale": True, "strip_metadata": False,
-               "grayscale": True, "blur": 100, "sharpen": 0.5, "watermark": "x", "background": "#A0b0C0"}], True),
+    (
+        "full",
+        [
+            {
+                "name": "w-1_x",
+                "width": 10,
+                "height": 20,
+                "mode": "fill",
+                "format": "avif",
+                "quality": 1,
+                "progressive": True,
+                "gravity": "northeast",
+                "upscale": True,
+                "strip_metadata": False,
+                "grayscale": True,
+                "blur": 100,
+                "sharpen": 0.5,
+                "watermark": "x",
+                "background": "#A0b0C0",
+            }
+        ],
+        True,
+    ),
     ("nulls where allowed", [{"name": "a", "width": None, "height": None, "watermark": None}], True),
     ("sixteen", [{"name": f"v{i}"} for i in range(16)], True),
     ("integral floats", [{"name": "a", "width": 24.0, "height": 1.0, "quality": 80.0}], True),

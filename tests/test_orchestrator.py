@@ -78,7 +78,9 @@ async def test_a_burst_scales_out_to_max_drains_and_scales_back_in(fleet: StackC
     assert any("scaled out from 1 to 4" in m for m in messages) or any("to 4 tasks" in m for m in messages)
     assert any("scaled in" in m and "to 1 tasks" in m for m in messages)
     # Drained workers exited cleanly.
-    stopped = [t for t in await stack.tasks("worker", status="STOPPED") if "Scaling activity" in (t["stoppedReason"] or "")]
+    stopped = [
+        t for t in await stack.tasks("worker", status="STOPPED") if "Scaling activity" in (t["stoppedReason"] or "")
+    ]
     assert stopped and all(t["exitCode"] == 0 for t in stopped)
 
 
@@ -107,7 +109,13 @@ async def test_credentials_endpoint_refuses_everyone_but_the_task_itself(fleet: 
         assert creds["RoleArn"].endswith("role/pixfleet-worker")
 
     # The worker's credentials work only within the worker role (moto enforces it).
-    kwargs = {"region_name": stack.aws.region, "endpoint_url": stack.aws.endpoint_url, "aws_access_key_id": creds["AccessKeyId"], "aws_secret_access_key": creds["SecretAccessKey"], "aws_session_token": creds["Token"]}
+    kwargs = {
+        "region_name": stack.aws.region,
+        "endpoint_url": stack.aws.endpoint_url,
+        "aws_access_key_id": creds["AccessKeyId"],
+        "aws_secret_access_key": creds["SecretAccessKey"],
+        "aws_session_token": creds["Token"],
+    }
     async with get_session().create_client("s3", **kwargs) as s3, get_session().create_client("sqs", **kwargs) as sqs:
         await sqs.get_queue_attributes(QueueUrl=stack.aws.queue_url, AttributeNames=["QueueArn"])
         with pytest.raises(botocore.exceptions.ClientError):
@@ -208,7 +216,11 @@ async def test_a_good_rollout_replaces_every_task(fleet: StackClient) -> None:
     async def deployed() -> bool:
         worker = (await stack.services())["worker"]
         tasks = await stack.tasks("worker")
-        return worker["steady"] and worker["taskDefinition"] == registered and all(t["taskDefinition"] == registered for t in tasks)
+        return (
+            worker["steady"]
+            and worker["taskDefinition"] == registered
+            and all(t["taskDefinition"] == registered for t in tasks)
+        )
 
     await wait_for(deployed, timeout=240, what="the new revision everywhere")
     messages = [e["message"] for e in (await stack.request("GET", "/v1/events?service=worker&limit=200"))["events"]]
@@ -217,7 +229,11 @@ async def test_a_good_rollout_replaces_every_task(fleet: StackClient) -> None:
 
 async def test_run_task_drains_the_queue_and_exits(fleet: StackClient) -> None:
     stack = fleet.stack
-    result = await stack.request("POST", "/v1/tasks", {"taskDefinition": "pixfleet-worker", "count": 1, "environment": {"PIXFLEET_WORKER_IDLE_EXIT_AFTER": "2"}})
+    result = await stack.request(
+        "POST",
+        "/v1/tasks",
+        {"taskDefinition": "pixfleet-worker", "count": 1, "environment": {"PIXFLEET_WORKER_IDLE_EXIT_AFTER": "2"}},
+    )
     (task,) = result["tasks"]
     assert task["group"] == "run-task:pixfleet-worker" and task["service"] is None
 
@@ -241,10 +257,22 @@ async def test_status_and_events_from_the_command_line(fleet: StackClient) -> No
     assert "services" in table.stdout and "worker" in table.stdout
     events = subprocess.run([*cli, "events", "--limit", "5"], env=env, capture_output=True, text=True, timeout=60)
     assert events.returncode == 0 and "(service" in events.stdout
-    scaled = subprocess.run([*cli, "service", "scale", "worker", "--min", "1", "--max", "3"], env=env, capture_output=True, text=True, timeout=60)
+    scaled = subprocess.run(
+        [*cli, "service", "scale", "worker", "--min", "1", "--max", "3"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert scaled.returncode == 0, scaled.stderr
     assert (await fleet.stack.services())["worker"]["autoScaling"]["max"] == 3
-    bad = subprocess.run([*cli, "service", "scale", "worker", "--min", "5", "--max", "2"], env=env, capture_output=True, text=True, timeout=60)
+    bad = subprocess.run(
+        [*cli, "service", "scale", "worker", "--min", "5", "--max", "2"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert bad.returncode != 0 and "max must be" in bad.stderr
 
 

@@ -16,9 +16,21 @@ P = ScalingPolicy(min=0, max=5, target_backlog_per_task=10, scale_in_cooldown=30
         ("below activation stays at zero", P, 0, QueueMetrics(2), 0),
         ("activation brings the first task", P, 0, QueueMetrics(3), 1),
         ("in-flight messages count", P, 2, QueueMetrics(visible=5, in_flight=20), 3),
-        ("in-flight ignored when configured", ScalingPolicy(max=5, count_in_flight=False), 2, QueueMetrics(5, in_flight=20), 1),
+        (
+            "in-flight ignored when configured",
+            ScalingPolicy(max=5, count_in_flight=False),
+            2,
+            QueueMetrics(5, in_flight=20),
+            1,
+        ),
         ("delayed ignored by default", P, 1, QueueMetrics(5, delayed=100), 1),
-        ("delayed counted when configured", ScalingPolicy(max=5, count_delayed=True), 1, QueueMetrics(5, delayed=30), 4),
+        (
+            "delayed counted when configured",
+            ScalingPolicy(max=5, count_delayed=True),
+            1,
+            QueueMetrics(5, delayed=30),
+            4,
+        ),
         ("clamped to max", P, 1, QueueMetrics(1000), 5),
         ("held at min", ScalingPolicy(min=2, max=5), 2, QueueMetrics(0), 2),
         ("once running, one message keeps one task", P, 1, QueueMetrics(1), 1),
@@ -65,7 +77,13 @@ def test_target_from_acceptable_latency_uses_the_measured_job_time() -> None:
     ],
 )
 def test_decisions_over_time(name: str, steps: list, expected: list) -> None:
-    policy = ScalingPolicy(min=0, max=5, target_backlog_per_task=10, scale_in_cooldown=30, scale_out_cooldown=5 if "cooldown" in name else 0)
+    policy = ScalingPolicy(
+        min=0,
+        max=5,
+        target_backlog_per_task=10,
+        scale_in_cooldown=30,
+        scale_out_cooldown=5 if "cooldown" in name else 0,
+    )
     state = ScalingState()
     got = []
     for now, current, visible in steps:

@@ -22,9 +22,15 @@ BASE = {"PIXFLEET_QUEUE_URL": "http://q/1/jobs"}
     [
         ({}, ["PIXFLEET_QUEUE_URL is required"]),
         ({**BASE, "PIXFLEET_API_PORT": "http"}, ["PIXFLEET_API_PORT='http': not a valid int"]),
-        ({**BASE, "PIXFLEET_API_PORT": "70000", "PIXFLEET_MAX_BYTES": "0"}, ["PIXFLEET_API_PORT='70000': must be <= 65535", "PIXFLEET_MAX_BYTES='0': must be >= 1"]),
+        (
+            {**BASE, "PIXFLEET_API_PORT": "70000", "PIXFLEET_MAX_BYTES": "0"},
+            ["PIXFLEET_API_PORT='70000': must be <= 65535", "PIXFLEET_MAX_BYTES='0': must be >= 1"],
+        ),
         ({**BASE, "PIXFLEET_API_PART_SIZE": "1000"}, ["PIXFLEET_API_PART_SIZE='1000': must be >= 5242880"]),
-        ({**BASE, "PIXFLEET_API_BUFFER_BUDGET": str(6 << 20), "PIXFLEET_API_PART_SIZE": str(8 << 20)}, ["PIXFLEET_API_BUFFER_BUDGET must be >= PIXFLEET_API_PART_SIZE"]),
+        (
+            {**BASE, "PIXFLEET_API_BUFFER_BUDGET": str(6 << 20), "PIXFLEET_API_PART_SIZE": str(8 << 20)},
+            ["PIXFLEET_API_BUFFER_BUDGET must be >= PIXFLEET_API_PART_SIZE"],
+        ),
         (BASE, []),
     ],
 )
@@ -48,7 +54,17 @@ def test_worker_settings_collect_all_problems() -> None:
 
 
 def _s3_event(key: str, event: str = "ObjectCreated:Post") -> str:
-    return json.dumps({"Records": [{"eventName": event, "eventTime": "2026-01-01T00:00:00.000Z", "s3": {"bucket": {"name": "in"}, "object": {"key": key, "size": 10}}}]})
+    return json.dumps(
+        {
+            "Records": [
+                {
+                    "eventName": event,
+                    "eventTime": "2026-01-01T00:00:00.000Z",
+                    "s3": {"bucket": {"name": "in"}, "object": {"key": key, "size": 10}},
+                }
+            ]
+        }
+    )
 
 
 JOB_ID = "0123456789abcdef0123456789abcdef"
@@ -57,7 +73,10 @@ JOB_ID = "0123456789abcdef0123456789abcdef"
 @pytest.mark.parametrize(
     ("body", "expected"),
     [
-        (JobMessage(job_id=JOB_ID, bucket="in", key="uploads/x/original", preset="web").to_json(), [(JOB_ID, "uploads/x/original", "web", "api")]),
+        (
+            JobMessage(job_id=JOB_ID, bucket="in", key="uploads/x/original", preset="web").to_json(),
+            [(JOB_ID, "uploads/x/original", "web", "api")],
+        ),
         (_s3_event(f"incoming/{JOB_ID}/original"), [(JOB_ID, f"incoming/{JOB_ID}/original", None, "s3-event")]),
         (json.dumps({"Service": "Amazon S3", "Event": "s3:TestEvent"}), []),
         (_s3_event(f"incoming/{JOB_ID}/original", event="ObjectRemoved:Delete"), []),
@@ -77,7 +96,14 @@ def test_s3_event_keys_are_url_decoded_and_get_a_stable_id() -> None:
 
 @pytest.mark.parametrize(
     "body",
-    ["not json", "[]", json.dumps({"type": "pixfleet.job", "version": 2}), json.dumps({"type": "pixfleet.job", "version": 1, "job_id": "x"}), json.dumps({"Records": [{"nope": 1}]}), json.dumps({"foo": "bar"})],
+    [
+        "not json",
+        "[]",
+        json.dumps({"type": "pixfleet.job", "version": 2}),
+        json.dumps({"type": "pixfleet.job", "version": 1, "job_id": "x"}),
+        json.dumps({"Records": [{"nope": 1}]}),
+        json.dumps({"foo": "bar"}),
+    ],
 )
 def test_invalid_messages_are_permanent(body: str) -> None:
     with pytest.raises(InvalidMessage):
@@ -121,8 +147,20 @@ def test_duplicate_variant_names_are_refused() -> None:
     ("exc", "kind", "code"),
     [
         (botocore.exceptions.EndpointConnectionError(endpoint_url="http://x"), RetryableError, "aws_unavailable"),
-        (botocore.exceptions.ClientError({"Error": {"Code": "SlowDown"}, "ResponseMetadata": {"HTTPStatusCode": 503}}, "PutObject"), RetryableError, "aws_unavailable"),
-        (botocore.exceptions.ClientError({"Error": {"Code": "AccessDenied"}, "ResponseMetadata": {"HTTPStatusCode": 403}}, "PutObject"), RetryableError, "aws_access_denied"),
+        (
+            botocore.exceptions.ClientError(
+                {"Error": {"Code": "SlowDown"}, "ResponseMetadata": {"HTTPStatusCode": 503}}, "PutObject"
+            ),
+            RetryableError,
+            "aws_unavailable",
+        ),
+        (
+            botocore.exceptions.ClientError(
+                {"Error": {"Code": "AccessDenied"}, "ResponseMetadata": {"HTTPStatusCode": 403}}, "PutObject"
+            ),
+            RetryableError,
+            "aws_access_denied",
+        ),
         (InvalidSpec("bad"), PermanentError, "invalid_spec"),
         (ValueError("bug"), InternalError, "internal_error"),
         (KeyError("bug"), InternalError, "internal_error"),

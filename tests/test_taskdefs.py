@@ -75,70 +75,215 @@ C0 = "containerDefinitions[0]"
 # (case, document, is_error, the exact problems reported)
 PARSE_CASES: list[tuple[str, Any, bool, list[str]]] = [
     ("valid", doc(), False, []),
-    ("ecs optional fields", doc(networkMode="bridge", requiresCompatibilities=["EC2"], executionRoleArn="arn:aws:iam::123456789012:role/exec"), False, []),
+    (
+        "ecs optional fields",
+        doc(
+            networkMode="bridge",
+            requiresCompatibilities=["EC2"],
+            executionRoleArn="arn:aws:iam::123456789012:role/exec",
+        ),
+        False,
+        [],
+    ),
     ("vCPU and GB units", doc(cpu="1 vCPU", memory="2 GB"), False, []),
     ("full role ARN", doc(taskRoleArn="arn:aws:iam::123456789012:role/pixfleet-worker"), False, []),
     ("not an object", ["family"], True, ["must be a JSON object"]),
-    ("missing required", doc(drop=("family", "taskRoleArn", "cpu", "memory", "containerDefinitions")), True,
-     ["family: required", "taskRoleArn: required", "cpu: required", "memory: required", "containerDefinitions: required"]),
+    (
+        "missing required",
+        doc(drop=("family", "taskRoleArn", "cpu", "memory", "containerDefinitions")),
+        True,
+        [
+            "family: required",
+            "taskRoleArn: required",
+            "cpu: required",
+            "memory: required",
+            "containerDefinitions: required",
+        ],
+    ),
     ("unknown top-level field", doc(volumes=[]), True, ["volumes: unknown field"]),
     ("bad family", doc(family="pix fleet"), True, ["family: must be 1-255 letters, digits, '-' or '_'"]),
     ("bad role", doc(taskRoleArn="arn:aws:s3:::bucket"), True, ["taskRoleArn: must be an IAM role ARN or a role name"]),
-    ("bad cpu and memory", doc(cpu="lots", memory=0), True,
-     ['cpu: must be a positive number of CPU units, e.g. "256" or "1 vCPU"', 'memory: must be a positive number of MiB, e.g. "512" or "2 GB"']),
+    (
+        "bad cpu and memory",
+        doc(cpu="lots", memory=0),
+        True,
+        [
+            'cpu: must be a positive number of CPU units, e.g. "256" or "1 vCPU"',
+            'memory: must be a positive number of MiB, e.g. "512" or "2 GB"',
+        ],
+    ),
     ("bad network mode", doc(networkMode="overlay"), True, ["networkMode: must be one of bridge, host, awsvpc, none"]),
-    ("bad compatibilities", doc(requiresCompatibilities=["LAMBDA"]), True, ["requiresCompatibilities: each must be one of EC2, FARGATE, EXTERNAL"]),
-    ("no containers", doc(containerDefinitions=[]), True, ["containerDefinitions: must be a non-empty list of container definitions"]),
-    ("no essential container", with_container(essential=False), True, ["containerDefinitions: at least one container must be essential"]),
-    ("stop timeout and unknown field at once", with_container(stopTimeout=600, foo=1), True,
-     [f"{C0}.foo: unknown field", f"{C0}.stopTimeout: must be an integer in 2..120"]),
-    ("stop timeout is not a string", with_container(stopTimeout="30"), True, [f"{C0}.stopTimeout: must be an integer in 2..120"]),
-    ("missing container fields", with_container(drop=("name", "image", "command")), True,
-     [f"{C0}.name: required", f"{C0}.image: required", f"{C0}.command: required"]),
+    (
+        "bad compatibilities",
+        doc(requiresCompatibilities=["LAMBDA"]),
+        True,
+        ["requiresCompatibilities: each must be one of EC2, FARGATE, EXTERNAL"],
+    ),
+    (
+        "no containers",
+        doc(containerDefinitions=[]),
+        True,
+        ["containerDefinitions: must be a non-empty list of container definitions"],
+    ),
+    (
+        "no essential container",
+        with_container(essential=False),
+        True,
+        ["containerDefinitions: at least one container must be essential"],
+    ),
+    (
+        "stop timeout and unknown field at once",
+        with_container(stopTimeout=600, foo=1),
+        True,
+        [f"{C0}.foo: unknown field", f"{C0}.stopTimeout: must be an integer in 2..120"],
+    ),
+    (
+        "stop timeout is not a string",
+        with_container(stopTimeout="30"),
+        True,
+        [f"{C0}.stopTimeout: must be an integer in 2..120"],
+    ),
+    (
+        "missing container fields",
+        with_container(drop=("name", "image", "command")),
+        True,
+        [f"{C0}.name: required", f"{C0}.image: required", f"{C0}.command: required"],
+    ),
     ("empty command", with_container(command=[]), True, [f"{C0}.command: must be a non-empty list of strings"]),
     ("essential not a bool", with_container(essential="yes"), True, [f"{C0}.essential: must be true or false"]),
-    ("environment entries", with_container(environment=[{"name": "A", "value": 1}, {"name": "1B", "value": "x"}, {"name": "C"}]), True,
-     [f"{C0}.environment[0].value: must be a string", f"{C0}.environment[1].name: must be an environment variable name",
-      f"{C0}.environment[2].value: required"]),
-    ("duplicate variable", with_container(environment=[{"name": "A", "value": "1"}, {"name": "A", "value": "2"}]), True,
-     [f"{C0}.environment[1].name: duplicate variable A"]),
-    ("port mappings", with_container(environment=[], portMappings=[{"containerPort": 0}, {"containerPort": 80, "protocol": "sctp"}, {"hostPort": 1}]), True,
-     [f"{C0}.portMappings[0].containerPort: must be an integer in 1..65535", f"{C0}.portMappings[1].protocol: must be one of tcp, udp",
-      f"{C0}.portMappings[2].containerPort: required"]),
-    ("port mapped twice", with_container(portMappings=[{"containerPort": 8081}, {"containerPort": 8081, "hostPort": 9000}]), True,
-     [f"{C0}.portMappings[1].containerPort: 8081/tcp is mapped twice"]),
-    ("host mode needs hostPort = containerPort", doc(networkMode="host", containerDefinitions=[{**CONTAINER, "portMappings": [{"containerPort": 8081, "hostPort": 9000}]}]), True,
-     [f"{C0}.portMappings[0].hostPort: must equal containerPort in host network mode"]),
-    ("health check ranges", with_container(healthCheck={"command": ["CMD", "true"], "interval": 1, "timeout": 61, "retries": 0, "startPeriod": 301}), True,
-     [f"{C0}.healthCheck.interval: must be an integer in 5..300", f"{C0}.healthCheck.timeout: must be an integer in 2..60",
-      f"{C0}.healthCheck.retries: must be an integer in 1..10", f"{C0}.healthCheck.startPeriod: must be an integer in 0..300"]),
-    ("health check command form", with_container(healthCheck={"command": ["curl", "localhost"]}), True,
-     [f'{C0}.healthCheck.command[0]: must be "CMD" or "CMD-SHELL"']),
-    ("CMD-SHELL takes one string", with_container(healthCheck={"command": ["CMD-SHELL", "curl", "x"]}), True,
-     [f'{C0}.healthCheck.command: ["CMD-SHELL", "shell command"] takes exactly one string']),
-    ("health check unknown field", with_container(healthCheck={"command": ["CMD", "true"], "every": 5}), True,
-     [f"{C0}.healthCheck.every: unknown field"]),
-    ("unknown placeholder port", with_container(environment=[{"name": "P", "value": "${PORT_9999}"}]), True,
-     [f"{C0}.environment[0].value: ${{PORT_9999}} names no containerPort of this container's portMappings (8081)"]),
-    ("malformed placeholder in health check", with_container(healthCheck={"command": ["CMD-SHELL", "curl localhost:${PORT_x}"]}), True,
-     [f"{C0}.healthCheck.command[1]: ${{PORT_x}} names no containerPort of this container's portMappings (8081)"]),
-    ("placeholder in command", with_container(command=["serve", "--port", "${PORT_8081}"]), True,
-     [f"{C0}.command[2]: port placeholders are substituted only in environment and healthCheck.command"]),
-    ("container reservations over the task's", with_container(cpu=2048, memory=4096), True,
-     ["containerDefinitions: containers reserve 2048 CPU units, more than the task's 1024",
-      "containerDefinitions: containers reserve 4096 MiB, more than the task's 1024"]),
-    ("duplicate container names", doc(containerDefinitions=[CONTAINER, CONTAINER]), True,
-     ["containerDefinitions[1].name: duplicate container name 'worker'"]),
-    ("second container bad, first fine", doc(containerDefinitions=[CONTAINER, {"name": "sidecar", "image": "x", "command": ["x"], "stopTimeout": 1}]), True,
-     ["containerDefinitions[1].stopTimeout: must be an integer in 2..120"]),
-    ("revision and ARN from to_ecs_json", doc(revision=3, taskDefinitionArn="arn:aws:ecs:us-east-1:123456789012:task-definition/pixfleet-worker:3"), False, []),
-    ("ARN of another revision", doc(revision=3, taskDefinitionArn="arn:aws:ecs:us-east-1:123456789012:task-definition/pixfleet-worker:2"), True,
-     ["taskDefinitionArn: must be the ARN of task-definition/pixfleet-worker:3"]),
+    (
+        "environment entries",
+        with_container(environment=[{"name": "A", "value": 1}, {"name": "1B", "value": "x"}, {"name": "C"}]),
+        True,
+        [
+            f"{C0}.environment[0].value: must be a string",
+            f"{C0}.environment[1].name: must be an environment variable name",
+            f"{C0}.environment[2].value: required",
+        ],
+    ),
+    (
+        "duplicate variable",
+        with_container(environment=[{"name": "A", "value": "1"}, {"name": "A", "value": "2"}]),
+        True,
+        [f"{C0}.environment[1].name: duplicate variable A"],
+    ),
+    (
+        "port mappings",
+        with_container(
+            environment=[],
+            portMappings=[{"containerPort": 0}, {"containerPort": 80, "protocol": "sctp"}, {"hostPort": 1}],
+        ),
+        True,
+        [
+            f"{C0}.portMappings[0].containerPort: must be an integer in 1..65535",
+            f"{C0}.portMappings[1].protocol: must be one of tcp, udp",
+            f"{C0}.portMappings[2].containerPort: required",
+        ],
+    ),
+    (
+        "port mapped twice",
+        with_container(portMappings=[{"containerPort": 8081}, {"containerPort": 8081, "hostPort": 9000}]),
+        True,
+        [f"{C0}.portMappings[1].containerPort: 8081/tcp is mapped twice"],
+    ),
+    (
+        "host mode needs hostPort = containerPort",
+        doc(
+            networkMode="host",
+            containerDefinitions=[{**CONTAINER, "portMappings": [{"containerPort": 8081, "hostPort": 9000}]}],
+        ),
+        True,
+        [f"{C0}.portMappings[0].hostPort: must equal containerPort in host network mode"],
+    ),
+    (
+        "health check ranges",
+        with_container(
+            healthCheck={"command": ["CMD", "true"], "interval": 1, "timeout": 61, "retries": 0, "startPeriod": 301}
+        ),
+        True,
+        [
+            f"{C0}.healthCheck.interval: must be an integer in 5..300",
+            f"{C0}.healthCheck.timeout: must be an integer in 2..60",
+            f"{C0}.healthCheck.retries: must be an integer in 1..10",
+            f"{C0}.healthCheck.startPeriod: must be an integer in 0..300",
+        ],
+    ),
+    (
+        "health check command form",
+        with_container(healthCheck={"command": ["curl", "localhost"]}),
+        True,
+        [f'{C0}.healthCheck.command[0]: must be "CMD" or "CMD-SHELL"'],
+    ),
+    (
+        "CMD-SHELL takes one string",
+        with_container(healthCheck={"command": ["CMD-SHELL", "curl", "x"]}),
+        True,
+        [f'{C0}.healthCheck.command: ["CMD-SHELL", "shell command"] takes exactly one string'],
+    ),
+    (
+        "health check unknown field",
+        with_container(healthCheck={"command": ["CMD", "true"], "every": 5}),
+        True,
+        [f"{C0}.healthCheck.every: unknown field"],
+    ),
+    (
+        "unknown placeholder port",
+        with_container(environment=[{"name": "P", "value": "${PORT_9999}"}]),
+        True,
+        [f"{C0}.environment[0].value: ${{PORT_9999}} names no containerPort of this container's portMappings (8081)"],
+    ),
+    (
+        "malformed placeholder in health check",
+        with_container(healthCheck={"command": ["CMD-SHELL", "curl localhost:${PORT_x}"]}),
+        True,
+        [f"{C0}.healthCheck.command[1]: ${{PORT_x}} names no containerPort of this container's portMappings (8081)"],
+    ),
+    (
+        "placeholder in command",
+        with_container(command=["serve", "--port", "${PORT_8081}"]),
+        True,
+        [f"{C0}.command[2]: port placeholders are substituted only in environment and healthCheck.command"],
+    ),
+    (
+        "container reservations over the task's",
+        with_container(cpu=2048, memory=4096),
+        True,
+        [
+            "containerDefinitions: containers reserve 2048 CPU units, more than the task's 1024",
+            "containerDefinitions: containers reserve 4096 MiB, more than the task's 1024",
+        ],
+    ),
+    (
+        "duplicate container names",
+        doc(containerDefinitions=[CONTAINER, CONTAINER]),
+        True,
+        ["containerDefinitions[1].name: duplicate container name 'worker'"],
+    ),
+    (
+        "second container bad, first fine",
+        doc(containerDefinitions=[CONTAINER, {"name": "sidecar", "image": "x", "command": ["x"], "stopTimeout": 1}]),
+        True,
+        ["containerDefinitions[1].stopTimeout: must be an integer in 2..120"],
+    ),
+    (
+        "revision and ARN from to_ecs_json",
+        doc(revision=3, taskDefinitionArn="arn:aws:ecs:us-east-1:123456789012:task-definition/pixfleet-worker:3"),
+        False,
+        [],
+    ),
+    (
+        "ARN of another revision",
+        doc(revision=3, taskDefinitionArn="arn:aws:ecs:us-east-1:123456789012:task-definition/pixfleet-worker:2"),
+        True,
+        ["taskDefinitionArn: must be the ARN of task-definition/pixfleet-worker:3"],
+    ),
 ]
 
 
 @pytest.mark.parametrize(("case", "document", "is_error", "problems"), PARSE_CASES, ids=[c[0] for c in PARSE_CASES])
-def test_parse_reports_every_problem_with_file_and_path(case: str, document: Any, is_error: bool, problems: list[str]) -> None:
+def test_parse_reports_every_problem_with_file_and_path(
+    case: str, document: Any, is_error: bool, problems: list[str]
+) -> None:
     if not is_error:
         parse_task_definition(document, SOURCE)
         return
@@ -149,7 +294,9 @@ def test_parse_reports_every_problem_with_file_and_path(case: str, document: Any
 
 
 def test_defaults_are_filled_in() -> None:
-    td = parse_task_definition(with_container(drop=("stopTimeout",), healthCheck={"command": ["CMD-SHELL", "exit 0"]}), SOURCE)
+    td = parse_task_definition(
+        with_container(drop=("stopTimeout",), healthCheck={"command": ["CMD-SHELL", "exit 0"]}), SOURCE
+    )
     c = td.main_container
     assert (c.essential, c.stop_timeout, c.cpu, c.memory) == (True, 30, None, None)
     assert c.health_check == HealthCheck(("CMD-SHELL", "exit 0"), interval=30, timeout=5, retries=3, start_period=0)
@@ -170,11 +317,19 @@ def test_shipped_task_definitions() -> None:
     assert (api.key, api.task_role_arn) == ("pixfleet-api:1", "pixfleet-api")
     a = api.main_container
     assert (a.image, a.command, a.stop_timeout) == ("pixfleet-api:latest", ("python", "-m", "services.api"), 10)
-    assert a.resolved({}).environment == {"PIXFLEET_API_HOST": "0.0.0.0", "PIXFLEET_API_PORT": "8080"}  # fixed hostPort; containers bind all interfaces (`pixfleet up` overrides to 127.0.0.1)
+    assert a.resolved({}).environment == {
+        "PIXFLEET_API_HOST": "0.0.0.0",
+        "PIXFLEET_API_PORT": "8080",
+    }  # fixed hostPort; containers bind all interfaces (`pixfleet up` overrides to 127.0.0.1)
     assert a.port_mappings == (PortMapping(8080, 8080, "tcp"),)
     assert a.health_check == HealthCheck(("CMD", "python", "-m", "services.api", "--healthcheck"), 5, 3, 3, 5)
 
-    assert (worker.key, worker.task_role_arn, worker.cpu, worker.memory) == ("pixfleet-worker:1", "pixfleet-worker", 1024, 1024)
+    assert (worker.key, worker.task_role_arn, worker.cpu, worker.memory) == (
+        "pixfleet-worker:1",
+        "pixfleet-worker",
+        1024,
+        1024,
+    )
     w = worker.main_container
     assert (w.image, w.command, w.stop_timeout) == ("pixfleet-worker:latest", ("python", "-m", "services.worker"), 30)
     assert w.port_mappings == (PortMapping(8081, None, "tcp"),)
@@ -189,11 +344,17 @@ def test_shipped_task_definitions() -> None:
     }
 
     assert (deadletter.key, deadletter.task_role_arn, deadletter.cpu, deadletter.memory) == (
-        "pixfleet-deadletter:1", "pixfleet-deadletter", 256, 512,
+        "pixfleet-deadletter:1",
+        "pixfleet-deadletter",
+        256,
+        512,
     )
     d = deadletter.main_container
     assert (d.image, d.command) == ("pixfleet-worker:latest", ("python", "-m", "services.deadletter"))
-    assert d.resolved({8082: 41235}).environment == {"PIXFLEET_DEADLETTER_HEALTH_PORT": "41235", "PIXFLEET_MAX_RECEIVE_COUNT": "3"}
+    assert d.resolved({8082: 41235}).environment == {
+        "PIXFLEET_DEADLETTER_HEALTH_PORT": "41235",
+        "PIXFLEET_MAX_RECEIVE_COUNT": "3",
+    }
 
 
 @pytest.mark.parametrize("file", sorted(SHIPPED_DIR.glob("*.json")), ids=lambda p: p.name)
@@ -208,8 +369,15 @@ def test_round_trip_through_ecs_json(file: Path) -> None:
 
 def test_round_trip_keeps_optional_fields() -> None:
     sidecar = {"name": "log", "image": "x", "command": ["x"], "essential": False, "cpu": 128, "memory": 64}
-    td = parse_task_definition(doc(networkMode="bridge", requiresCompatibilities=["EC2", "FARGATE"], executionRoleArn="exec",
-                                   containerDefinitions=[CONTAINER, sidecar]), SOURCE)
+    td = parse_task_definition(
+        doc(
+            networkMode="bridge",
+            requiresCompatibilities=["EC2", "FARGATE"],
+            executionRoleArn="exec",
+            containerDefinitions=[CONTAINER, sidecar],
+        ),
+        SOURCE,
+    )
     assert parse_task_definition(td.to_ecs_json(), "round-trip") == td
 
 
@@ -218,7 +386,9 @@ def test_fingerprint_ignores_revision_and_environment_order() -> None:
     one = parse_task_definition(with_container(environment=env), SOURCE)
     two = parse_task_definition(with_container(environment=env[::-1]), SOURCE)
     assert one.fingerprint == two.fingerprint == one.with_revision(5).fingerprint
-    assert one.fingerprint == parse_task_definition(with_container(environment=env, essential=True), SOURCE).fingerprint  # defaults
+    assert (
+        one.fingerprint == parse_task_definition(with_container(environment=env, essential=True), SOURCE).fingerprint
+    )  # defaults
     assert one.fingerprint != parse_task_definition(with_container(environment=env[:1]), SOURCE).fingerprint
 
 
@@ -252,7 +422,10 @@ def test_registry_revisions(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("ref", "message"),
     [
-        ("pixfleet-worker:9", "unknown task definition pixfleet-worker:9 (revisions: pixfleet-worker:1 INACTIVE, pixfleet-worker:2)"),
+        (
+            "pixfleet-worker:9",
+            "unknown task definition pixfleet-worker:9 (revisions: pixfleet-worker:1 INACTIVE, pixfleet-worker:2)",
+        ),
         ("nope", "unknown task definition family 'nope' (known: pixfleet-worker)"),
         ("pixfleet-worker:x", "bad task definition reference 'pixfleet-worker:x' (expected family or family:revision)"),
     ],
@@ -275,7 +448,9 @@ def test_no_active_revision_and_deregister_needs_a_revision() -> None:
         registry.deregister("pixfleet-worker")
     registry.deregister("pixfleet-worker:1")
     registry.deregister("pixfleet-worker:1")  # idempotent
-    with pytest.raises(UnknownTaskDefinition, match=r"pixfleet-worker has no ACTIVE revision \(revisions: pixfleet-worker:1 INACTIVE\)"):
+    with pytest.raises(
+        UnknownTaskDefinition, match=r"pixfleet-worker has no ACTIVE revision \(revisions: pixfleet-worker:1 INACTIVE\)"
+    ):
         registry.get("pixfleet-worker")
 
 
@@ -292,9 +467,15 @@ def test_revisions_survive_a_restart(tmp_path: Path) -> None:
     assert again.revisions("pixfleet-worker") == registry.revisions("pixfleet-worker")
     assert again.status("pixfleet-api:1") == INACTIVE
     # the shipped files are unchanged since :1, but the latest worker revision is :2 — so loading them is a change
-    assert [t.key for t in again.load_dir(SHIPPED_DIR)] == ["pixfleet-api:2", "pixfleet-deadletter:1", "pixfleet-worker:3"]
+    assert [t.key for t in again.load_dir(SHIPPED_DIR)] == [
+        "pixfleet-api:2",
+        "pixfleet-deadletter:1",
+        "pixfleet-worker:3",
+    ]
     assert [t.key for t in TaskDefinitionRegistry(state).load_dir(SHIPPED_DIR)] == [
-        "pixfleet-api:2", "pixfleet-deadletter:1", "pixfleet-worker:3",
+        "pixfleet-api:2",
+        "pixfleet-deadletter:1",
+        "pixfleet-worker:3",
     ]
 
 
@@ -346,11 +527,14 @@ def test_render_placeholders(value: Any, ports: dict[int, int], is_error: bool, 
 
 
 def test_resolved_container_uses_assigned_and_fixed_ports() -> None:
-    td = parse_task_definition(with_container(
-        environment=[{"name": "HEALTH", "value": "${PORT_8081}"}, {"name": "ADMIN", "value": "${PORT_9000}"}],
-        portMappings=[{"containerPort": 8081}, {"containerPort": 9000, "hostPort": 9000}],
-        healthCheck={"command": ["CMD-SHELL", "curl -f http://127.0.0.1:${PORT_8081}/healthz"]},
-    ), SOURCE)
+    td = parse_task_definition(
+        with_container(
+            environment=[{"name": "HEALTH", "value": "${PORT_8081}"}, {"name": "ADMIN", "value": "${PORT_9000}"}],
+            portMappings=[{"containerPort": 8081}, {"containerPort": 9000, "hostPort": 9000}],
+            healthCheck={"command": ["CMD-SHELL", "curl -f http://127.0.0.1:${PORT_8081}/healthz"]},
+        ),
+        SOURCE,
+    )
     c = td.main_container
     resolved = c.resolved({8081: 45000})
     assert resolved.environment == {"HEALTH": "45000", "ADMIN": "9000"}
@@ -373,7 +557,11 @@ ROLE_ARNS = {
         ("pixfleet-worker", False, ROLE_ARNS["worker"]),
         ("api", False, ROLE_ARNS["api"]),
         ("arn:aws:iam::999999999999:role/elsewhere", False, "arn:aws:iam::999999999999:role/elsewhere"),
-        ("pixfleet-orchestrator", True, "task role 'pixfleet-orchestrator' is neither an ARN nor one of the stack's roles: api (pixfleet-api), worker (pixfleet-worker)"),
+        (
+            "pixfleet-orchestrator",
+            True,
+            "task role 'pixfleet-orchestrator' is neither an ARN nor one of the stack's roles: api (pixfleet-api), worker (pixfleet-worker)",
+        ),
     ],
 )
 def test_resolve_role_arn(value: str, is_error: bool, expected: str) -> None:
@@ -395,7 +583,7 @@ def healthz_server() -> Iterator[Callable[[int], int]]:
 
     def start(status: int) -> int:
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 body = json.dumps({"status": "ok" if status == 200 else "unavailable"}).encode()
                 self.send_response(status if self.path == "/healthz" else 404)
                 self.send_header("Content-Type", "application/json")
@@ -420,8 +608,14 @@ def healthz_server() -> Iterator[Callable[[int], int]]:
 def _api_healthcheck(port: int) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIXFLEET_")}  # no queue URL needed
     env.update(PIXFLEET_API_HOST="127.0.0.1", PIXFLEET_API_PORT=str(port))
-    return subprocess.run([sys.executable, "-m", "services.api", "--healthcheck"], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=30)
+    return subprocess.run(
+        [sys.executable, "-m", "services.api", "--healthcheck"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
 
 
 def test_api_healthcheck_fails_when_nothing_listens() -> None:

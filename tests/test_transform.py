@@ -101,12 +101,22 @@ PRESET_CASES = [
     (
         "web",
         (1200, 900),
-        [("w1600", "JPEG", 1200, 900), ("w800", "JPEG", 800, 600), ("w320", "JPEG", 320, 240), ("w320-webp", "WEBP", 320, 240)],
+        [
+            ("w1600", "JPEG", 1200, 900),
+            ("w800", "JPEG", 800, 600),
+            ("w320", "JPEG", 320, 240),
+            ("w320-webp", "WEBP", 320, 240),
+        ],
     ),
     (
         "web",
         (900, 1800),
-        [("w1600", "JPEG", 800, 1600), ("w800", "JPEG", 400, 800), ("w320", "JPEG", 160, 320), ("w320-webp", "WEBP", 160, 320)],
+        [
+            ("w1600", "JPEG", 800, 1600),
+            ("w800", "JPEG", 400, 800),
+            ("w320", "JPEG", 160, 320),
+            ("w320-webp", "WEBP", 160, 320),
+        ],
     ),
     ("thumbs", (1200, 900), [("thumb", "WEBP", 256, 256)]),
     ("thumbs", (200, 150), [("thumb", "WEBP", 150, 150)]),  # never enlarged: the box shrinks, stays square
@@ -520,7 +530,12 @@ ERROR_CASES = [
     # id, data factory, limits, error class (its code and HTTP status are checked too)
     ("too-many-bytes", lambda: images.photo_jpeg(64, 64), Limits(max_bytes=100), PayloadTooLarge),
     ("pixel-bomb", lambda: images.pixel_bomb_png(), Limits(), TooManyPixels),
-    ("pixel-bomb-below-pillow-2x", lambda: images.pixel_bomb_png(12_000, 12_000), Limits(max_pixels=10**8), TooManyPixels),
+    (
+        "pixel-bomb-below-pillow-2x",
+        lambda: images.pixel_bomb_png(12_000, 12_000),
+        Limits(max_pixels=10**8),
+        TooManyPixels,
+    ),
     ("too-many-pixels", lambda: images.photo_jpeg(400, 300), Limits(max_pixels=100_000), TooManyPixels),
     ("too-many-frames", lambda: images.animated_gif(16, 16, 5), Limits(max_frames=3), TooManyFrames),
     ("ztxt-bomb", images.zip_bomb_png, Limits(), DecompressionBomb),
@@ -551,7 +566,7 @@ def test_limits_and_bad_input_raise_permanent_errors(data, limits, error):
         transform(data(), get_preset("web"), limits)
     assert isinstance(info.value, PermanentError)
     assert (info.value.code, info.value.http_status) == PUBLIC_CODES[error]
-    assert Image.MAX_IMAGE_PIXELS == before
+    assert before == Image.MAX_IMAGE_PIXELS
     assert ImageFile.LOAD_TRUNCATED_IMAGES is False
 
 

@@ -26,8 +26,14 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 CHROMIUM = os.environ.get("PIXFLEET_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 # Root needs --no-sandbox; the rest keep Chromium from calling home (there is no network to call).
 CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
 ]
 ARTIFACTS = Path(os.environ.get("PIXFLEET_TEST_ARTIFACTS") or REPO_ROOT / "test-artifacts")
 WAIT_MS = 180_000  # generous: CI has two cores and other work
@@ -65,7 +71,10 @@ async def open_page(browser: Any, url: str) -> tuple[Any, list[str]]:
     page = await browser.new_page(viewport={"width": 1280, "height": 1000})
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.on("response", lambda response: errors.append(f"{response.status} {response.url}") if response.status >= 400 else None)
+    page.on(
+        "response",
+        lambda response: errors.append(f"{response.status} {response.url}") if response.status >= 400 else None,
+    )
     await page.goto(url)
     await page.wait_for_selector("#preset option[value=thumbs]", state="attached")
     return page, errors
@@ -112,7 +121,10 @@ async def test_upload_page_in_a_real_browser(client: StackClient, browser: Any, 
     await page.wait_for_function(ALL_DONE, arg=4, timeout=WAIT_MS)
     jobs = await jobs_on(page)
     assert {name: job["status"] for name, job in jobs.items()} == {
-        "photo.jpg": "succeeded", "cutout.png": "succeeded", "rotated.jpg": "succeeded", "poison.jpg": "failed",
+        "photo.jpg": "succeeded",
+        "cutout.png": "succeeded",
+        "rotated.jpg": "succeeded",
+        "poison.jpg": "failed",
     }
     assert jobs["cutout.png"]["route"] == "direct" and jobs["photo.jpg"]["route"] == "api"
     for name in images:
@@ -133,19 +145,26 @@ async def test_upload_page_in_a_real_browser(client: StackClient, browser: Any, 
     await page.close()
 
 
-async def test_the_page_sends_the_api_key_when_the_api_wants_one(client: StackClient, browser: Any, tmp_path: Path) -> None:
+async def test_the_page_sends_the_api_key_when_the_api_wants_one(
+    client: StackClient, browser: Any, tmp_path: Path
+) -> None:
     """An API with PIXFLEET_API_KEYS, run in-process on the shared stack's queue and buckets."""
     from aiohttp.test_utils import TestServer
 
     from services.api.settings import ApiSettings
     from services.api.app import create_app
 
-    server = TestServer(create_app(ApiSettings(aws=client.stack.aws, api_keys=("s3cret",)), credentials=client.stack.bootstrap), host="127.0.0.1")
+    server = TestServer(
+        create_app(ApiSettings(aws=client.stack.aws, api_keys=("s3cret",)), credentials=client.stack.bootstrap),
+        host="127.0.0.1",
+    )
     await server.start_server()
     try:
         page = await browser.new_page()
         await page.goto(str(server.make_url("/")))
-        await page.wait_for_function("() => /unauthorized/.test(document.querySelector('#form-status').textContent)", timeout=WAIT_MS)
+        await page.wait_for_function(
+            "() => /unauthorized/.test(document.querySelector('#form-status').textContent)", timeout=WAIT_MS
+        )
         await page.fill("#api-key", "s3cret")
         await page.dispatch_event("#api-key", "change")
         await page.wait_for_selector("#preset option[value=thumbs]", state="attached", timeout=WAIT_MS)

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import io
 import json
 import time
 
 import pytest
-from PIL import Image
 
 import images
 from pipeline.manifest import upload_key
@@ -30,7 +28,9 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
         ("animated GIF (first frame)", images.animated_gif(640, 480, frames=4), (640, 480)),
     ],
 )
-async def test_image_kinds_through_the_pipeline(client: StackClient, kind: str, data: bytes, w1600: tuple[int, int]) -> None:
+async def test_image_kinds_through_the_pipeline(
+    client: StackClient, kind: str, data: bytes, w1600: tuple[int, int]
+) -> None:
     status, body = await client.upload(data, preset="web")
     assert status == 202, body
     job = await client.wait(body["job_id"])
@@ -65,8 +65,12 @@ async def _dlq_job(client: StackClient, job_id: str, timeout: float = 20) -> dic
     async with client.admin("sqs") as sqs:
         while time.monotonic() < deadline:
             got = await sqs.receive_message(
-                QueueUrl=client.stack.aws.dlq_url, MaxNumberOfMessages=10, WaitTimeSeconds=1,
-                MessageAttributeNames=["All"], AttributeNames=["All"], VisibilityTimeout=0,
+                QueueUrl=client.stack.aws.dlq_url,
+                MaxNumberOfMessages=10,
+                WaitTimeSeconds=1,
+                MessageAttributeNames=["All"],
+                AttributeNames=["All"],
+                VisibilityTimeout=0,
             )
             for m in got.get("Messages", []):
                 if job_id in m["Body"]:
@@ -84,7 +88,9 @@ async def test_a_message_that_is_not_a_job_goes_to_the_dlq(client: StackClient) 
 
 async def test_s3_test_event_is_dropped_silently(client: StackClient) -> None:
     marker = new_job_id()
-    await client.send_raw({"Service": "Amazon S3", "Event": "s3:TestEvent", "Bucket": client.stack.aws.input_bucket, "RequestId": marker})
+    await client.send_raw(
+        {"Service": "Amazon S3", "Event": "s3:TestEvent", "Bucket": client.stack.aws.input_bucket, "RequestId": marker}
+    )
     await queue_drained(client)
     async with client.admin("sqs") as sqs:
         got = await sqs.receive_message(QueueUrl=client.stack.aws.dlq_url, MaxNumberOfMessages=10, VisibilityTimeout=0)
@@ -100,7 +106,9 @@ async def test_missing_source_object_fails_permanently(client: StackClient) -> N
 
 async def test_duplicated_message_gives_the_same_single_set_of_outputs(client: StackClient) -> None:
     data = images.photo_jpeg(1200, 900, seed=7)
-    job = JobMessage(job_id=new_job_id(), bucket=client.stack.aws.input_bucket, key=upload_key(new_job_id()), preset="web")
+    job = JobMessage(
+        job_id=new_job_id(), bucket=client.stack.aws.input_bucket, key=upload_key(new_job_id()), preset="web"
+    )
     async with client.admin("s3") as s3:
         await s3.put_object(Bucket=job.bucket, Key=job.key, Body=data)
     # Two copies at once: both workers may render it concurrently; the result must be one set.
@@ -110,7 +118,9 @@ async def test_duplicated_message_gives_the_same_single_set_of_outputs(client: S
     assert result["status"] == "succeeded"
     await queue_drained(client)
     keys = sorted(await client.keys(client.stack.aws.output_bucket, f"results/{job.job_id}/"))
-    expected = sorted([f"results/{job.job_id}/{v}" for v in ("w1600.jpg", "w800.jpg", "w320.jpg", "w320-webp.webp", "manifest.json")])
+    expected = sorted(
+        [f"results/{job.job_id}/{v}" for v in ("w1600.jpg", "w800.jpg", "w320.jpg", "w320-webp.webp", "manifest.json")]
+    )
     assert keys == expected
     reference = {r.variant: r.data for r in transform(data, get_preset("web"), Limits()).renditions}
     for output in result["outputs"]:
@@ -121,7 +131,9 @@ async def test_duplicated_message_gives_the_same_single_set_of_outputs(client: S
 async def test_retryable_failures_are_retried_with_backoff_then_recorded(client: StackClient) -> None:
     # The worker role may not read this key (IAM enforced by moto): AccessDenied is treated as
     # transient, retried with backoff up to maxReceiveCount, then recorded as failed.
-    job = JobMessage(job_id=new_job_id(), bucket=client.stack.aws.output_bucket, key="elsewhere/secret.jpg", preset="web")
+    job = JobMessage(
+        job_id=new_job_id(), bucket=client.stack.aws.output_bucket, key="elsewhere/secret.jpg", preset="web"
+    )
     await client.send_raw(job.to_json())
     result = await client.wait(job.job_id, timeout=90)
     assert result["status"] == "failed"

@@ -66,7 +66,7 @@ async def manifests(client: StackClient, job_ids: list[str]) -> list[dict]:
         return list(await asyncio.gather(*(one(j) for j in job_ids)))
 
 
-async def wait_for(predicate, timeout: float = 60, what: str = "condition") -> object:  # noqa: ANN001
+async def wait_for(predicate, timeout: float = 60, what: str = "condition") -> object:
     deadline = time.monotonic() + timeout
     while True:
         value = await predicate()

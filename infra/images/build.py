@@ -79,13 +79,23 @@ IMAGES: tuple[Image, ...] = (
     Image("api", "pixfleet/api", "Dockerfile", "api", "PIXFLEET_API_IMAGE", ("requirements.lock",)),
     Image("worker", "pixfleet/worker", "Dockerfile", "worker", "PIXFLEET_WORKER_IMAGE", ("requirements.lock",)),
     Image(
-        "orchestrator", "pixfleet/orchestrator", "Dockerfile", "orchestrator", "PIXFLEET_ORCHESTRATOR_IMAGE",
+        "orchestrator",
+        "pixfleet/orchestrator",
+        "Dockerfile",
+        "orchestrator",
+        "PIXFLEET_ORCHESTRATOR_IMAGE",
         ("requirements.lock", "orchestrator.lock"),
     ),
     Image("moto", "pixfleet/moto", "Dockerfile", "moto", "PIXFLEET_MOTO_IMAGE", ("requirements.lock", "moto.lock")),
     Image(
-        "localstack", "pixfleet/localstack", "localstack.Dockerfile", None, "LOCALSTACK_IMAGE", ("localstack.lock",),
-        fixed_tag=f"{LOCALSTACK_VERSION}-offline", offline_only=True,
+        "localstack",
+        "pixfleet/localstack",
+        "localstack.Dockerfile",
+        None,
+        "LOCALSTACK_IMAGE",
+        ("localstack.lock",),
+        fixed_tag=f"{LOCALSTACK_VERSION}-offline",
+        offline_only=True,
     ),
 )
 IMAGE_KEYS = ("base", *(image.key for image in IMAGES))
@@ -105,7 +115,11 @@ class BuildOptions:
     mirror: str = DEFAULT_MIRROR
 
     def problems(self) -> list[str]:
-        found = [f"--only: unknown image {key!r} (known: {', '.join(IMAGE_KEYS)})" for key in self.only if key not in IMAGE_KEYS]
+        found = [
+            f"--only: unknown image {key!r} (known: {', '.join(IMAGE_KEYS)})"
+            for key in self.only
+            if key not in IMAGE_KEYS
+        ]
         if self.ca_bundle is not None and not self.ca_bundle.is_file():
             found.append(f"--ca-bundle: {self.ca_bundle} is not a file")
         if self.base_image and "base" in self.only:
@@ -138,7 +152,11 @@ class Built:
 
 def update_env_file(path: Path, values: dict[str, str], defaults: dict[str, str] | None = None) -> None:
     """Set ``values`` in a dotenv file, keep every other line; ``defaults`` only where a key is missing."""
-    lines = path.read_text().splitlines() if path.exists() else ["# Written by `pixfleet images build`; compose reads it by itself."]
+    lines = (
+        path.read_text().splitlines()
+        if path.exists()
+        else ["# Written by `pixfleet images build`; compose reads it by itself."]
+    )
     seen: set[str] = set()
     out: list[str] = []
     for line in lines:
@@ -217,7 +235,9 @@ class ImageKit:
     # --- 1. the base image ----------------------------------------------------------------------
 
     def base_recipe(self) -> str:
-        recipe = f"debootstrap --variant=minbase --include={','.join(DEBIAN_PACKAGES)} {DEBIAN_SUITE} {self.options.mirror}"
+        recipe = (
+            f"debootstrap --variant=minbase --include={','.join(DEBIAN_PACKAGES)} {DEBIAN_SUITE} {self.options.mirror}"
+        )
         return hashlib.sha256(recipe.encode()).hexdigest()[:16]
 
     def ensure_base(self) -> Built:
@@ -230,20 +250,34 @@ class ImageKit:
             try:
                 existing = self.client.images.get(OFFLINE_BASE_IMAGE)
                 if (existing.labels or {}).get(RECIPE_LABEL) == recipe:
-                    return Built(None, OFFLINE_BASE_IMAGE, time.monotonic() - started, notes=["reused"], size=existing.attrs.get("Size", 0))
+                    return Built(
+                        None,
+                        OFFLINE_BASE_IMAGE,
+                        time.monotonic() - started,
+                        notes=["reused"],
+                        size=existing.attrs.get("Size", 0),
+                    )
             except docker.errors.ImageNotFound:
                 pass
-        debootstrap = shutil.which("debootstrap") or next((p for p in ("/usr/sbin/debootstrap", "/sbin/debootstrap") if os.path.exists(p)), None)
+        debootstrap = shutil.which("debootstrap") or next(
+            (p for p in ("/usr/sbin/debootstrap", "/sbin/debootstrap") if os.path.exists(p)), None
+        )
         if debootstrap is None:
-            raise ImageBuildError("debootstrap is not installed (apt-get install debootstrap), or pass --base-image IMAGE")
+            raise ImageBuildError(
+                "debootstrap is not installed (apt-get install debootstrap), or pass --base-image IMAGE"
+            )
         if os.geteuid() != 0:
             raise ImageBuildError("debootstrap needs root: run the build as root, or pass --base-image IMAGE")
         log_path = self.log_dir / "base.log"
         rootfs = Path(tempfile.mkdtemp(prefix="pixfleet-rootfs-", dir="/var/tmp"))
         try:
             command = [
-                debootstrap, "--variant=minbase", f"--include={','.join(DEBIAN_PACKAGES)}",
-                DEBIAN_SUITE, str(rootfs), self.options.mirror,
+                debootstrap,
+                "--variant=minbase",
+                f"--include={','.join(DEBIAN_PACKAGES)}",
+                DEBIAN_SUITE,
+                str(rootfs),
+                self.options.mirror,
             ]
             with self._spinner(f"base: debootstrap {DEBIAN_SUITE}") as update, open(log_path, "w") as log:
                 log.write("$ " + " ".join(command) + "\n")
@@ -273,7 +307,10 @@ class ImageKit:
         assert tar.stdout is not None
         try:
             self.client.api.import_image(
-                src=tar.stdout, repository=repository, tag=tag, stream_src=True,
+                src=tar.stdout,
+                repository=repository,
+                tag=tag,
+                stream_src=True,
                 changes=[
                     "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                     "ENV LANG=C.UTF-8",
@@ -311,17 +348,41 @@ class ImageKit:
         """``pip download`` on the host every file the locks pin, for the engine's platform and Python."""
         assert self.options.wheelhouse is not None
         self.options.wheelhouse.mkdir(parents=True, exist_ok=True)
-        arch = {"amd64": "x86_64", "arm64": "aarch64"}.get(self.client.info().get("Architecture", ""), "") or os.uname().machine
-        platforms = [f"manylinux_2_{minor}_{arch}" for minor in range(17, 42)] + [f"manylinux2014_{arch}", f"linux_{arch}"]
+        arch = {"amd64": "x86_64", "arm64": "aarch64"}.get(
+            self.client.info().get("Architecture", ""), ""
+        ) or os.uname().machine
+        platforms = [f"manylinux_2_{minor}_{arch}" for minor in range(17, 42)] + [
+            f"manylinux2014_{arch}",
+            f"linux_{arch}",
+        ]
         abi = "cp" + PYTHON_VERSION.replace(".", "")
         log_path = self.log_dir / "wheelhouse.log"
         with self._spinner("wheelhouse: pip download") as update, open(log_path, "w") as log:
             for lock in locks:
                 update(f"wheelhouse: pip download -r {lock.name}")
                 command = [
-                    sys.executable, "-m", "pip", "download", "--no-deps", "--require-hashes", "--progress-bar", "off",
-                    "-r", str(lock.path), "-d", str(self.options.wheelhouse), "--python-version", PYTHON_VERSION,
-                    "--implementation", "cp", "--abi", abi, "--abi", "abi3", "--abi", "none",
+                    sys.executable,
+                    "-m",
+                    "pip",
+                    "download",
+                    "--no-deps",
+                    "--require-hashes",
+                    "--progress-bar",
+                    "off",
+                    "-r",
+                    str(lock.path),
+                    "-d",
+                    str(self.options.wheelhouse),
+                    "--python-version",
+                    PYTHON_VERSION,
+                    "--implementation",
+                    "cp",
+                    "--abi",
+                    abi,
+                    "--abi",
+                    "abi3",
+                    "--abi",
+                    "none",
                     *(arg for platform in platforms for arg in ("--platform", platform)),
                 ]
                 log.write("$ " + " ".join(command) + "\n")
@@ -345,17 +406,29 @@ class ImageKit:
             nonlocal rebuilt
             if step_text and not step_cached and not step_text.startswith(("FROM", "ARG")):
                 rebuilt += 1
+
         with self._progress() as progress, open(log_path, "w") as log:
             task = progress.add_task(f"{image.key}: sending context", total=None)
             stream = self.client.api.build(
-                path=str(REPO_ROOT), dockerfile=f"infra/images/{image.dockerfile}", target=image.target,
-                tag=build_tag, buildargs={"BASE_IMAGE": base}, labels={COMPONENT_LABEL: image.key},
-                pull=False, rm=True, forcerm=True, decode=True,
+                path=str(REPO_ROOT),
+                dockerfile=f"infra/images/{image.dockerfile}",
+                target=image.target,
+                tag=build_tag,
+                buildargs={"BASE_IMAGE": base},
+                labels={COMPONENT_LABEL: image.key},
+                pull=False,
+                rm=True,
+                forcerm=True,
+                decode=True,
             )
             for chunk in stream:
                 if "error" in chunk:
                     log.write(chunk["error"] + "\n")
-                    raise ImageBuildError(f"building {image.key} failed: {chunk['error'].strip()}\n" + "".join(tail[-15:]) + f"(log: {log_path})")
+                    raise ImageBuildError(
+                        f"building {image.key} failed: {chunk['error'].strip()}\n"
+                        + "".join(tail[-15:])
+                        + f"(log: {log_path})"
+                    )
                 text = chunk.get("stream") or chunk.get("status") or ""
                 if text:
                     log.write(text if text.endswith("\n") else text + "\n")
@@ -364,7 +437,12 @@ class ImageKit:
                     if step:
                         close_step()
                         steps, step_text, step_cached = int(step.group(1)), step.group(3), False
-                        progress.update(task, completed=steps - 1, total=int(step.group(2)), description=f"{image.key}: {step_text[:60]}")
+                        progress.update(
+                            task,
+                            completed=steps - 1,
+                            total=int(step.group(2)),
+                            description=f"{image.key}: {step_text[:60]}",
+                        )
                     elif "Using cache" in text:
                         step_cached = True
                 image_id = (chunk.get("aux") or {}).get("ID", image_id)
@@ -375,7 +453,9 @@ class ImageKit:
         reference = build_tag
         if image.fixed_tag is None:
             reference = f"{image.repository}:{image_id.split(':')[-1][:12]}"
-            self.client.api.tag(image_id, image.repository, reference.split(":")[1])  # older tags stay: a .env may pin them
+            self.client.api.tag(
+                image_id, image.repository, reference.split(":")[1]
+            )  # older tags stay: a .env may pin them
         size = self.client.images.get(image_id).attrs.get("Size", 0)
         return Built(image, reference, time.monotonic() - started, steps=steps, rebuilt=rebuilt, size=size)
 
@@ -385,7 +465,7 @@ class ImageKit:
         if not host.startswith("unix://"):
             return None
         try:
-            return os.stat(host[len("unix://"):]).st_gid
+            return os.stat(host[len("unix://") :]).st_gid
         except OSError:
             return None
 
@@ -393,13 +473,20 @@ class ImageKit:
 
     def _progress(self) -> Progress:
         return Progress(
-            SpinnerColumn(), TextColumn("{task.description}", style="bold"), BarColumn(), MofNCompleteColumn(),
-            TimeElapsedColumn(), console=self.console, transient=False,
+            SpinnerColumn(),
+            TextColumn("{task.description}", style="bold"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=self.console,
+            transient=False,
         )
 
     @contextmanager
     def _spinner(self, description: str) -> Iterator[Any]:
-        with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=self.console) as progress:
+        with Progress(
+            SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=self.console
+        ) as progress:
             task = progress.add_task(description, total=None)
             yield lambda text: progress.update(task, description=text)
             progress.update(task, description=description + " ✓")
@@ -412,7 +499,10 @@ def summary(results: list[Built], env_file: Path) -> Table:
         table.add_column(column)
     for r in results:
         table.add_row(
-            r.image.key if r.image else "base", r.reference,
-            (f"{r.rebuilt}" if r.rebuilt else "none (cache)") if r.steps else ", ".join(r.notes), f"{r.size / 1e6:.0f} MB", f"{r.seconds:.0f} s",
+            r.image.key if r.image else "base",
+            r.reference,
+            (f"{r.rebuilt}" if r.rebuilt else "none (cache)") if r.steps else ", ".join(r.notes),
+            f"{r.size / 1e6:.0f} MB",
+            f"{r.seconds:.0f} s",
         )
     return table

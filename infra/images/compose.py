@@ -79,7 +79,10 @@ class ProvisionSettings:
             visibility_timeout=r.int("PIXFLEET_VISIBILITY_TIMEOUT", 60, min=5, max=43200),
             wait=r.float("PIXFLEET_EMULATOR_WAIT", 120.0, min=0),
         )
-        r.check(settings.emulator in EMULATORS, f"PIXFLEET_EMULATOR={settings.emulator!r}: must be one of {', '.join(EMULATORS)}")
+        r.check(
+            settings.emulator in EMULATORS,
+            f"PIXFLEET_EMULATOR={settings.emulator!r}: must be one of {', '.join(EMULATORS)}",
+        )
         r.raise_if_problems()
         return settings
 
@@ -93,8 +96,11 @@ def _sts_identity(endpoint_url: str, region: str, credentials: Mapping[str, str]
     from botocore.exceptions import ClientError
 
     sts = botocore.session.get_session().create_client(
-        "sts", endpoint_url=endpoint_url, region_name=region,
-        aws_access_key_id=credentials["access_key_id"], aws_secret_access_key=credentials["secret_access_key"],
+        "sts",
+        endpoint_url=endpoint_url,
+        region_name=region,
+        aws_access_key_id=credentials["access_key_id"],
+        aws_secret_access_key=credentials["secret_access_key"],
     )
     try:
         return sts.get_caller_identity()["Arn"]
@@ -115,7 +121,9 @@ def _wait_for_emulator(settings: ProvisionSettings) -> None:
             return  # it answers
         except OSError as exc:
             if time.monotonic() > deadline:
-                raise SystemExit(f"provision: {settings.endpoint_url} did not answer within {settings.wait:.0f}s: {exc}") from None
+                raise SystemExit(
+                    f"provision: {settings.endpoint_url} did not answer within {settings.wait:.0f}s: {exc}"
+                ) from None
             time.sleep(1)
 
 
@@ -186,15 +194,21 @@ def provision_main(settings: ProvisionSettings) -> int:
         spec = emulator_spec(spec)  # moto matches trust principals literally (see infra.emulator)
     outputs = asyncio.run(provision(settings.endpoint_url, settings.region, spec, credentials=admin))
     settings.stack_dir.mkdir(parents=True, exist_ok=True)
-    _write_private(settings.stack_dir / AWS_CONFIG_FILE, aws_config(admin, outputs.role_arns["orchestrator"], ORCHESTRATOR_SESSION_NAME, settings.region))
+    _write_private(
+        settings.stack_dir / AWS_CONFIG_FILE,
+        aws_config(admin, outputs.role_arns["orchestrator"], ORCHESTRATOR_SESSION_NAME, settings.region),
+    )
     _write_private(settings.stack_dir / OUTPUTS_FILE, json.dumps(outputs.to_dict(), indent=2) + "\n")
     if enforce:
         try:
             enforce_iam(settings.endpoint_url)
         except EmulatorUnavailable as exc:
             raise SystemExit(f"provision: {exc}") from None
-    print(f"provision: stack applied to {settings.emulator} at {settings.endpoint_url}"
-          + (" (IAM enforced from now on)" if settings.emulator == "moto" else " (no IAM enforcement on LocalStack)"), flush=True)
+    print(
+        f"provision: stack applied to {settings.emulator} at {settings.endpoint_url}"
+        + (" (IAM enforced from now on)" if settings.emulator == "moto" else " (no IAM enforcement on LocalStack)"),
+        flush=True,
+    )
     print(json.dumps(outputs.to_dict(), indent=2), flush=True)
     return 0
 
@@ -225,11 +239,17 @@ def deployment_taskdefs(shipped: Path, target: Path, env: Mapping[str, str]) -> 
                 container["image"] = image
             if doc.get("family") == "pixfleet-worker" and env.get("PIXFLEET_VISIBILITY_TIMEOUT"):
                 variables = {e["name"]: e for e in container.get("environment", [])}
-                variables["PIXFLEET_VISIBILITY_TIMEOUT"] = {"name": "PIXFLEET_VISIBILITY_TIMEOUT", "value": env["PIXFLEET_VISIBILITY_TIMEOUT"]}
+                variables["PIXFLEET_VISIBILITY_TIMEOUT"] = {
+                    "name": "PIXFLEET_VISIBILITY_TIMEOUT",
+                    "value": env["PIXFLEET_VISIBILITY_TIMEOUT"],
+                }
                 container["environment"] = list(variables.values())
             if doc.get("family") == "pixfleet-api":
                 variables = {e["name"]: e for e in container.get("environment", [])}
-                variables["PIXFLEET_API_HOST"] = {"name": "PIXFLEET_API_HOST", "value": "0.0.0.0"}  # published through Docker
+                variables["PIXFLEET_API_HOST"] = {
+                    "name": "PIXFLEET_API_HOST",
+                    "value": "0.0.0.0",
+                }  # published through Docker
                 container["environment"] = list(variables.values())
                 for mapping in container.get("portMappings", []):
                     if mapping.get("containerPort") == 8080:
@@ -277,7 +297,9 @@ def orchestrator_main(env: Mapping[str, str]) -> int:
     new_env = dict(env)
     new_env.update(orchestrator_environment(outputs))
     new_env["PIXFLEET_TASKDEFS_DIR"] = str(deployment_taskdefs(shipped, state_dir / "config" / "taskdefs", env))
-    new_env["PIXFLEET_SERVICES_FILE"] = str(deployment_services(shipped.parent / "services.json", state_dir / "config" / "services.json", env))
+    new_env["PIXFLEET_SERVICES_FILE"] = str(
+        deployment_services(shipped.parent / "services.json", state_dir / "config" / "services.json", env)
+    )
     os.execve(sys.executable, [sys.executable, "-m", "services.orchestrator"], new_env)
     return 0  # not reached
 

@@ -26,7 +26,16 @@ LOCALSTACK_EXCLUDE_NEWER = "2026-02-27"
 PYTHON_VERSION = "3.13"  # Debian trixie's python3, and what localstack-core 4.14.0 needs
 
 # The direct runtime dependencies of the api and worker (what they import), plus the CLI's.
-_SERVICE_DEPS = ("aiobotocore", "aiohttp", "pillow", "prometheus-client", "pydantic", "pydantic-settings", "click", "rich")
+_SERVICE_DEPS = (
+    "aiobotocore",
+    "aiohttp",
+    "pillow",
+    "prometheus-client",
+    "pydantic",
+    "pydantic-settings",
+    "click",
+    "rich",
+)
 
 
 @dataclass(frozen=True)
@@ -83,8 +92,19 @@ def compile_lock(lock: Lock) -> None:
         source = Path(tmp) / (lock.path.stem + ".in")
         source.write_text("".join(r + "\n" for r in lock.requirements))
         command = [
-            *_uv(), "pip", "compile", "--quiet", "--generate-hashes", "--python-version", PYTHON_VERSION,
-            "--custom-compile-command", "pixfleet images lock", "--no-annotate", str(source), "-o", str(lock.path),
+            *_uv(),
+            "pip",
+            "compile",
+            "--quiet",
+            "--generate-hashes",
+            "--python-version",
+            PYTHON_VERSION,
+            "--custom-compile-command",
+            "pixfleet images lock",
+            "--no-annotate",
+            str(source),
+            "-o",
+            str(lock.path),
         ]
         command += ["--universal"] if lock.universal else ["--python-platform", "x86_64-manylinux_2_36"]
         if lock.exclude_newer:

@@ -37,7 +37,7 @@ def install_multipart_lifecycle(interval: float = 1.0) -> None:
             time.sleep(interval)
             try:
                 sweep(day)
-            except Exception:  # noqa: BLE001 - a sweep that trips over a changing dict tries again next second
+            except Exception:
                 continue
 
     threading.Thread(target=sweep_forever, name="s3-lifecycle", daemon=True).start()
@@ -62,7 +62,8 @@ def sweep(day_seconds: float) -> int:
                 for upload_id, upload in list(bucket.multiparts.items()):
                     started = getattr(upload, "pixfleet_initiated_at", now)
                     expired = any(
-                        upload.key_name.startswith(_rule_prefix(rule)) and now - started >= float(rule.aimu_days) * day_seconds
+                        upload.key_name.startswith(_rule_prefix(rule))
+                        and now - started >= float(rule.aimu_days) * day_seconds
                         for rule in rules
                     )
                     if expired:

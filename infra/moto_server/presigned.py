@@ -21,7 +21,7 @@ import hashlib
 import hmac
 import json
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlparse
 
@@ -77,7 +77,7 @@ def _authorize_presigned(response: Any, bucket: str | None, key: str | None) -> 
     """Authenticate a request signed in its URL or form, then authorize it like any other."""
     from moto.s3.exceptions import S3AccessDeniedError, S3ClientError, S3SignatureDoesNotMatchError
 
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     form = dict(response.form_data.items())
     query = parse_qsl(urlparse(response.uri).query, keep_blank_values=True)
     is_post_upload = response.method == "POST" and "policy" in form
@@ -158,7 +158,7 @@ def _signed_sigv4_query(method: str, raw_path: str, query: list[tuple[str, str]]
     if len(scope) != 5 or params.get("X-Amz-Algorithm") != "AWS4-HMAC-SHA256":
         return None
     try:
-        signed_at = datetime.strptime(params["X-Amz-Date"], "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
+        signed_at = datetime.strptime(params["X-Amz-Date"], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
         expires_at = signed_at + timedelta(seconds=int(params["X-Amz-Expires"]))
     except (KeyError, ValueError):
         return None
@@ -180,7 +180,9 @@ def _signed_sigv4_query(method: str, raw_path: str, query: list[tuple[str, str]]
         scope[0],
         params.get("X-Amz-Security-Token"),
         expires_at,
-        lambda secret: _equal(_hmac256(_sigv4_key(secret, scope[1:]), to_sign).hex(), params.get("X-Amz-Signature", "")),
+        lambda secret: _equal(
+            _hmac256(_sigv4_key(secret, scope[1:]), to_sign).hex(), params.get("X-Amz-Signature", "")
+        ),
     )
 
 
@@ -188,7 +190,7 @@ def _signed_sigv2_query(method: str, raw_path: str, query: list[tuple[str, str]]
     """A SigV2 presigned URL (``Signature``/``Expires``), what botocore makes for custom endpoints."""
     params = dict(query)
     try:
-        expires_at = datetime.fromtimestamp(int(params["Expires"]), timezone.utc)
+        expires_at = datetime.fromtimestamp(int(params["Expires"]), UTC)
     except (KeyError, ValueError):
         return None
     subresources = sorted((k, v) for k, v in query if k in _SIGV2_SUBRESOURCES)
@@ -273,12 +275,16 @@ def post_policy_problem(
             if content_length > high:
                 return PolicyViolation("EntityTooLarge", "Your proposed upload exceeds the maximum allowed size", 400)
             if content_length < low:
-                return PolicyViolation("EntityTooSmall", "Your proposed upload is smaller than the minimum allowed size", 400)
+                return PolicyViolation(
+                    "EntityTooSmall", "Your proposed upload is smaller than the minimum allowed size", 400
+                )
             continue
         elif len(condition) == 3:
             checks = [(str(condition[0]).lower(), str(condition[1]).lstrip("$"), condition[2])]
         else:
-            return PolicyViolation("AccessDenied", f"Invalid Policy: Invalid Simple-Condition: {_condition_text(condition)}", 400)
+            return PolicyViolation(
+                "AccessDenied", f"Invalid Policy: Invalid Simple-Condition: {_condition_text(condition)}", 400
+            )
         for operator, name, expected in checks:
             name = name.lower()
             covered.add(name)
@@ -288,7 +294,9 @@ def post_policy_problem(
             if operator == "starts-with" and not (actual or "").startswith(str(expected)):
                 return failed
             if operator not in {"eq", "starts-with"}:
-                return PolicyViolation("AccessDenied", f"Invalid Policy: Invalid Simple-Condition: {_condition_text(condition)}", 400)
+                return PolicyViolation(
+                    "AccessDenied", f"Invalid Policy: Invalid Simple-Condition: {_condition_text(condition)}", 400
+                )
     extra = sorted(
         name
         for name in values

@@ -108,7 +108,9 @@ def install_sqs_message_move_tasks() -> None:
             handle = base64.b64encode(
                 json.dumps({"taskId": uuid.uuid4().hex, "sourceArn": source_arn}).encode()
             ).decode()
-            task = MoveTask(handle, source_arn, destination_arn, int(rate) if rate else None, to_move, int(time.time() * 1000))
+            task = MoveTask(
+                handle, source_arn, destination_arn, int(rate) if rate else None, to_move, int(time.time() * 1000)
+            )
             _TASKS.setdefault(source_arn, []).append(task)
         threading.Thread(target=_run, args=(backend, task), name="sqs-move-task", daemon=True).start()
         return ActionResult({"TaskHandle": handle})
@@ -167,7 +169,7 @@ def install_sqs_message_move_tasks() -> None:
         except (SQSException, QueueDoesNotExist) as exc:
             with _LOCK:
                 task.status, task.failure = "FAILED", getattr(exc, "message", str(exc))
-        except Exception as exc:  # noqa: BLE001 - a failed task is reported, never a dead server thread
+        except Exception as exc:
             with _LOCK:
                 task.status, task.failure = "FAILED", f"{type(exc).__name__}: {exc}"
 

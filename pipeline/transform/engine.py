@@ -354,7 +354,15 @@ def _plans(stored: tuple[int, int], orientation: int, variants: Sequence[Variant
 
 # What Pillow plugins raise on malformed data (besides UnidentifiedImageError).
 _CORRUPT = (
-    OSError, SyntaxError, EOFError, struct.error, IndexError, ValueError, KeyError, TypeError, ZeroDivisionError
+    OSError,
+    SyntaxError,
+    EOFError,
+    struct.error,
+    IndexError,
+    ValueError,
+    KeyError,
+    TypeError,
+    ZeroDivisionError,
 )
 
 

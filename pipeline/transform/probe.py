@@ -142,8 +142,10 @@ def _iso_bmff_format(head: bytes) -> str:
 
 def _looks_like_svg(head: bytes) -> bool:
     text = head[:4096].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
-    return text.startswith((b"<?xml", b"<svg")) or (text.startswith(b"<!doctype svg")) or (
-        text.startswith(b"<!--") and b"<svg" in text
+    return (
+        text.startswith((b"<?xml", b"<svg"))
+        or (text.startswith(b"<!doctype svg"))
+        or (text.startswith(b"<!--") and b"<svg" in text)
     )
 
 

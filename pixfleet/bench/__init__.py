@@ -21,12 +21,19 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 console = Console(stderr=True)
-_JSON = click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Also write the report as JSON here.")
+_JSON = click.option(
+    "--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Also write the report as JSON here."
+)
 
 
 def _progress() -> Progress:
     return Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=False
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
     )
 
 
@@ -44,7 +51,9 @@ def bench() -> None:
 @bench.command("corpus")
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--seed", default=1, show_default=True, help="Same seed, same files.")
-@click.option("--scale", default=1.0, show_default=True, help="Multiply every side (0.1 makes a tiny corpus for tests).")
+@click.option(
+    "--scale", default=1.0, show_default=True, help="Multiply every side (0.1 makes a tiny corpus for tests)."
+)
 def corpus_command(directory: Path, seed: int, scale: float) -> None:
     """Write the generated stand-in corpus (5-50 MP baseline/progressive JPEG, a PNG, a WebP) to DIRECTORY."""
     from pixfleet.bench.corpus import DEFAULT_CORPUS, write_corpus
@@ -61,10 +70,16 @@ def corpus_command(directory: Path, seed: int, scale: float) -> None:
 @click.option("--preset", "presets", multiple=True, help="Preset(s) to measure (default: all).")
 @click.option("--repeat", default=3, show_default=True, help="Runs per image; the fastest counts.")
 @click.option(
-    "--contender", "contenders", multiple=True, type=click.Choice(["pixfleet", "pillow_naive", "pyvips", "floor"]), help="Default: all four."
+    "--contender",
+    "contenders",
+    multiple=True,
+    type=click.Choice(["pixfleet", "pillow_naive", "pyvips", "floor"]),
+    help="Default: all four.",
 )
 @_JSON
-def transform_command(directory: Path, presets: tuple[str, ...], repeat: int, contenders: tuple[str, ...], json_path: Path | None) -> None:
+def transform_command(
+    directory: Path, presets: tuple[str, ...], repeat: int, contenders: tuple[str, ...], json_path: Path | None
+) -> None:
     """CPU ms/image, MP/s and peak RSS of the engine, naive Pillow, pyvips and the floor on the images in DIRECTORY."""
     from pixfleet.bench.contenders import CONTENDERS
     from pixfleet.bench.measure import write_json
@@ -75,7 +90,11 @@ def transform_command(directory: Path, presets: tuple[str, ...], repeat: int, co
         get_preset(name)
     with _progress() as progress:
         report = benchmark(
-            directory, list(presets or preset_names()), repeat=max(1, repeat), contenders=contenders or CONTENDERS, progress=progress
+            directory,
+            list(presets or preset_names()),
+            repeat=max(1, repeat),
+            contenders=contenders or CONTENDERS,
+            progress=progress,
         )
     _print(render_tables(report))
     for miss in report["size_mismatches"]:
@@ -84,18 +103,29 @@ def transform_command(directory: Path, presets: tuple[str, ...], repeat: int, co
 
 
 @bench.command("pipeline")
-@click.option("--dir", "directory", type=click.Path(exists=True, file_okay=False, path_type=Path), help="Images to submit (default: generated 12 MP JPEGs).")
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Images to submit (default: generated 12 MP JPEGs).",
+)
 @click.option("--jobs", default=24, show_default=True, help="Jobs per run.")
 @click.option("--preset", default="web", show_default=True)
-@click.option("--workers", "worker_counts", multiple=True, type=int, help="Worker counts to measure (default: 1 and 2).")
+@click.option(
+    "--workers", "worker_counts", multiple=True, type=int, help="Worker counts to measure (default: 1 and 2)."
+)
 @_JSON
-def pipeline_command(directory: Path | None, jobs: int, preset: str, worker_counts: tuple[int, ...], json_path: Path | None) -> None:
+def pipeline_command(
+    directory: Path | None, jobs: int, preset: str, worker_counts: tuple[int, ...], json_path: Path | None
+) -> None:
     """Worker CPU per job vs engine CPU per job, and images/s end to end, through the embedded stack."""
     from pixfleet.bench.measure import write_json
     from pixfleet.bench.end_to_end import benchmark, render_tables
 
     with _progress() as progress:
-        report = asyncio.run(benchmark(directory, jobs=jobs, preset=preset, worker_counts=worker_counts or (1, 2), progress=progress))
+        report = asyncio.run(
+            benchmark(directory, jobs=jobs, preset=preset, worker_counts=worker_counts or (1, 2), progress=progress)
+        )
     _print(render_tables(report))
     write_json(json_path, report)
 
@@ -106,10 +136,21 @@ def pipeline_command(directory: Path | None, jobs: int, preset: str, worker_coun
 @click.option("--image-kb", default=256, show_default=True)
 @click.option("--big-clients", default=50, show_default=True, help="Clients uploading at once in the memory run.")
 @click.option("--big-mb", default=50.0, show_default=True, help="MB (10^6 bytes) each of them uploads.")
-@click.option("--api-env", multiple=True, metavar="NAME=VALUE", help="Setting for the API process, e.g. PIXFLEET_API_BUFFER_BUDGET=16777216.")
+@click.option(
+    "--api-env",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Setting for the API process, e.g. PIXFLEET_API_BUFFER_BUDGET=16777216.",
+)
 @_JSON
 def api_command(
-    requests: int, concurrency: int, image_kb: int, big_clients: int, big_mb: float, api_env: tuple[str, ...], json_path: Path | None
+    requests: int,
+    concurrency: int,
+    image_kb: int,
+    big_clients: int,
+    big_mb: float,
+    api_env: tuple[str, ...],
+    json_path: Path | None,
 ) -> None:
     """Accepted uploads/s and latency percentiles, and the API's peak RSS under big concurrent uploads."""
     from pixfleet.bench.api import benchmark, render_tables

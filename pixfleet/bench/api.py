@@ -50,7 +50,9 @@ async def _stream(data: memoryview) -> AsyncIterator[bytes]:
         yield bytes(data[i : i + STREAM_CHUNK])
 
 
-async def throughput(api_url: str, body: bytes, requests: int, concurrency: int, progress: Any = None) -> dict[str, Any]:
+async def throughput(
+    api_url: str, body: bytes, requests: int, concurrency: int, progress: Any = None
+) -> dict[str, Any]:
     """``requests`` uploads of ``body`` from ``concurrency`` clients; rates and latency percentiles."""
     latencies: list[float] = []
     statuses: dict[int, int] = {}
@@ -63,7 +65,9 @@ async def throughput(api_url: str, body: bytes, requests: int, concurrency: int,
         while not queue.empty():
             queue.get_nowait()
             t0 = time.perf_counter()
-            async with http.post(f"{api_url}/v1/images?preset=web", data=body, headers={"Content-Type": "image/jpeg"}) as r:
+            async with http.post(
+                f"{api_url}/v1/images?preset=web", data=body, headers={"Content-Type": "image/jpeg"}
+            ) as r:
                 await r.read()
                 statuses[r.status] = statuses.get(r.status, 0) + 1
             latencies.append((time.perf_counter() - t0) * 1000)
@@ -85,7 +89,8 @@ async def throughput(api_url: str, body: bytes, requests: int, concurrency: int,
         "statuses": {str(k): v for k, v in statuses.items()},
         "accepted_per_s": round(accepted / elapsed, 2),
         "mb_per_s": round(accepted * len(body) / elapsed / 1e6, 2),
-        "latency_ms": {f"p{q}": round(percentile(latencies, q), 1) for q in (50, 90, 99)} | {"max": round(max(latencies, default=0), 1)},
+        "latency_ms": {f"p{q}": round(percentile(latencies, q), 1) for q in (50, 90, 99)}
+        | {"max": round(max(latencies, default=0), 1)},
     }
 
 
@@ -160,12 +165,20 @@ def render_tables(report: dict[str, Any]) -> list[Any]:
     from rich.table import Table
 
     t = report["throughput"]
-    fast = Table(title=f"bench api — {t['requests']} uploads of {t['image_bytes'] / 1024:.0f} KB, {t['concurrency']} clients")
+    fast = Table(
+        title=f"bench api — {t['requests']} uploads of {t['image_bytes'] / 1024:.0f} KB, {t['concurrency']} clients"
+    )
     for col in ("accepted/s", "MB/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "statuses"):
         fast.add_column(col, justify="right")
     lat = t["latency_ms"]
     fast.add_row(
-        f"{t['accepted_per_s']:.1f}", f"{t['mb_per_s']:.1f}", f"{lat['p50']:.0f}", f"{lat['p90']:.0f}", f"{lat['p99']:.0f}", f"{lat['max']:.0f}", str(t["statuses"])
+        f"{t['accepted_per_s']:.1f}",
+        f"{t['mb_per_s']:.1f}",
+        f"{lat['p50']:.0f}",
+        f"{lat['p90']:.0f}",
+        f"{lat['p99']:.0f}",
+        f"{lat['max']:.0f}",
+        str(t["statuses"]),
     )
     tables = [fast]
     m = report.get("memory")
@@ -175,7 +188,12 @@ def render_tables(report: dict[str, Any]) -> list[Any]:
             big.add_column(col, justify="right")
         ok = "✓" if m["peak_rss_mb"] < RSS_GOAL_MB else "✗"
         big.add_row(
-            f"{m['rss_before_mb']:.0f}", f"{m['peak_rss_mb']:.0f}", f"< {RSS_GOAL_MB:.0f} {ok}", f"{m['mb_per_s']:.0f}", f"{m['seconds']:.1f}", str(m["statuses"])
+            f"{m['rss_before_mb']:.0f}",
+            f"{m['peak_rss_mb']:.0f}",
+            f"< {RSS_GOAL_MB:.0f} {ok}",
+            f"{m['mb_per_s']:.0f}",
+            f"{m['seconds']:.1f}",
+            str(m["statuses"]),
         )
         big.caption = f"peak: {m['peak_source']}"
         tables.append(big)

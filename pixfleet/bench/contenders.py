@@ -141,7 +141,7 @@ def pyvips_unavailable() -> str | None:
     os.environ["VIPS_CONCURRENCY"] = "1"
     try:
         import pyvips
-    except Exception as exc:  # noqa: BLE001 - ImportError, or OSError when libvips is missing
+    except Exception as exc:
         return f"pyvips is not installed ({type(exc).__name__}: {exc}); pip install 'pixfleet[bench]'"
     pyvips.cache_set_max(0)
     pyvips.cache_set_max_mem(0)

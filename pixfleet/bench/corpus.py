@@ -59,7 +59,14 @@ def scaled(corpus: tuple[CorpusImage, ...], scale: float) -> tuple[CorpusImage, 
     if scale == 1.0:
         return corpus
     return tuple(
-        CorpusImage(c.name, max(64, round(c.width * scale)), max(48, round(c.height * scale)), c.format, c.progressive, c.orientation)
+        CorpusImage(
+            c.name,
+            max(64, round(c.width * scale)),
+            max(48, round(c.height * scale)),
+            c.format,
+            c.progressive,
+            c.orientation,
+        )
         for c in corpus
     )
 

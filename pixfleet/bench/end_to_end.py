@@ -35,7 +35,9 @@ GENERATED = (
 UPLOAD_CONCURRENCY = 4
 
 
-async def run_jobs(state_dir: Path, workers: int, files: Sequence[Path], preset: str, progress: Any = None) -> dict[str, Any]:
+async def run_jobs(
+    state_dir: Path, workers: int, files: Sequence[Path], preset: str, progress: Any = None
+) -> dict[str, Any]:
     """Submit every file as a job to a fresh stack with ``workers`` worker tasks; measure CPU and wall time."""
     payloads = [f.read_bytes() for f in files]
     async with running_stack(state_dir, workers=workers) as stack:
@@ -55,7 +57,9 @@ async def run_jobs(state_dir: Path, workers: int, files: Sequence[Path], preset:
                     return await upload(http, stack.api_url, data, preset)
 
             job_ids = await asyncio.gather(*(submit(p) for p in payloads))
-            statuses = await wait_jobs(http, stack.api_url, list(job_ids), on_done=(lambda: progress.advance(task)) if progress else None)
+            statuses = await wait_jobs(
+                http, stack.api_url, list(job_ids), on_done=(lambda: progress.advance(task)) if progress else None
+            )
             elapsed = time.monotonic() - started
             cpu = sum(tree_cpu_seconds(p) for p in pids) - cpu_before
     failed = [s for s in statuses.values() if s["status"] != "succeeded"]
@@ -108,7 +112,15 @@ def render_tables(report: dict[str, Any]) -> list[Any]:
     from rich.table import Table
 
     table = Table(title=f"bench pipeline — {report['jobs']} jobs, preset {report['preset']}")
-    for col in ("workers", "images/s", "worker CPU ms/job", "engine CPU ms/job", "overhead", "engine CPU in worker", "failed"):
+    for col in (
+        "workers",
+        "images/s",
+        "worker CPU ms/job",
+        "engine CPU ms/job",
+        "overhead",
+        "engine CPU in worker",
+        "failed",
+    ):
         table.add_column(col, justify="right")
     for run in report["runs"]:
         ok = "✓" if run["overhead"] is not None and run["overhead"] <= OVERHEAD_GOAL else "✗"

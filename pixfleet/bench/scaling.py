@@ -61,7 +61,9 @@ def _photo(width: int, height: int) -> bytes:
     from PIL import Image, ImageDraw, ImageFilter
 
     rng = random.Random(7)
-    im = Image.merge("RGB", [Image.linear_gradient("L").resize((width, height)).rotate(a, expand=False) for a in (0, 90, 180)])
+    im = Image.merge(
+        "RGB", [Image.linear_gradient("L").resize((width, height)).rotate(a, expand=False) for a in (0, 90, 180)]
+    )
     draw = ImageDraw.Draw(im)
     for _ in range(60):
         x, y, r = rng.randrange(width), rng.randrange(height), rng.randrange(10, max(11, width // 6))
@@ -72,7 +74,9 @@ def _photo(width: int, height: int) -> bytes:
     return out.getvalue()
 
 
-async def run_burst(*, mode: str, jobs: int, min_workers: int, max_workers: int, target: int, preset: str, image: bytes, state_dir: Path) -> RunResult:
+async def run_burst(
+    *, mode: str, jobs: int, min_workers: int, max_workers: int, target: int, preset: str, image: bytes, state_dir: Path
+) -> RunResult:
     from pixfleet.stack import EmbeddedConfig, EmbeddedStack
 
     pinned = mode == "pinned"
@@ -86,21 +90,34 @@ async def run_burst(*, mode: str, jobs: int, min_workers: int, max_workers: int,
     async with EmbeddedStack(config) as stack:
         aws = stack.aws
         kwargs = {"region_name": aws.region, "endpoint_url": aws.endpoint_url, **credential_kwargs(stack.bootstrap)}
-        async with get_session().create_client("s3", **kwargs) as s3, get_session().create_client("sqs", **kwargs) as sqs:
+        async with (
+            get_session().create_client("s3", **kwargs) as s3,
+            get_session().create_client("sqs", **kwargs) as sqs,
+        ):
             source = upload_key(new_job_id())
             await s3.put_object(Bucket=aws.input_bucket, Key=source, Body=image, ContentType="image/jpeg")
             before = {t["taskId"][:8] for t in await stack.tasks("worker")}
-            messages = [JobMessage(job_id=new_job_id(), bucket=aws.input_bucket, key=source, preset=preset) for _ in range(jobs)]
+            messages = [
+                JobMessage(job_id=new_job_id(), bucket=aws.input_bucket, key=source, preset=preset) for _ in range(jobs)
+            ]
             t0 = time.time()
             for i in range(0, jobs, 10):
                 batch = messages[i : i + 10]
-                await sqs.send_message_batch(QueueUrl=aws.queue_url, Entries=[{"Id": str(n), "MessageBody": m.to_json()} for n, m in enumerate(batch)])
+                await sqs.send_message_batch(
+                    QueueUrl=aws.queue_url,
+                    Entries=[{"Id": str(n), "MessageBody": m.to_json()} for n, m in enumerate(batch)],
+                )
             result = RunResult(mode=mode, jobs=jobs, drain_s=0.0)
             # Watch the queue (one cheap call per tick, so the measurement does not load the emulator)
             # until it is empty, then read every manifest once.
             while True:
                 result.max_running = max(result.max_running, (await stack.services())["worker"]["runningCount"])
-                attrs = (await sqs.get_queue_attributes(QueueUrl=aws.queue_url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]))["Attributes"]
+                attrs = (
+                    await sqs.get_queue_attributes(
+                        QueueUrl=aws.queue_url,
+                        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+                    )
+                )["Attributes"]
                 if int(attrs["ApproximateNumberOfMessages"]) + int(attrs["ApproximateNumberOfMessagesNotVisible"]) == 0:
                     break
                 if time.time() - t0 > 600:
@@ -117,7 +134,11 @@ async def run_burst(*, mode: str, jobs: int, min_workers: int, max_workers: int,
             events = (await stack.request("GET", "/v1/events?service=worker&limit=1000"))["events"]
             decisions = [e["createdAt"] for e in events if "scaled out" in e["message"] and e["createdAt"] >= t0]
             result.decision_s = min(decisions) - t0 if decisions else None
-            new_starts = [_ts(d["started_at"]) for d in finished.values() if d.get("worker_id", "").removeprefix("worker-") not in before]
+            new_starts = [
+                _ts(d["started_at"])
+                for d in finished.values()
+                if d.get("worker_id", "").removeprefix("worker-") not in before
+            ]
             result.first_new_worker_busy_s = min(new_starts) - t0 if new_starts else None
         failed = [d for d in finished.values() if d["status"] != "succeeded"]
         if failed:
@@ -132,8 +153,12 @@ async def run_burst(*, mode: str, jobs: int, min_workers: int, max_workers: int,
 @click.option("--target", default=10, show_default=True, help="Target backlog per task.")
 @click.option("--preset", default="web", show_default=True)
 @click.option("--size", default="1200x900", show_default=True, help="Source image WxH.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Also write the results here.")
-def scaling(jobs: int, min_workers: int, max_workers: int, target: int, preset: str, size: str, json_path: Path | None) -> None:
+@click.option(
+    "--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Also write the results here."
+)
+def scaling(
+    jobs: int, min_workers: int, max_workers: int, target: int, preset: str, size: str, json_path: Path | None
+) -> None:
     """Burst → scale-out decision, first new worker busy, drain time vs the ideal at max workers."""
     try:
         width, height = (int(v) for v in size.lower().split("x"))
@@ -145,25 +170,51 @@ def scaling(jobs: int, min_workers: int, max_workers: int, target: int, preset: 
         results = []
         with tempfile.TemporaryDirectory(prefix="pixfleet-bench-") as tmp:
             for mode in ("pinned", "autoscaled"):
-                with console.status(f"{mode} run: {jobs} jobs, workers {max_workers if mode == 'pinned' else f'{min_workers}..{max_workers}'}…"):
+                with console.status(
+                    f"{mode} run: {jobs} jobs, workers {max_workers if mode == 'pinned' else f'{min_workers}..{max_workers}'}…"
+                ):
                     results.append(
-                        await run_burst(mode=mode, jobs=jobs, min_workers=min_workers, max_workers=max_workers, target=target, preset=preset, image=image, state_dir=Path(tmp) / mode)
+                        await run_burst(
+                            mode=mode,
+                            jobs=jobs,
+                            min_workers=min_workers,
+                            max_workers=max_workers,
+                            target=target,
+                            preset=preset,
+                            image=image,
+                            state_dir=Path(tmp) / mode,
+                        )
                     )
         return results
 
     pinned, auto = asyncio.run(both())
     ratio = auto.drain_s / pinned.drain_s
-    table = Table(title=f"bench scaling: {jobs} jobs ({preset}, {size}), workers {min_workers}..{max_workers}, target {target}/task", title_justify="left")
+    table = Table(
+        title=f"bench scaling: {jobs} jobs ({preset}, {size}), workers {min_workers}..{max_workers}, target {target}/task",
+        title_justify="left",
+    )
     for col in ("measure", "value", "goal", "met"):
         table.add_column(col)
 
     def row(name: str, value: float | None, goal: float, unit: str) -> None:
         met = value is not None and value <= goal
-        table.add_row(name, "n/a" if value is None else f"{value:.2f}{unit}", f"≤ {goal:g}{unit}", "yes" if met else "[red]no[/]")
+        table.add_row(
+            name, "n/a" if value is None else f"{value:.2f}{unit}", f"≤ {goal:g}{unit}", "yes" if met else "[red]no[/]"
+        )
 
     row("backlog → first scale-out decision", auto.decision_s, GOALS["decision_s"], " s")
     row("backlog → first new worker busy", auto.first_new_worker_busy_s, GOALS["first_new_worker_busy_s"], " s")
-    row(f"drain: autoscaled {auto.drain_s:.1f} s / pinned at {max_workers} {pinned.drain_s:.1f} s", ratio, GOALS["drain_ratio"], "×")
+    row(
+        f"drain: autoscaled {auto.drain_s:.1f} s / pinned at {max_workers} {pinned.drain_s:.1f} s",
+        ratio,
+        GOALS["drain_ratio"],
+        "×",
+    )
     Console().print(table)
     if json_path:
-        json_path.write_text(json.dumps({"goals": GOALS, "pinned": asdict(pinned), "autoscaled": asdict(auto), "drain_ratio": ratio}, indent=2) + "\n")
+        json_path.write_text(
+            json.dumps(
+                {"goals": GOALS, "pinned": asdict(pinned), "autoscaled": asdict(auto), "drain_ratio": ratio}, indent=2
+            )
+            + "\n"
+        )

@@ -20,7 +20,9 @@ async def running_stack(state_dir: Path, *, workers: int, **config: Any) -> Asyn
     pinned = {"max_workers": max(1, workers)} if "max_workers" in EmbeddedConfig.__dataclass_fields__ else {}
     if workers == 0 and "scaling" in EmbeddedConfig.__dataclass_fields__:
         pinned["scaling"] = {"activationThreshold": 1_000_000_000}  # never start one for the backlog
-    async with EmbeddedStack(EmbeddedConfig(state_dir=state_dir, workers=workers, api_port=0, **pinned, **config)) as stack:
+    async with EmbeddedStack(
+        EmbeddedConfig(state_dir=state_dir, workers=workers, api_port=0, **pinned, **config)
+    ) as stack:
         yield stack
 
 
@@ -35,14 +37,18 @@ async def task_pids(stack: EmbeddedStack, service: str) -> list[int]:
 
 async def upload(http: aiohttp.ClientSession, api_url: str, data: bytes, preset: str) -> str:
     """POST one image as a raw body; the job id."""
-    async with http.post(f"{api_url}/v1/images?preset={preset}", data=data, headers={"Content-Type": "image/jpeg"}) as r:
+    async with http.post(
+        f"{api_url}/v1/images?preset={preset}", data=data, headers={"Content-Type": "image/jpeg"}
+    ) as r:
         body = await r.json()
         if r.status != 202:
             raise RuntimeError(f"upload refused: {r.status} {body}")
         return body["job_id"]
 
 
-async def wait_jobs(http: aiohttp.ClientSession, api_url: str, job_ids: list[str], timeout: float = 600.0, on_done: Any = None) -> dict[str, Any]:
+async def wait_jobs(
+    http: aiohttp.ClientSession, api_url: str, job_ids: list[str], timeout: float = 600.0, on_done: Any = None
+) -> dict[str, Any]:
     """Poll until every job is succeeded or failed; their status documents by id."""
     pending, done = list(job_ids), {}
     deadline = time.monotonic() + timeout

@@ -47,7 +47,16 @@ def run_contender(
     contender: str, preset: str, files: Sequence[Path], *, repeat: int, save: Path | None, on_image: Any = None
 ) -> dict[str, Any]:
     """Run one contender on one preset in a child process; ``on_image()`` is called per finished image."""
-    cmd = [sys.executable, "-m", "pixfleet.bench.contenders", contender, preset, *map(str, files), "--repeat", str(repeat)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pixfleet.bench.contenders",
+        contender,
+        preset,
+        *map(str, files),
+        "--repeat",
+        str(repeat),
+    ]
     if save is not None:
         cmd += ["--save", str(save)]
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:

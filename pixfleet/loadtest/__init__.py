@@ -36,7 +36,9 @@ def _endpoints(api: str | None, orchestrator: str | None, state_dir: Path) -> tu
     stack = read_stack(state_dir)
     if api is None:
         if stack is None:
-            raise BadInput(f"no running stack: {state_dir / 'stack.json'} not found (start one with `pixfleet up`, or pass --api URL)")
+            raise BadInput(
+                f"no running stack: {state_dir / 'stack.json'} not found (start one with `pixfleet up`, or pass --api URL)"
+            )
         api = stack["api_url"]
     api = api.rstrip("/")
     if orchestrator is None and stack is not None and stack.get("api_url", "").rstrip("/") == api:
@@ -66,31 +68,89 @@ async def _preflight(api: str, preset: str, api_key: str | None, probe: FleetPro
                 await probe.read(http)
             except (aiohttp.ClientError, TimeoutError, ValueError, KeyError) as exc:
                 where = getattr(probe, "url", "")
-                raise BadInput(f"cannot read queue depth and workers from the {probe.name} at {where}: {exc or type(exc).__name__}") from None
+                raise BadInput(
+                    f"cannot read queue depth and workers from the {probe.name} at {where}: {exc or type(exc).__name__}"
+                ) from None
 
 
 @click.command("load")
 @click.option("--api", envvar="PIXFLEET_API_URL", help="API base URL (default: the running stack's, from stack.json).")
-@click.option("--orchestrator", "orchestrator_url", help="Orchestrator URL for queue depth and workers (default: the running stack's; else the API's /v1/fleet).")
-@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), envvar="PIXFLEET_STATE_DIR", default=".pixfleet", show_default=True)
-@click.option("--images", "images_dir", type=click.Path(file_okay=False, path_type=Path), help="Upload the images of this directory (default: generate them).")
+@click.option(
+    "--orchestrator",
+    "orchestrator_url",
+    help="Orchestrator URL for queue depth and workers (default: the running stack's; else the API's /v1/fleet).",
+)
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="PIXFLEET_STATE_DIR",
+    default=".pixfleet",
+    show_default=True,
+)
+@click.option(
+    "--images",
+    "images_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Upload the images of this directory (default: generate them).",
+)
 @click.option("--seed", default=0, show_default=True, help="Seed of the generated images and of the order of uploads.")
 @click.option("--pool", default=12, show_default=True, help="How many distinct images to generate.")
-@click.option("--poison", default=0.0, show_default=True, help="Fraction of generated uploads that are poison files (truncated JPEGs), for failure drills.")
-@click.option("--schedule", "schedule_text", default="constant:5", show_default=True, help="constant:RATE (jobs/s), ramp:FROM-TO (jobs/s over the duration) or burst:N.")
+@click.option(
+    "--poison",
+    default=0.0,
+    show_default=True,
+    help="Fraction of generated uploads that are poison files (truncated JPEGs), for failure drills.",
+)
+@click.option(
+    "--schedule",
+    "schedule_text",
+    default="constant:5",
+    show_default=True,
+    help="constant:RATE (jobs/s), ramp:FROM-TO (jobs/s over the duration) or burst:N.",
+)
 @click.option("--duration", default=30.0, show_default=True, help="Seconds of submitting (ignored by burst).")
 @click.option("--concurrency", default=8, show_default=True, help="Uploads in flight at once.")
 @click.option("--preset", default="thumbs", show_default=True)
-@click.option("--drain-timeout", default=300.0, show_default=True, help="Seconds to wait for the last jobs after submitting.")
-@click.option("--tail", default=0.0, show_default=True, help="Seconds to keep sampling after the last job (to watch the scale-in).")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Write summary.json, timeline.json, timeline.png and jobs.json here.")
-@click.option("--max-failure-rate", default=0.0, show_default=True, help="Exit 1 when rejected + failed + unfinished jobs exceed this fraction.")
+@click.option(
+    "--drain-timeout", default=300.0, show_default=True, help="Seconds to wait for the last jobs after submitting."
+)
+@click.option(
+    "--tail",
+    default=0.0,
+    show_default=True,
+    help="Seconds to keep sampling after the last job (to watch the scale-in).",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write summary.json, timeline.json, timeline.png and jobs.json here.",
+)
+@click.option(
+    "--max-failure-rate",
+    default=0.0,
+    show_default=True,
+    help="Exit 1 when rejected + failed + unfinished jobs exceed this fraction.",
+)
 @click.option("--api-key", envvar="PIXFLEET_API_KEY", help="X-API-Key to send (when the API has PIXFLEET_API_KEYS).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 def load(
-    api: str | None, orchestrator_url: str | None, state_dir: Path, images_dir: Path | None, seed: int, pool: int, poison: float,
-    schedule_text: str, duration: float, concurrency: int, preset: str, drain_timeout: float, tail: float, out: Path | None,
-    max_failure_rate: float, api_key: str | None, as_json: bool,
+    api: str | None,
+    orchestrator_url: str | None,
+    state_dir: Path,
+    images_dir: Path | None,
+    seed: int,
+    pool: int,
+    poison: float,
+    schedule_text: str,
+    duration: float,
+    concurrency: int,
+    preset: str,
+    drain_timeout: float,
+    tail: float,
+    out: Path | None,
+    max_failure_rate: float,
+    api_key: str | None,
+    as_json: bool,
 ) -> None:
     """Load-test the pipeline on a rate schedule; measure queue depth, workers and end-to-end latency.
 
@@ -107,8 +167,14 @@ def load(
         schedule = parse_schedule(schedule_text, duration)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--schedule") from None
-    for name, value, ok in (("--concurrency", concurrency, concurrency >= 1), ("--pool", pool, pool >= 1), ("--poison", poison, 0 <= poison <= 1),
-                            ("--max-failure-rate", max_failure_rate, 0 <= max_failure_rate <= 1), ("--drain-timeout", drain_timeout, drain_timeout > 0), ("--tail", tail, tail >= 0)):
+    for name, value, ok in (
+        ("--concurrency", concurrency, concurrency >= 1),
+        ("--pool", pool, pool >= 1),
+        ("--poison", poison, 0 <= poison <= 1),
+        ("--max-failure-rate", max_failure_rate, 0 <= max_failure_rate <= 1),
+        ("--drain-timeout", drain_timeout, drain_timeout > 0),
+        ("--tail", tail, tail >= 0),
+    ):
         if not ok:
             raise click.BadParameter(f"{value} is out of range", param_hint=name)
     source: ImageSource
@@ -125,10 +191,23 @@ def load(
         with console.status(f"generating {pool} images (seed {seed})…"):
             source = GeneratedImages(seed, pool, poison)
     settings: dict[str, Any] = {
-        "api": api, "preset": preset, "schedule": schedule.describe(), "schedule_spec": schedule_text, "duration_s": duration,
-        "concurrency": concurrency, "seed": seed, "images": source.describe(),
+        "api": api,
+        "preset": preset,
+        "schedule": schedule.describe(),
+        "schedule_spec": schedule_text,
+        "duration_s": duration,
+        "concurrency": concurrency,
+        "seed": seed,
+        "images": source.describe(),
     }
-    test = LoadTest(LoadConfig(api=api, preset=preset, concurrency=concurrency, drain_timeout=drain_timeout, tail=tail, api_key=api_key), schedule, source, probe)
+    test = LoadTest(
+        LoadConfig(
+            api=api, preset=preset, concurrency=concurrency, drain_timeout=drain_timeout, tail=tail, api_key=api_key
+        ),
+        schedule,
+        source,
+        probe,
+    )
 
     async def run() -> None:
         loop = asyncio.get_running_loop()

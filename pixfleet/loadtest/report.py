@@ -92,7 +92,9 @@ def build_timeline(test: LoadTest) -> dict[str, Any]:
     }
 
 
-def build_summary(test: LoadTest, timeline: dict[str, Any], *, max_failure_rate: float, settings: dict[str, Any]) -> dict[str, Any]:
+def build_summary(
+    test: LoadTest, timeline: dict[str, Any], *, max_failure_rate: float, settings: dict[str, Any]
+) -> dict[str, Any]:
     records = test.records
     succeeded = [r for r in records if r.status == "succeeded"]
     ended = [r for r in records if r.finished_at is not None]
@@ -128,7 +130,9 @@ def build_summary(test: LoadTest, timeline: dict[str, Any], *, max_failure_rate:
         "throughput": {
             "completed_per_s": round(len(ended) / span, 3) if span else None,
             "succeeded_per_s": round(len(succeeded) / span, 3) if span else None,
-            "accepted_per_s": round(len(accepted) / (last_answer - test.started), 3) if last_answer and last_answer > test.started else None,
+            "accepted_per_s": round(len(accepted) / (last_answer - test.started), 3)
+            if last_answer and last_answer > test.started
+            else None,
             "peak_completed_per_s": max((s["completed_per_s"] for s in samples), default=None),
             "uploaded_mib": round(sum(r.bytes for r in accepted) / 2**20, 2),
         },
@@ -177,14 +181,23 @@ def plot_timeline(timeline: dict[str, Any], summary: dict[str, Any], path: Path)
     FigureCanvasAgg(fig)
     top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [2, 1]})
     visible, in_flight = col("queue_visible"), col("queue_in_flight")
-    top.stackplot(t, [0 if math.isnan(v) else v for v in visible], [0 if math.isnan(v) else v for v in in_flight],
-                  labels=["queue: visible", "queue: in flight"], colors=["#9ecae1", "#3182bd"], alpha=0.85, step="post")
+    top.stackplot(
+        t,
+        [0 if math.isnan(v) else v for v in visible],
+        [0 if math.isnan(v) else v for v in in_flight],
+        labels=["queue: visible", "queue: in flight"],
+        colors=["#9ecae1", "#3182bd"],
+        alpha=0.85,
+        step="post",
+    )
     top.step(t, col("dead_letters"), where="post", color="#d62728", linestyle="--", label="dead letters")
     top.set_ylabel("messages")
     top.set_ylim(bottom=0)
     workers_axis = top.twinx()
     workers_axis.step(t, col("running_workers"), where="post", color="#e6550d", linewidth=2.5, label="running workers")
-    workers_axis.step(t, col("desired_workers"), where="post", color="#fdae6b", linewidth=1.2, linestyle=":", label="desired workers")
+    workers_axis.step(
+        t, col("desired_workers"), where="post", color="#fdae6b", linewidth=1.2, linestyle=":", label="desired workers"
+    )
     workers_axis.set_ylabel("workers")
     top_workers = max([v for v in col("running_workers") + col("desired_workers") if not math.isnan(v)], default=1)
     workers_axis.set_ylim(0, top_workers + 1)
@@ -196,8 +209,14 @@ def plot_timeline(timeline: dict[str, Any], summary: dict[str, Any], path: Path)
 
     # A rate sampled at t counts the interval that ends at t: draw it over that interval.
     spans = [t[0] + 1 if i == 0 else t[i] - t[i - 1] for i in range(len(t))] if t else []
-    bottom.bar([x - s for x, s in zip(t, spans, strict=True)], [0 if math.isnan(v) else v for v in col("completed_per_s")],
-               width=[s * 0.9 for s in spans], align="edge", color="#31a354", label="completed / s")
+    bottom.bar(
+        [x - s for x, s in zip(t, spans, strict=True)],
+        [0 if math.isnan(v) else v for v in col("completed_per_s")],
+        width=[s * 0.9 for s in spans],
+        align="edge",
+        color="#31a354",
+        label="completed / s",
+    )
     bottom.step(t, col("submitted_per_s"), where="pre", color="#636363", linewidth=1, label="submitted / s")
     bottom.set_xlim(left=0)
     bottom.set_xlabel("seconds since start")
@@ -237,14 +256,29 @@ def summary_table(summary: dict[str, Any]) -> Table:
     def fmt(value: Any, unit: str = "") -> str:
         return "–" if value is None else f"{value}{unit}"
 
-    table.add_row("schedule", f"{summary.get('schedule')} · preset {summary.get('preset')} · concurrency {summary.get('concurrency')}")
-    table.add_row("jobs", f"{summary['submitted']} submitted, {summary['accepted']} accepted, {summary['rejected']} rejected, "
-                          f"{summary['succeeded']} succeeded, {summary['failed']} failed, {summary['unfinished']} unfinished")
-    table.add_row("throughput", f"{fmt(throughput['completed_per_s'])} jobs/s (peak {fmt(throughput['peak_completed_per_s'])}/s), "
-                                f"accepted {fmt(throughput['accepted_per_s'])}/s, {throughput['uploaded_mib']} MiB uploaded")
-    table.add_row("latency", f"p50 {fmt(latency['p50'], ' s')}, p95 {fmt(latency['p95'], ' s')}, p99 {fmt(latency['p99'], ' s')}, max {fmt(latency['max'], ' s')}")
-    table.add_row("queue / workers", f"max depth {fmt(summary['queue']['max_depth'])}, workers {fmt(summary['workers']['at_start'])} → "
-                                     f"max {fmt(summary['workers']['max'])} → {fmt(summary['workers']['at_end'])}")
+    table.add_row(
+        "schedule",
+        f"{summary.get('schedule')} · preset {summary.get('preset')} · concurrency {summary.get('concurrency')}",
+    )
+    table.add_row(
+        "jobs",
+        f"{summary['submitted']} submitted, {summary['accepted']} accepted, {summary['rejected']} rejected, "
+        f"{summary['succeeded']} succeeded, {summary['failed']} failed, {summary['unfinished']} unfinished",
+    )
+    table.add_row(
+        "throughput",
+        f"{fmt(throughput['completed_per_s'])} jobs/s (peak {fmt(throughput['peak_completed_per_s'])}/s), "
+        f"accepted {fmt(throughput['accepted_per_s'])}/s, {throughput['uploaded_mib']} MiB uploaded",
+    )
+    table.add_row(
+        "latency",
+        f"p50 {fmt(latency['p50'], ' s')}, p95 {fmt(latency['p95'], ' s')}, p99 {fmt(latency['p99'], ' s')}, max {fmt(latency['max'], ' s')}",
+    )
+    table.add_row(
+        "queue / workers",
+        f"max depth {fmt(summary['queue']['max_depth'])}, workers {fmt(summary['workers']['at_start'])} → "
+        f"max {fmt(summary['workers']['max'])} → {fmt(summary['workers']['at_end'])}",
+    )
     errors = ", ".join(f"{code} × {n}" for code, n in summary["errors_by_code"].items()) or "none"
     table.add_row("errors", errors)
     verdict = "[green]passed[/]" if summary["passed"] else "[red]failed[/]"

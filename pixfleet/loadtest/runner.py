@@ -133,7 +133,9 @@ class LoadTest:
             for record in self._pending:
                 record.status, record.error_code = "unfinished", "unfinished"
                 record.error_message = (
-                    "not finished when the run was stopped" if self.interrupted else f"not finished {self.config.drain_timeout:g} s after the last submission"
+                    "not finished when the run was stopped"
+                    if self.interrupted
+                    else f"not finished {self.config.drain_timeout:g} s after the last submission"
                 )
             if self.config.tail > 0 and not self._stop.is_set():
                 self.phase = "watching the scale-in"
@@ -177,12 +179,18 @@ class LoadTest:
             self.records.append(record)
             try:
                 async with http.post(
-                    f"{self.config.api}/v1/images", params={"preset": self.config.preset}, data=sample.data, headers={"Content-Type": sample.content_type}
+                    f"{self.config.api}/v1/images",
+                    params={"preset": self.config.preset},
+                    data=sample.data,
+                    headers={"Content-Type": sample.content_type},
                 ) as response:
                     body = await response.json(content_type=None)
                     record.http_status = response.status
             except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-                record.status, record.error_code = "rejected", "timeout" if isinstance(exc, TimeoutError) else "connection_error"
+                record.status, record.error_code = (
+                    "rejected",
+                    "timeout" if isinstance(exc, TimeoutError) else "connection_error",
+                )
                 record.error_message = str(exc) or type(exc).__name__
                 return
             finally:

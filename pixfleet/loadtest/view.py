@@ -32,7 +32,13 @@ def render(test: LoadTest) -> RenderableType:
         grid.add_row("queue", "?")
         grid.add_row("workers", "?")
     else:
-        grid.add_row("queue", f"{_n(reading.visible)} visible · {_n(reading.in_flight)} in flight · {_n(reading.delayed)} delayed · {_n(reading.dead_letters)} in the DLQ")
+        grid.add_row(
+            "queue",
+            f"{_n(reading.visible)} visible · {_n(reading.in_flight)} in flight · {_n(reading.delayed)} delayed · {_n(reading.dead_letters)} in the DLQ",
+        )
         grid.add_row("workers", f"{_n(reading.running_workers)} running (desired {_n(reading.desired_workers)})")
-    grid.add_row("throughput", f"{test.recent_throughput():.1f} jobs/s (last 10 s) · p50 latency {'–' if p50 is None else f'{p50:.2f} s'}")
+    grid.add_row(
+        "throughput",
+        f"{test.recent_throughput():.1f} jobs/s (last 10 s) · p50 latency {'–' if p50 is None else f'{p50:.2f} s'}",
+    )
     return grid

@@ -9,7 +9,9 @@ import sys
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m services.api")
-    parser.add_argument("--healthcheck", action="store_true", help="probe the running API's /healthz (exit 0 when healthy)")
+    parser.add_argument(
+        "--healthcheck", action="store_true", help="probe the running API's /healthz (exit 0 when healthy)"
+    )
     args = parser.parse_args()
     if args.healthcheck:
         from services.healthcheck import probe

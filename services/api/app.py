@@ -63,7 +63,9 @@ class Metrics:
         return cls(
             registry=registry,
             uploads=Counter("pixfleet_api_uploads", "Uploads by outcome", ["outcome"], registry=registry),
-            upload_bytes=Counter("pixfleet_api_upload_bytes", "Bytes accepted into the input bucket", registry=registry),
+            upload_bytes=Counter(
+                "pixfleet_api_upload_bytes", "Bytes accepted into the input bucket", registry=registry
+            ),
             requests=Histogram(
                 "pixfleet_api_request_seconds", "Request latency", ["route", "status"], registry=registry
             ),
@@ -153,7 +155,7 @@ async def errors_middleware(request: web.Request, handler: Any) -> web.StreamRes
         return response
     except asyncio.CancelledError:
         raise
-    except Exception as exc:  # noqa: BLE001 - every error becomes JSON, never a stack trace
+    except Exception as exc:
         err = classify(exc)
         status = err.http_status
         _log_failure(request, err, exc)
@@ -211,7 +213,8 @@ async def _send_job(request: web.Request, stored: StoredUpload, job_id: str, pre
         size=stored.size,
     )
     await asyncio.wait_for(
-        request.app[SQS].send_message(QueueUrl=settings.aws.queue_url, MessageBody=message.to_json()), settings.aws_timeout
+        request.app[SQS].send_message(QueueUrl=settings.aws.queue_url, MessageBody=message.to_json()),
+        settings.aws_timeout,
     )
 
 
@@ -220,7 +223,7 @@ async def _delete_quietly(request: web.Request, keys: list[str]) -> None:
     for key in keys:
         try:
             await s3.delete_object(Bucket=bucket, Key=key)
-        except Exception:  # noqa: BLE001 - best effort cleanup of an upload we refused
+        except Exception:
             log.warning("could not delete %s after a failed request", key, exc_info=True)
 
 
@@ -340,11 +343,18 @@ async def create_upload(request: web.Request) -> web.Response:
         # The API may reach S3 by an address the client cannot (e.g. a container name); a POST
         # policy's signature does not cover the host, so the client gets the public address.
         url = settings.public_s3_url.rstrip("/") + "/" + url.split("://", 1)[1].split("/", 1)[1]
-    expires = (datetime.now(UTC) + timedelta(seconds=settings.presign_expires)).isoformat(timespec="seconds").replace("+00:00", "Z")
+    expires = (
+        (datetime.now(UTC) + timedelta(seconds=settings.presign_expires))
+        .isoformat(timespec="seconds")
+        .replace("+00:00", "Z")
+    )
     reservation = {"job_id": job_id, "key": key, "preset": preset, "expires_at": expires}
     await asyncio.wait_for(
         request.app[S3].put_object(
-            Bucket=settings.aws.input_bucket, Key=reservation_key(job_id), Body=json.dumps(reservation).encode(), ContentType="application/json"
+            Bucket=settings.aws.input_bucket,
+            Key=reservation_key(job_id),
+            Body=json.dumps(reservation).encode(),
+            ContentType="application/json",
         ),
         settings.aws_timeout,
     )
@@ -378,7 +388,9 @@ async def _reservation(request: web.Request, job_id: str) -> dict[str, Any] | No
     """The unexpired reservation of a presigned upload that has not arrived yet, if any."""
     s3, settings = request.app[S3], request.app[SETTINGS]
     try:
-        obj = await asyncio.wait_for(s3.get_object(Bucket=settings.aws.input_bucket, Key=reservation_key(job_id)), settings.aws_timeout)
+        obj = await asyncio.wait_for(
+            s3.get_object(Bucket=settings.aws.input_bucket, Key=reservation_key(job_id)), settings.aws_timeout
+        )
     except Exception as exc:
         if is_missing_readable_object(exc):
             return None
@@ -398,15 +410,22 @@ async def _job_view(request: web.Request, job_id: str, key: str | None = None) -
         keys = [key] if key else [upload_key(job_id), incoming_key(job_id)]
         for candidate in keys:
             if await _exists(request, candidate):
-                return web.json_response(dump(schemas.Job(job_id=job_id, status="queued", outputs=[], error=None, history=[])))
+                return web.json_response(
+                    dump(schemas.Job(job_id=job_id, status="queued", outputs=[], error=None, history=[]))
+                )
         reservation = None if key else await _reservation(request, job_id)
         if reservation is None:
             raise NotFound("no such job")
         return web.json_response(
             dump(
                 schemas.Job(
-                    job_id=job_id, status="awaiting_upload", outputs=[], error=None, history=[],
-                    expires_at=reservation["expires_at"], source=schemas.JobSource(key=reservation.get("key")),
+                    job_id=job_id,
+                    status="awaiting_upload",
+                    outputs=[],
+                    error=None,
+                    history=[],
+                    expires_at=reservation["expires_at"],
+                    source=schemas.JobSource(key=reservation.get("key")),
                 )
             )
         )
@@ -458,7 +477,9 @@ async def download_output(request: web.Request) -> web.StreamResponse:
     """GET /v1/jobs/{id}/outputs/{variant} — stream one rendered variant from the output bucket."""
     job_id = _job_id(request)
     manifest = await _read_manifest(request, job_id)
-    record = next((o for o in (manifest.outputs if manifest else []) if o.variant == request.match_info["variant"]), None)
+    record = next(
+        (o for o in (manifest.outputs if manifest else []) if o.variant == request.match_info["variant"]), None
+    )
     if record is None:
         raise NotFound("no such output")
     obj = await request.app[S3].get_object(Bucket=request.app[SETTINGS].aws.output_bucket, Key=record.key)
@@ -491,7 +512,7 @@ async def healthz(request: web.Request) -> web.Response:
         try:
             await asyncio.wait_for(call, settings.aws_timeout)
             checks[name] = "ok"
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             if name == "s3" and is_missing_readable_object(exc):
                 checks[name] = "ok"  # S3 answered: the probe key simply does not exist
             else:
@@ -499,7 +520,9 @@ async def healthz(request: web.Request) -> web.Response:
 
     await asyncio.gather(
         check("s3", request.app[S3].head_object(Bucket=settings.aws.input_bucket, Key="uploads/.healthz")),
-        check("sqs", request.app[SQS].get_queue_attributes(QueueUrl=settings.aws.queue_url, AttributeNames=["QueueArn"])),
+        check(
+            "sqs", request.app[SQS].get_queue_attributes(QueueUrl=settings.aws.queue_url, AttributeNames=["QueueArn"])
+        ),
     )
     healthy = all(v == "ok" for v in checks.values())
     answer = schemas.Health(status="ok" if healthy else "unavailable", checks=schemas.HealthChecks(**checks))
@@ -532,7 +555,11 @@ async def fleet(request: web.Request) -> web.Response:
 
 async def _read_fleet(app: web.Application) -> dict[str, Any]:
     settings = app[SETTINGS]
-    names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible", "ApproximateNumberOfMessagesDelayed"]
+    names = [
+        "ApproximateNumberOfMessages",
+        "ApproximateNumberOfMessagesNotVisible",
+        "ApproximateNumberOfMessagesDelayed",
+    ]
     attrs = (await app[SQS].get_queue_attributes(QueueUrl=settings.aws.queue_url, AttributeNames=names))["Attributes"]
     visible, in_flight, delayed = (int(attrs.get(name, 0)) for name in names)
     workers = desired = None

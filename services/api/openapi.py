@@ -245,7 +245,11 @@ def openapi_document(settings: ApiSettings) -> dict[str, Any]:
                             "in": "query",
                             "required": False,
                             "description": "The file's media type, returned in `upload.fields` (the policy accepts any image/*).",
-                            "schema": {"type": "string", "pattern": "^image/[^\\x00-\\x1f]{1,94}$", "default": "image/jpeg"},
+                            "schema": {
+                                "type": "string",
+                                "pattern": "^image/[^\\x00-\\x1f]{1,94}$",
+                                "default": "image/jpeg",
+                            },
                         },
                     ],
                     "responses": {
@@ -274,7 +278,13 @@ def openapi_document(settings: ApiSettings) -> dict[str, Any]:
                     ],
                     "responses": {
                         "200": _json(ref("Job"), "The job of the object's latest content"),
-                        **_errors(settings, 400, 404, 503, text={400: "Not a key under incoming/", 404: "No such object or job"}),
+                        **_errors(
+                            settings,
+                            400,
+                            404,
+                            503,
+                            text={400: "Not a key under incoming/", 404: "No such object or job"},
+                        ),
                     },
                 }
             },

@@ -60,6 +60,8 @@ OutputFormat = Annotated[str, OneOf(FORMATS)]
 Uri = Annotated[str, Field(json_schema_extra={"format": "uri"})]
 Timestamp = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
 JobId = Annotated[str, Field(pattern=JOB_ID_PATTERN)]
+
+
 def _integral(value: Any) -> Any:
     return int(value) if isinstance(value, float) and value.is_integer() else value
 

@@ -45,6 +45,8 @@ class ApiSettings:
             public_s3_url=r.str("PIXFLEET_PUBLIC_S3_URL", ""),
             orchestrator_url=r.str("PIXFLEET_ORCHESTRATOR_URL", ""),
         )
-        r.check(settings.buffer_budget >= settings.part_size, "PIXFLEET_API_BUFFER_BUDGET must be >= PIXFLEET_API_PART_SIZE")
+        r.check(
+            settings.buffer_budget >= settings.part_size, "PIXFLEET_API_BUFFER_BUDGET must be >= PIXFLEET_API_PART_SIZE"
+        )
         r.raise_if_problems()
         return settings

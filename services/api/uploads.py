@@ -207,7 +207,9 @@ class _ExactReader:
         return data
 
 
-async def _fill(read: ReadChunk, buffer: bytearray, size: int, limit: int, already: int, reservation: Reservation) -> int:
+async def _fill(
+    read: ReadChunk, buffer: bytearray, size: int, limit: int, already: int, reservation: Reservation
+) -> int:
     """Put up to ``size`` bytes from ``read`` at the start of ``buffer`` (in place, growing it
     only when it is shorter, and the reservation with it); the byte count, short only at end of stream."""
     filled = 0
@@ -266,16 +268,22 @@ async def store_upload(
         extra = {"ContentType": content_type, "Metadata": metadata or {}}
         if filled < part_size:
             with PartBody(buffer, filled) as body:
-                await asyncio.wait_for(s3.put_object(Bucket=bucket, Key=key, Body=body, **extra), _deadline(timeout, filled))
+                await asyncio.wait_for(
+                    s3.put_object(Bucket=bucket, Key=key, Body=body, **extra), _deadline(timeout, filled)
+                )
             return StoredUpload(bucket, key, filled, probe)
-        upload_id = (await asyncio.wait_for(s3.create_multipart_upload(Bucket=bucket, Key=key, **extra), timeout))["UploadId"]
+        upload_id = (await asyncio.wait_for(s3.create_multipart_upload(Bucket=bucket, Key=key, **extra), timeout))[
+            "UploadId"
+        ]
         try:
             size, parts = 0, []
             while filled:
                 size += filled
                 with PartBody(buffer, filled) as body:
                     part = await asyncio.wait_for(
-                        s3.upload_part(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=len(parts) + 1, Body=body),
+                        s3.upload_part(
+                            Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=len(parts) + 1, Body=body
+                        ),
                         _deadline(timeout, filled),
                     )
                 parts.append({"ETag": part["ETag"], "PartNumber": len(parts) + 1})
@@ -283,7 +291,9 @@ async def store_upload(
                     break
                 filled = await _fill(read, buffer, part_size, limits.max_bytes, size, reservation)  # S3 has it: refill
             await asyncio.wait_for(
-                s3.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}),
+                s3.complete_multipart_upload(
+                    Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
+                ),
                 timeout,
             )
             return StoredUpload(bucket, key, size, probe)
@@ -302,5 +312,5 @@ def _deadline(timeout: float, size: int) -> float:
 async def _abort(s3: Any, bucket: str, key: str, upload_id: str) -> None:
     try:
         await asyncio.shield(s3.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id))
-    except Exception:  # noqa: BLE001 - best effort; a lifecycle rule catches what this misses
+    except Exception:
         log.warning("could not abort multipart upload %s of %s", upload_id, key, exc_info=True)

@@ -76,7 +76,7 @@ class DeadLetterRecorder:
             while not self._stopping.is_set():
                 try:
                     await self.tick()
-                except Exception as exc:  # noqa: BLE001 - the DLQ or S3 is unreachable: try again, never crash
+                except Exception as exc:
                     log.warning("dead-letter pass failed (%s); retrying", classify(exc).message)
                 with suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), self.settings.poll_interval)
@@ -87,7 +87,9 @@ class DeadLetterRecorder:
         s = self.settings
         async with AsyncExitStack() as stack:
             config = client_config(timeout=5, read_timeout=15, attempts=3)
-            s3, self._sqs = await stack.enter_async_context(aws_clients(s.aws, "s3", "sqs", config=config, credentials=self.credentials))
+            s3, self._sqs = await stack.enter_async_context(
+                aws_clients(s.aws, "s3", "sqs", config=config, credentials=self.credentials)
+            )
             self.manifests = ManifestStore(s3, s.aws.output_bucket)
             if s.health_port is not None:
                 await stack.enter_async_context(self._health_server())
@@ -102,7 +104,9 @@ class DeadLetterRecorder:
             )
         )["Attributes"]
         self._last_poll = time.monotonic()
-        depth = int(attrs.get("ApproximateNumberOfMessages", 0)) + int(attrs.get("ApproximateNumberOfMessagesNotVisible", 0))
+        depth = int(attrs.get("ApproximateNumberOfMessages", 0)) + int(
+            attrs.get("ApproximateNumberOfMessagesNotVisible", 0)
+        )
         due = time.monotonic() - self._last_pass > self.settings.full_pass_interval
         if depth == 0:
             self._known_depth = 0
@@ -148,8 +152,10 @@ class DeadLetterRecorder:
         # moto wants a separate (non-existent on AWS) permission for it.
         async def release(receipt: str) -> None:
             try:
-                await self._sqs.change_message_visibility(QueueUrl=self.settings.aws.dlq_url, ReceiptHandle=receipt, VisibilityTimeout=0)
-            except Exception as exc:  # noqa: BLE001 - it reappears after PASS_VISIBILITY anyway
+                await self._sqs.change_message_visibility(
+                    QueueUrl=self.settings.aws.dlq_url, ReceiptHandle=receipt, VisibilityTimeout=0
+                )
+            except Exception as exc:
                 log.warning("could not hand back a dead letter: %s", classify(exc).message)
 
         for start in range(0, len(receipts), 10):
@@ -179,7 +185,11 @@ class DeadLetterRecorder:
                 await self.manifests.write(manifest, if_match=etag, if_absent=current is None)
             except ManifestConflict:
                 continue
-            log.info("job %s reached the DLQ unfinished: recorded as failed (%s)", job.job_id, manifest.error and manifest.error["message"])
+            log.info(
+                "job %s reached the DLQ unfinished: recorded as failed (%s)",
+                job.job_id,
+                manifest.error and manifest.error["message"],
+            )
             return True
         raise RuntimeError(f"the manifest of job {job.job_id} keeps changing")
 
@@ -213,7 +223,9 @@ class DeadLetterRecorder:
             await runner.cleanup()
 
 
-def _failed_manifest(job: JobMessage, current: Manifest | None, max_receive_count: int, message: dict[str, Any] | None) -> Manifest:
+def _failed_manifest(
+    job: JobMessage, current: Manifest | None, max_receive_count: int, message: dict[str, Any] | None
+) -> Manifest:
     history = current.history() if current is not None else []
     last = history[-1] if history else None
     if last is None:
@@ -225,7 +237,12 @@ def _failed_manifest(job: JobMessage, current: Manifest | None, max_receive_coun
         how = f"the last attempt (#{last.get('attempt')}) ended with {last.get('outcome')}: {error.get('code', '?')}"
     deliveries = max(max_receive_count, len(history))
     base = current if current is not None else Manifest(job_id=job.job_id, status="failed")
-    source = dict(base.source) or {"bucket": job.bucket, "key": job.key, "content_type": job.content_type, "bytes": job.size}
+    source = dict(base.source) or {
+        "bucket": job.bucket,
+        "key": job.key,
+        "content_type": job.content_type,
+        "bytes": job.size,
+    }
     if job.object_version:
         source["object_version"] = job.object_version
     return Manifest(

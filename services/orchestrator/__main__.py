@@ -9,7 +9,7 @@ import secrets
 import signal
 import sys
 from contextlib import AsyncExitStack
-from datetime import timezone
+from datetime import UTC
 from pathlib import Path
 
 from aiobotocore.session import get_session
@@ -48,8 +48,12 @@ async def serve(settings: OrchestratorSettings) -> int:
     aws = settings.aws
     async with AsyncExitStack() as stack:
         config = client_config(timeout=3, read_timeout=10, attempts=2)
-        sts = await stack.enter_async_context(session.create_client("sts", region_name=aws.region, endpoint_url=aws.endpoint_url, config=config))
-        sqs = await stack.enter_async_context(session.create_client("sqs", region_name=aws.region, endpoint_url=aws.endpoint_url, config=config))
+        sts = await stack.enter_async_context(
+            session.create_client("sts", region_name=aws.region, endpoint_url=aws.endpoint_url, config=config)
+        )
+        sqs = await stack.enter_async_context(
+            session.create_client("sqs", region_name=aws.region, endpoint_url=aws.endpoint_url, config=config)
+        )
         identity = await sts.get_caller_identity()
         account, partition = identity["Account"], identity["Arn"].split(":")[1]
 
@@ -57,11 +61,16 @@ async def serve(settings: OrchestratorSettings) -> int:
             return value if value.startswith("arn:") else f"arn:{partition}:iam::{account}:role/{value}"
 
         async def assume(arn: str, session_name: str) -> TemporaryCredentials:
-            creds = (await sts.assume_role(RoleArn=arn, RoleSessionName=session_name, DurationSeconds=3600))["Credentials"]
+            creds = (await sts.assume_role(RoleArn=arn, RoleSessionName=session_name, DurationSeconds=3600))[
+                "Credentials"
+            ]
             expiration = creds["Expiration"]
             return TemporaryCredentials(
-                creds["AccessKeyId"], creds["SecretAccessKey"], creds["SessionToken"],
-                expiration if expiration.tzinfo else expiration.replace(tzinfo=timezone.utc), arn,
+                creds["AccessKeyId"],
+                creds["SecretAccessKey"],
+                creds["SessionToken"],
+                expiration if expiration.tzinfo else expiration.replace(tzinfo=UTC),
+                arn,
             )
 
         registry = TaskDefinitionRegistry(state_dir / "taskdefs.json")
@@ -86,7 +95,9 @@ async def serve(settings: OrchestratorSettings) -> int:
             role_arn=role_arn,
             tick_interval=settings.tick_interval,
         )
-        runner = web.AppRunner(create_orchestrator_app(orchestrator, _admin_token(settings, state_dir)), access_log=None)
+        runner = web.AppRunner(
+            create_orchestrator_app(orchestrator, _admin_token(settings, state_dir)), access_log=None
+        )
         await runner.setup()
         await web.TCPSite(runner, settings.host, settings.port).start()
         stack.push_async_callback(runner.cleanup)

@@ -32,16 +32,25 @@ def _require_admin(request: web.Request) -> None:
     expected = request.app[ADMIN_TOKEN]
     given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
     if not expected or not hmac.compare_digest(expected.encode(), given.encode()):
-        raise web.HTTPUnauthorized(text=json.dumps({"error": {"code": "unauthorized", "message": "admin token required"}}), content_type="application/json")
+        raise web.HTTPUnauthorized(
+            text=json.dumps({"error": {"code": "unauthorized", "message": "admin token required"}}),
+            content_type="application/json",
+        )
 
 
 async def _json_body(request: web.Request) -> dict[str, Any]:
     try:
         body = await request.json()
     except ValueError:
-        raise web.HTTPBadRequest(text=json.dumps({"error": {"code": "invalid_request", "message": "body must be JSON"}}), content_type="application/json") from None
+        raise web.HTTPBadRequest(
+            text=json.dumps({"error": {"code": "invalid_request", "message": "body must be JSON"}}),
+            content_type="application/json",
+        ) from None
     if not isinstance(body, dict):
-        raise web.HTTPBadRequest(text=json.dumps({"error": {"code": "invalid_request", "message": "body must be a JSON object"}}), content_type="application/json")
+        raise web.HTTPBadRequest(
+            text=json.dumps({"error": {"code": "invalid_request", "message": "body must be a JSON object"}}),
+            content_type="application/json",
+        )
     return body
 
 
@@ -80,7 +89,13 @@ async def list_tasks(request: web.Request) -> web.Response:
     service = request.query.get("service")
     tasks = sorted(orch.tasks.values(), key=lambda t: t.created_at, reverse=True)
     return web.json_response(
-        {"tasks": [t.public() for t in tasks if (wanted is None or t.state == wanted.upper()) and (service is None or t.service == service)]}
+        {
+            "tasks": [
+                t.public()
+                for t in tasks
+                if (wanted is None or t.state == wanted.upper()) and (service is None or t.service == service)
+            ]
+        }
     )
 
 
@@ -93,7 +108,9 @@ async def run_task(request: web.Request) -> web.Response:
     if not isinstance(count, int) or not 1 <= count <= 50 or not isinstance(env, dict):
         return _error(400, "invalid_request", "count must be 1..50 and environment an object")
     try:
-        tasks = await request.app[ORCH].run_task(str(body.get("taskDefinition", "")), count, {str(k): str(v) for k, v in env.items()})
+        tasks = await request.app[ORCH].run_task(
+            str(body.get("taskDefinition", "")), count, {str(k): str(v) for k, v in env.items()}
+        )
     except UnknownTaskDefinition as exc:
         return _error(400, "unknown_task_definition", str(exc))
     return web.json_response({"tasks": [t.public() for t in tasks]}, status=201)
@@ -110,7 +127,9 @@ async def kill_task(request: web.Request) -> web.Response:
 
 async def list_taskdefs(request: web.Request) -> web.Response:
     registry = request.app[ORCH].registry
-    return web.json_response({"taskDefinitions": [td.key for family in registry.families() for td in registry.revisions(family)]})
+    return web.json_response(
+        {"taskDefinitions": [td.key for family in registry.families() for td in registry.revisions(family)]}
+    )
 
 
 async def register_taskdef(request: web.Request) -> web.Response:
@@ -146,7 +165,9 @@ async def events(request: web.Request) -> web.StreamResponse:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    return web.Response(body=generate_latest(request.app[ORCH].metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+    return web.Response(
+        body=generate_latest(request.app[ORCH].metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+    )
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -158,7 +179,10 @@ def _metadata(request: web.Request) -> tuple[Any, Any]:
     orch = request.app[ORCH]
     task = orch.tasks.get(request.match_info["task_id"])
     if task is None or task.task_id not in orch.vault:
-        raise web.HTTPNotFound(text=json.dumps({"error": {"code": "not_found", "message": "no such task"}}), content_type="application/json")
+        raise web.HTTPNotFound(
+            text=json.dumps({"error": {"code": "not_found", "message": "no such task"}}),
+            content_type="application/json",
+        )
     return orch, task
 
 
@@ -172,11 +196,19 @@ async def container_metadata(request: web.Request) -> web.Response:
             "DockerId": task.handle.get("container_id") or f"pid-{task.handle.get('pid')}",
             "Name": container.name,
             "Image": container.image,
-            "Labels": {"com.amazonaws.ecs.cluster": orch.cluster, "com.amazonaws.ecs.task-definition-family": taskdef.family, "com.amazonaws.ecs.task-definition-version": str(taskdef.revision), "com.amazonaws.ecs.task-arn": task.task_id},
+            "Labels": {
+                "com.amazonaws.ecs.cluster": orch.cluster,
+                "com.amazonaws.ecs.task-definition-family": taskdef.family,
+                "com.amazonaws.ecs.task-definition-version": str(taskdef.revision),
+                "com.amazonaws.ecs.task-arn": task.task_id,
+            },
             "DesiredStatus": task.desired_status,
             "KnownStatus": task.state,
             "Limits": {"CPU": taskdef.cpu, "Memory": taskdef.memory},
-            "Ports": [{"ContainerPort": c, "HostPort": h, "Protocol": "tcp"} for c, h in orch.runtime.port_bindings(task.handle).items()],
+            "Ports": [
+                {"ContainerPort": c, "HostPort": h, "Protocol": "tcp"}
+                for c, h in orch.runtime.port_bindings(task.handle).items()
+            ],
         }
     )
 

@@ -92,7 +92,7 @@ class CredentialVault:
             if grant.credentials is not None:
                 try:
                     await self._fresh(grant)
-                except Exception:  # noqa: BLE001 - retried on the next tick or the next request
+                except Exception:
                     log.warning("refresh of task %s credentials failed", grant.task_id, exc_info=True)
 
 
@@ -104,9 +104,11 @@ def credentials_routes(vault: CredentialVault) -> list[web.RouteDef]:
             creds = await vault.credentials(request.match_info["task_id"], request.headers.get("Authorization"))
         except CredentialDenied as exc:
             return web.json_response({"code": "AccessDenied", "message": str(exc)}, status=exc.status)
-        except Exception as exc:  # noqa: BLE001 - STS unreachable: the SDK retries
+        except Exception as exc:
             log.warning("assume-role failed: %s", exc)
-            return web.json_response({"code": "ServiceUnavailable", "message": "could not assume the task role"}, status=503)
+            return web.json_response(
+                {"code": "ServiceUnavailable", "message": "could not assume the task role"}, status=503
+            )
         return web.json_response(creds.to_container_json())
 
     return [web.get("/v1/credentials/{task_id}", get_credentials)]

@@ -108,7 +108,12 @@ class DockerRuntime:
             if bindings:
                 ports[int(key.split("/")[0])] = int(bindings[0]["HostPort"])
         log.info("started %s task %s (container %s)", spec.family, spec.task_id[:8], container.short_id)
-        return {"container_id": container.id, "task_id": spec.task_id, "ports": {str(k): v for k, v in ports.items()}, "name": container.name}
+        return {
+            "container_id": container.id,
+            "task_id": spec.task_id,
+            "ports": {str(k): v for k, v in ports.items()},
+            "name": container.name,
+        }
 
     async def wait(self, handle: dict[str, Any]) -> int | None:
         try:
@@ -153,7 +158,9 @@ class DockerRuntime:
             return False
         return container.status in ("running", "created", "restarting")
 
-    async def health_check(self, handle: dict[str, Any], command: tuple[str, ...], env: dict[str, str], timeout: float) -> HealthResult:
+    async def health_check(
+        self, handle: dict[str, Any], command: tuple[str, ...], env: dict[str, str], timeout: float
+    ) -> HealthResult:
         kind, *rest = command
         argv = ["/bin/sh", "-c", rest[0]] if kind == "CMD-SHELL" else rest
         try:
@@ -170,7 +177,9 @@ class DockerRuntime:
 
     async def strays(self, known: set[str]) -> list[dict[str, Any]]:
         """Containers of this cluster that the orchestrator's state does not know (to be removed)."""
-        containers = await self._call(self.client.containers.list, all=True, filters={"label": f"pixfleet.cluster={self.cluster}"})
+        containers = await self._call(
+            self.client.containers.list, all=True, filters={"label": f"pixfleet.cluster={self.cluster}"}
+        )
         return [
             {"container_id": c.id, "task_id": c.labels.get("pixfleet.task", ""), "name": c.name}
             for c in containers

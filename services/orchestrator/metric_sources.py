@@ -20,7 +20,11 @@ class MetricSource(Protocol):
 class SqsQueueDepth:
     """``ApproximateNumberOfMessages``, ``…NotVisible`` and ``…Delayed`` of the job queue (and the DLQ's depth)."""
 
-    ATTRIBUTES = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible", "ApproximateNumberOfMessagesDelayed"]
+    ATTRIBUTES = [
+        "ApproximateNumberOfMessages",
+        "ApproximateNumberOfMessagesNotVisible",
+        "ApproximateNumberOfMessagesDelayed",
+    ]
 
     def __init__(self, sqs: Any, queue_url: str, dlq_url: str | None = None):
         self.sqs = sqs
@@ -28,7 +32,9 @@ class SqsQueueDepth:
         self.dlq_url = dlq_url
 
     async def read(self) -> QueueMetrics:
-        attrs = (await self.sqs.get_queue_attributes(QueueUrl=self.queue_url, AttributeNames=self.ATTRIBUTES))["Attributes"]
+        attrs = (await self.sqs.get_queue_attributes(QueueUrl=self.queue_url, AttributeNames=self.ATTRIBUTES))[
+            "Attributes"
+        ]
         return QueueMetrics(
             visible=int(attrs.get("ApproximateNumberOfMessages", 0)),
             in_flight=int(attrs.get("ApproximateNumberOfMessagesNotVisible", 0)),
@@ -38,5 +44,7 @@ class SqsQueueDepth:
     async def dead_letters(self) -> int | None:
         if not self.dlq_url:
             return None
-        attrs = (await self.sqs.get_queue_attributes(QueueUrl=self.dlq_url, AttributeNames=["ApproximateNumberOfMessages"]))["Attributes"]
+        attrs = (
+            await self.sqs.get_queue_attributes(QueueUrl=self.dlq_url, AttributeNames=["ApproximateNumberOfMessages"])
+        )["Attributes"]
         return int(attrs.get("ApproximateNumberOfMessages", 0))

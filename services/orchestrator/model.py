@@ -124,14 +124,23 @@ def parse_services(doc: Any, source: str) -> list[ServiceConfig]:
         scaling = None
         if "autoScaling" in item:
             try:
-                scaling = ScalingPolicy(**_fields(item["autoScaling"], _SCALING_FIELDS, f"{where}.autoScaling", problems))
+                scaling = ScalingPolicy(
+                    **_fields(item["autoScaling"], _SCALING_FIELDS, f"{where}.autoScaling", problems)
+                )
                 problems += [f"{where}.autoScaling: {p}" for p in scaling.problems()]
             except TypeError as exc:
                 problems.append(f"{where}.autoScaling: {exc}")
         deployment = DeploymentConfig()
         if "deploymentConfiguration" in item:
             try:
-                deployment = DeploymentConfig(**_fields(item["deploymentConfiguration"], _DEPLOYMENT_FIELDS, f"{where}.deploymentConfiguration", problems))
+                deployment = DeploymentConfig(
+                    **_fields(
+                        item["deploymentConfiguration"],
+                        _DEPLOYMENT_FIELDS,
+                        f"{where}.deploymentConfiguration",
+                        problems,
+                    )
+                )
                 problems += [f"{where}.deploymentConfiguration: {p}" for p in deployment.problems()]
             except TypeError as exc:
                 problems.append(f"{where}.deploymentConfiguration: {exc}")
@@ -202,7 +211,9 @@ class Task:
             "exitCode": self.exit_code,
             "pid": self.handle.get("pid"),
             "containerId": self.handle.get("container_id"),
-            "networkBindings": [{"containerPort": int(c), "hostPort": h} for c, h in self.handle.get("ports", {}).items()],
+            "networkBindings": [
+                {"containerPort": int(c), "hostPort": h} for c, h in self.handle.get("ports", {}).items()
+            ],
             "inFlight": self.in_flight,
         }
 
@@ -293,7 +304,9 @@ class EventLog:
         self.listeners: list[Any] = []
 
     def add(self, service: str | None, message: str) -> Event:
-        event = Event(uuid.uuid4().hex[:12], time.time(), service, f"(service {service}) {message}" if service else message)
+        event = Event(
+            uuid.uuid4().hex[:12], time.time(), service, f"(service {service}) {message}" if service else message
+        )
         self._events.append(event)
         if self.path:
             with self.path.open("a") as f:

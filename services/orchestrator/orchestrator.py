@@ -75,11 +75,23 @@ class OrchestratorMetrics:
         r = CollectorRegistry()
         return cls(
             registry=r,
-            queue=Gauge("pixfleet_queue_messages", "Job queue depth by kind (visible, in_flight, delayed, dlq)", ["kind"], registry=r),
+            queue=Gauge(
+                "pixfleet_queue_messages",
+                "Job queue depth by kind (visible, in_flight, delayed, dlq)",
+                ["kind"],
+                registry=r,
+            ),
             desired=Gauge("pixfleet_service_desired_tasks", "Desired tasks per service", ["service"], registry=r),
             running=Gauge("pixfleet_service_running_tasks", "Running tasks per service", ["service"], registry=r),
-            decisions=Counter("pixfleet_scaling_decisions", "Scaling decisions that changed the desired count", ["service", "action"], registry=r),
-            refreshes=Counter("pixfleet_credential_refreshes", "Task role credentials assumed or refreshed", registry=r),
+            decisions=Counter(
+                "pixfleet_scaling_decisions",
+                "Scaling decisions that changed the desired count",
+                ["service", "action"],
+                registry=r,
+            ),
+            refreshes=Counter(
+                "pixfleet_credential_refreshes", "Task role credentials assumed or refreshed", registry=r
+            ),
             task_starts=Counter("pixfleet_task_starts", "Tasks started", ["group"], registry=r),
             task_stops=Counter("pixfleet_task_stops", "Tasks stopped", ["group", "reason"], registry=r),
         )
@@ -132,7 +144,9 @@ class Orchestrator:
                 scaling=config.scaling,
             )
             if config.scaling:
-                self.services[config.name].desired_count = max(config.scaling.min, min(config.scaling.max, config.desired_count))
+                self.services[config.name].desired_count = max(
+                    config.scaling.min, min(config.scaling.max, config.desired_count)
+                )
         self.queue: QueueMetrics | None = None
         self.dead_letters: int | None = None
         self._watchers: dict[str, asyncio.Task[None]] = {}
@@ -158,7 +172,9 @@ class Orchestrator:
                 await self._loop_task
         if stop_tasks:
             live = [t for t in self.tasks.values() if t.state != STOPPED]
-            await asyncio.gather(*(self._stop_task(t, "Orchestrator shutting down") for t in live), return_exceptions=True)
+            await asyncio.gather(
+                *(self._stop_task(t, "Orchestrator shutting down") for t in live), return_exceptions=True
+            )
             self.events.add(None, f"orchestrator stopped {len(live)} task(s) on shutdown")
         else:
             self.events.add(None, "orchestrator exiting; tasks left running for the next orchestrator to adopt")
@@ -173,7 +189,7 @@ class Orchestrator:
                 await self.tick()
             except asyncio.CancelledError:
                 raise
-            except Exception:  # noqa: BLE001 - one bad tick must not kill the control plane
+            except Exception:
                 log.exception("control loop tick failed")
             self._wake.clear()
             with suppress(TimeoutError):
@@ -198,7 +214,7 @@ class Orchestrator:
         try:
             self.queue = await asyncio.wait_for(self.metric_source.read(), 5)
             self.dead_letters = await asyncio.wait_for(self.metric_source.dead_letters(), 5)
-        except Exception as exc:  # noqa: BLE001 - a failed read holds the count (see scaling.decide)
+        except Exception as exc:
             log.warning("queue metrics unavailable: %s", exc)
             self.queue = None
             return
@@ -212,7 +228,9 @@ class Orchestrator:
         if service.scaling is None or self.metric_source is None:
             return
         current = service.desired_count
-        decision = decide(service.scaling, current, self.queue, now, service.scaling_state, self._mean_job_seconds(service))
+        decision = decide(
+            service.scaling, current, self.queue, now, service.scaling_state, self._mean_job_seconds(service)
+        )
         service.scaling_state = decision.state
         service.last_decision = decision.reason
         if decision.action != "hold" and decision.desired != current:
@@ -222,7 +240,9 @@ class Orchestrator:
             self.events.add(service.name, f"{verb} from {current} to {decision.desired} tasks: {decision.reason}.")
         failures = decision.state.failures
         if failures and failures % METRIC_FAILURE_EVENT_AFTER == 0:
-            self.events.add(service.name, f"queue metrics unavailable for {failures} consecutive reads: holding {current} tasks.")
+            self.events.add(
+                service.name, f"queue metrics unavailable for {failures} consecutive reads: holding {current} tasks."
+            )
 
     def _mean_job_seconds(self, service: Service) -> float | None:
         values = [t.last_health.get("mean_job_seconds") for t in self._alive(service) if t.last_health]
@@ -256,7 +276,10 @@ class Orchestrator:
         to_start = min(want - len(new), max_total - len(alive))
         if to_start > 0 and service.throttle_for(primary.taskdef).may_launch(now):
             taskdef = self.registry.get(primary.taskdef)
-            started = [await self._launch(taskdef, service=service.name, group=f"service:{service.name}") for _ in range(to_start)]
+            started = [
+                await self._launch(taskdef, service=service.name, group=f"service:{service.name}")
+                for _ in range(to_start)
+            ]
             ids = ", ".join(t.task_id[:8] for t in started)
             self.events.add(service.name, f"has started {len(started)} tasks: (task {ids}).")
 
@@ -272,10 +295,15 @@ class Orchestrator:
         # Scale in: idle tasks first, then the youngest.
         surplus = len(new) - want
         if surplus > 0:
-            victims = sorted(new, key=lambda t: ((t.in_flight or 0) > 0, t.state == RUNNING, -(t.started_at or 0)))[:surplus]
+            victims = sorted(new, key=lambda t: ((t.in_flight or 0) > 0, t.state == RUNNING, -(t.started_at or 0)))[
+                :surplus
+            ]
             for task in victims:
                 self._begin_stop(task, f"Scaling activity initiated by (service {service.name})")
-            self.events.add(service.name, f"has begun draining {len(victims)} tasks: (task {', '.join(t.task_id[:8] for t in victims)}).")
+            self.events.add(
+                service.name,
+                f"has begun draining {len(victims)} tasks: (task {', '.join(t.task_id[:8] for t in victims)}).",
+            )
 
         self._update_rollout(service)
 
@@ -283,7 +311,11 @@ class Orchestrator:
         primary = service.primary
         alive = self._alive(service)
         old_left = [t for t in alive if t.taskdef != primary.taskdef]
-        stopping_old = [t for t in self.tasks.values() if t.service == service.name and t.state == STOPPING and t.taskdef != primary.taskdef]
+        stopping_old = [
+            t
+            for t in self.tasks.values()
+            if t.service == service.name and t.state == STOPPING and t.taskdef != primary.taskdef
+        ]
         healthy_new = sum(1 for t in alive if t.taskdef == primary.taskdef and self._healthy(t))
         if not old_left and not stopping_old:
             for d in service.deployments:
@@ -292,21 +324,33 @@ class Orchestrator:
         if primary.rollout_state == "IN_PROGRESS" and not old_left and healthy_new >= service.desired_count:
             primary.rollout_state = "COMPLETED"
             self.events.add(service.name, f"deployment {primary.deployment_id} ({primary.taskdef}) completed.")
-        steady = primary.rollout_state == "COMPLETED" and not old_left and len(alive) == service.desired_count and healthy_new == service.desired_count
+        steady = (
+            primary.rollout_state == "COMPLETED"
+            and not old_left
+            and len(alive) == service.desired_count
+            and healthy_new == service.desired_count
+        )
         if steady and not service.steady:
             self.events.add(service.name, "has reached a steady state.")
         service.steady = steady
-        service.deployments = [d for d in service.deployments if d.status != "INACTIVE"][-5:] or service.deployments[-1:]
+        service.deployments = [d for d in service.deployments if d.status != "INACTIVE"][-5:] or service.deployments[
+            -1:
+        ]
 
     def _check_rollout_failure(self, service: Service) -> None:
         primary = service.primary
         threshold = service.config.deployment.failure_threshold
         if primary.rollout_state != "IN_PROGRESS" or primary.failed_tasks < threshold:
             return
-        previous = next((d for d in reversed(service.deployments) if d is not primary and d.rollout_state == "COMPLETED"), None)
+        previous = next(
+            (d for d in reversed(service.deployments) if d is not primary and d.rollout_state == "COMPLETED"), None
+        )
         primary.rollout_state = "FAILED"
         if not service.config.deployment.rollback or previous is None:
-            self.events.add(service.name, f"deployment {primary.deployment_id} ({primary.taskdef}) failed: {primary.failed_tasks} tasks failed to start or become healthy; no revision to roll back to, still retrying.")
+            self.events.add(
+                service.name,
+                f"deployment {primary.deployment_id} ({primary.taskdef}) failed: {primary.failed_tasks} tasks failed to start or become healthy; no revision to roll back to, still retrying.",
+            )
             primary.rollout_state = "IN_PROGRESS"
             primary.failed_tasks = 0
             return
@@ -321,7 +365,9 @@ class Orchestrator:
 
     # --- tasks -------------------------------------------------------------------------------
 
-    def _task_env(self, task: Task, taskdef: TaskDefinition, ports: dict[int, int], overrides: dict[str, str]) -> dict[str, str]:
+    def _task_env(
+        self, task: Task, taskdef: TaskDefinition, ports: dict[int, int], overrides: dict[str, str]
+    ) -> dict[str, str]:
         env = dict(taskdef.main_container.resolved(ports).environment)
         env.update(self.task_env)
         env.update(overrides)
@@ -338,7 +384,9 @@ class Orchestrator:
             env.pop(secret, None)  # only the credentials endpoint, never static keys
         return env
 
-    async def _launch(self, taskdef: TaskDefinition, *, service: str | None, group: str, overrides: dict[str, str] | None = None) -> Task:
+    async def _launch(
+        self, taskdef: TaskDefinition, *, service: str | None, group: str, overrides: dict[str, str] | None = None
+    ) -> Task:
         task_id = uuid.uuid4().hex
         token = self.vault.register(task_id, self.role_arn(taskdef.task_role_arn))
         task = Task(task_id=task_id, taskdef=taskdef.key, service=service, group=group, token=token)
@@ -357,11 +405,16 @@ class Orchestrator:
             port_mappings=tuple((p.container_port, p.host_port) for p in container.port_mappings),
             cpu_units=taskdef.cpu,
             memory_mib=taskdef.memory,
-            labels={"pixfleet.cluster": self.cluster, "pixfleet.service": service or "", "pixfleet.task": task_id, "pixfleet.taskdef": taskdef.key},
+            labels={
+                "pixfleet.cluster": self.cluster,
+                "pixfleet.service": service or "",
+                "pixfleet.task": task_id,
+                "pixfleet.taskdef": taskdef.key,
+            },
         )
         try:
             handle = await self.runtime.start(spec, lambda ports: self._task_env(task, taskdef, ports, overrides or {}))
-        except Exception as exc:  # noqa: BLE001 - recorded as a task that could not start
+        except Exception as exc:
             log.warning("could not start %s: %s", taskdef.key, exc)
             self._stopped(task, None, f"CannotStartContainerError: {exc}")
             return task
@@ -452,7 +505,11 @@ class Orchestrator:
         if service is not None:
             self.events.add(service.name, f"has stopped 1 running tasks: (task {task.task_id[:8]}). Reason: {reason}.")
             unhealthy_stop = task.health == UNHEALTHY
-            if (not expected or unhealthy_stop) and task.taskdef == service.primary.taskdef and (never_healthy or unhealthy_stop):
+            if (
+                (not expected or unhealthy_stop)
+                and task.taskdef == service.primary.taskdef
+                and (never_healthy or unhealthy_stop)
+            ):
                 service.primary.failed_tasks += 1
             if not expected or unhealthy_stop:
                 self._throttle(service, task, now)
@@ -496,19 +553,34 @@ class Orchestrator:
 
     # --- operations (the HTTP API calls these) -------------------------------------------------
 
-    def update_service(self, name: str, *, desired_count: int | None = None, minimum: int | None = None, maximum: int | None = None, task_definition: str | None = None) -> Service:
+    def update_service(
+        self,
+        name: str,
+        *,
+        desired_count: int | None = None,
+        minimum: int | None = None,
+        maximum: int | None = None,
+        task_definition: str | None = None,
+    ) -> Service:
         service = self.services.get(name)
         if service is None:
             raise KeyError(f"no service {name!r}; services: {', '.join(self.services)}")
         if minimum is not None or maximum is not None:
             if service.scaling is None:
                 raise ValueError(f"service {name!r} has no autoscaling policy")
-            policy = replace(service.scaling, min=service.scaling.min if minimum is None else minimum, max=service.scaling.max if maximum is None else maximum)
+            policy = replace(
+                service.scaling,
+                min=service.scaling.min if minimum is None else minimum,
+                max=service.scaling.max if maximum is None else maximum,
+            )
             if policy.problems():
                 raise ValueError("; ".join(policy.problems()))
             service.scaling = policy
             clamped = max(policy.min, min(policy.max, service.desired_count))
-            self.events.add(name, f"scaling limits changed to min {policy.min}, max {policy.max}; desired {service.desired_count} → {clamped}.")
+            self.events.add(
+                name,
+                f"scaling limits changed to min {policy.min}, max {policy.max}; desired {service.desired_count} → {clamped}.",
+            )
             service.desired_count = clamped
         if desired_count is not None:
             if desired_count < 0:
@@ -534,8 +606,13 @@ class Orchestrator:
     async def run_task(self, ref: str, count: int = 1, overrides: dict[str, str] | None = None) -> list[Task]:
         """One-off tasks outside any service (batch mode): not replaced when they exit."""
         taskdef = self.registry.get(ref)
-        tasks = [await self._launch(taskdef, service=None, group=f"run-task:{taskdef.family}", overrides=overrides) for _ in range(count)]
-        self.events.add(None, f"run-task started {count} task(s) of {taskdef.key}: {', '.join(t.task_id[:8] for t in tasks)}.")
+        tasks = [
+            await self._launch(taskdef, service=None, group=f"run-task:{taskdef.family}", overrides=overrides)
+            for _ in range(count)
+        ]
+        self.events.add(
+            None, f"run-task started {count} task(s) of {taskdef.key}: {', '.join(t.task_id[:8] for t in tasks)}."
+        )
         return tasks
 
     def kill_task(self, task_id: str) -> None:
@@ -559,7 +636,9 @@ class Orchestrator:
 
     async def _restore(self) -> None:
         if not self.state_path.exists():
-            await asyncio.gather(*(self.runtime.stop(s, 10) for s in await self.runtime.strays(set())), return_exceptions=True)
+            await asyncio.gather(
+                *(self.runtime.stop(s, 10) for s in await self.runtime.strays(set())), return_exceptions=True
+            )
             self._save()
             return
         state = json.loads(self.state_path.read_text())
@@ -609,9 +688,19 @@ class Orchestrator:
             "healthyCount": sum(1 for t in alive if self._healthy(t)),
             "stoppingCount": sum(1 for t in self.tasks.values() if t.service == service.name and t.state == STOPPING),
             "steady": service.steady,
-            "autoScaling": None if service.scaling is None else {**scaling_to_json(service.scaling), "lastDecision": service.last_decision},
+            "autoScaling": None
+            if service.scaling is None
+            else {**scaling_to_json(service.scaling), "lastDecision": service.last_decision},
             "deployments": [
-                {"id": d.deployment_id, "taskDefinition": d.taskdef, "status": d.status, "rolloutState": d.rollout_state, "reason": d.reason, "failedTasks": d.failed_tasks, "createdAt": d.created_at}
+                {
+                    "id": d.deployment_id,
+                    "taskDefinition": d.taskdef,
+                    "status": d.status,
+                    "rolloutState": d.rollout_state,
+                    "reason": d.reason,
+                    "failedTasks": d.failed_tasks,
+                    "createdAt": d.created_at,
+                }
                 for d in service.deployments
             ],
         }
@@ -621,5 +710,9 @@ class Orchestrator:
             "cluster": self.cluster,
             "queue": None if self.queue is None else {**vars(self.queue), "dead_letters": self.dead_letters},
             "services": [self.service_view(s) for s in self.services.values()],
-            "tasks": [t.public() for t in sorted(self.tasks.values(), key=lambda t: t.created_at, reverse=True) if t.state != STOPPED][:200],
+            "tasks": [
+                t.public()
+                for t in sorted(self.tasks.values(), key=lambda t: t.created_at, reverse=True)
+                if t.state != STOPPED
+            ][:200],
         }

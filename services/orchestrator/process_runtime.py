@@ -99,7 +99,12 @@ class ProcessRuntime:
             )
         self._children[process.pid] = process
         log.info("started %s task %s (pid %d)", spec.family, spec.task_id[:8], process.pid)
-        return {"pid": process.pid, "task_id": spec.task_id, "ports": {str(k): v for k, v in ports.items()}, "log": str(log_path)}
+        return {
+            "pid": process.pid,
+            "task_id": spec.task_id,
+            "ports": {str(k): v for k, v in ports.items()},
+            "log": str(log_path),
+        }
 
     async def wait(self, handle: dict[str, Any]) -> int | None:
         pid = handle["pid"]
@@ -143,14 +148,19 @@ class ProcessRuntime:
     async def alive(self, handle: dict[str, Any]) -> bool:
         return pid_alive(handle["pid"], handle.get("task_id"))
 
-    async def health_check(self, handle: dict[str, Any], command: tuple[str, ...], env: dict[str, str], timeout: float) -> HealthResult:
+    async def health_check(
+        self, handle: dict[str, Any], command: tuple[str, ...], env: dict[str, str], timeout: float
+    ) -> HealthResult:
         kind, *rest = command
         argv = ["/bin/sh", "-c", rest[0]] if kind == "CMD-SHELL" else resolve_command(rest)
         started = time.monotonic()
         try:
             proc = await asyncio.create_subprocess_exec(
-                *argv, env=task_environment(env), stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+                *argv,
+                env=task_environment(env),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
             )
         except OSError as exc:
             return HealthResult(False, f"cannot run health check: {exc}")

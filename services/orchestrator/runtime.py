@@ -64,7 +64,9 @@ class Runtime(Protocol):
         """Is this (adopted) task still running?"""
         ...
 
-    async def health_check(self, handle: dict[str, Any], command: tuple[str, ...], env: dict[str, str], timeout: float) -> HealthResult:
+    async def health_check(
+        self, handle: dict[str, Any], command: tuple[str, ...], env: dict[str, str], timeout: float
+    ) -> HealthResult:
         """Run the task definition's health check command against the task."""
         ...
 

@@ -84,7 +84,11 @@ class Decision:
 
 
 def backlog_of(policy: ScalingPolicy, metrics: QueueMetrics) -> int:
-    return metrics.visible + (metrics.in_flight if policy.count_in_flight else 0) + (metrics.delayed if policy.count_delayed else 0)
+    return (
+        metrics.visible
+        + (metrics.in_flight if policy.count_in_flight else 0)
+        + (metrics.delayed if policy.count_delayed else 0)
+    )
 
 
 def demand(policy: ScalingPolicy, current: int, metrics: QueueMetrics, mean_job_seconds: float | None = None) -> int:
@@ -109,7 +113,12 @@ def decide(
     if metrics is None:
         held = min(policy.max, max(policy.min, current))
         failures = state.failures + 1
-        return Decision(held, "hold", f"queue metrics unavailable ({failures} in a row): holding {held}", replace(state, failures=failures))
+        return Decision(
+            held,
+            "hold",
+            f"queue metrics unavailable ({failures} in a row): holding {held}",
+            replace(state, failures=failures),
+        )
     state = replace(state, failures=0)
     backlog = backlog_of(policy, metrics)
     wanted = demand(policy, current, metrics, mean_job_seconds)
@@ -127,7 +136,19 @@ def decide(
             state = replace(state, lower_peak=max(state.lower_peak, wanted))
         waited = now - state.lower_since
         if waited < policy.scale_in_cooldown:
-            return Decision(current, "hold", f"{why} wants {wanted}; scale in after {policy.scale_in_cooldown - waited:.0f}s more", state, backlog)
+            return Decision(
+                current,
+                "hold",
+                f"{why} wants {wanted}; scale in after {policy.scale_in_cooldown - waited:.0f}s more",
+                state,
+                backlog,
+            )
         new = state.lower_peak
-        return Decision(new, "scale_in", f"{why}: demand stayed at or below {new} for {policy.scale_in_cooldown:g}s", replace(state, last_scale_in=now, lower_since=None, lower_peak=0), backlog)
+        return Decision(
+            new,
+            "scale_in",
+            f"{why}: demand stayed at or below {new} for {policy.scale_in_cooldown:g}s",
+            replace(state, last_scale_in=now, lower_since=None, lower_peak=0),
+            backlog,
+        )
     return Decision(current, "hold", why, replace(state, lower_since=None, lower_peak=0), backlog)

@@ -62,6 +62,9 @@ class OrchestratorSettings:
                 if image
             ),
         )
-        r.check(settings.runtime in ("process", "docker"), f"PIXFLEET_RUNTIME={settings.runtime!r}: must be 'process' or 'docker'")
+        r.check(
+            settings.runtime in ("process", "docker"),
+            f"PIXFLEET_RUNTIME={settings.runtime!r}: must be 'process' or 'docker'",
+        )
         r.raise_if_problems()
         return settings

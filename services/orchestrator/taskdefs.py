@@ -324,8 +324,9 @@ class _Problems:
                 self.add(_join(path, key), "required")
         return obj
 
-    def string(self, obj: dict[str, Any], key: str, path: str, pattern: re.Pattern[str] | None = None,
-               what: str = "") -> str | None:
+    def string(
+        self, obj: dict[str, Any], key: str, path: str, pattern: re.Pattern[str] | None = None, what: str = ""
+    ) -> str | None:
         if key not in obj:
             return None
         value = obj[key]
@@ -348,7 +349,9 @@ class _Problems:
             return None
         value = obj[key]
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value) or (non_empty and not value):
-            self.add(_join(path, key), "must be a non-empty list of strings" if non_empty else "must be a list of strings")
+            self.add(
+                _join(path, key), "must be a non-empty list of strings" if non_empty else "must be a list of strings"
+            )
             return None
         return tuple(value)
 
@@ -362,11 +365,25 @@ def _is_int(value: Any) -> bool:
 
 
 _TOP_REQUIRED = ("family", "taskRoleArn", "cpu", "memory", "containerDefinitions")
-_TOP_FIELDS = (*_TOP_REQUIRED, "revision", "taskDefinitionArn", "networkMode", "requiresCompatibilities",
-               "executionRoleArn")
+_TOP_FIELDS = (
+    *_TOP_REQUIRED,
+    "revision",
+    "taskDefinitionArn",
+    "networkMode",
+    "requiresCompatibilities",
+    "executionRoleArn",
+)
 _CONTAINER_REQUIRED = ("name", "image", "command")
-_CONTAINER_FIELDS = (*_CONTAINER_REQUIRED, "environment", "portMappings", "essential", "stopTimeout",
-                     "healthCheck", "cpu", "memory")
+_CONTAINER_FIELDS = (
+    *_CONTAINER_REQUIRED,
+    "environment",
+    "portMappings",
+    "essential",
+    "stopTimeout",
+    "healthCheck",
+    "cpu",
+    "memory",
+)
 _HEALTH_FIELDS = ("command", "interval", "timeout", "retries", "startPeriod")
 _PORT_FIELDS = ("containerPort", "hostPort", "protocol")
 
@@ -382,8 +399,8 @@ def parse_task_definition(doc: Any, source: str) -> TaskDefinition:
     revision = p.integer(obj, "revision", "", 1, 10**9, 0)
     role = _role(p, obj, "taskRoleArn")
     execution_role = _role(p, obj, "executionRoleArn")
-    cpu = _units(p, obj, "cpu", _VCPU, 1024, "CPU units, e.g. \"256\" or \"1 vCPU\"")
-    memory = _units(p, obj, "memory", _GB, 1024, "MiB, e.g. \"512\" or \"2 GB\"")
+    cpu = _units(p, obj, "cpu", _VCPU, 1024, 'CPU units, e.g. "256" or "1 vCPU"')
+    memory = _units(p, obj, "memory", _GB, 1024, 'MiB, e.g. "512" or "2 GB"')
     network_mode = None
     if "networkMode" in obj:
         network_mode = obj["networkMode"]
@@ -399,7 +416,11 @@ def parse_task_definition(doc: Any, source: str) -> TaskDefinition:
 
     if "taskDefinitionArn" in obj and family and revision:
         arn = obj["taskDefinitionArn"]
-        if not isinstance(arn, str) or not arn.startswith("arn:") or not arn.endswith(f":task-definition/{family}:{revision}"):
+        if (
+            not isinstance(arn, str)
+            or not arn.startswith("arn:")
+            or not arn.endswith(f":task-definition/{family}:{revision}")
+        ):
             p.add("taskDefinitionArn", f"must be the ARN of task-definition/{family}:{revision}")
 
     if p.items:
@@ -480,10 +501,14 @@ def _container(p: _Problems, item: Any, path: str, network_mode: str | None) -> 
     ports = _port_mappings(p, obj.get("portMappings", []), f"{path}.portMappings", network_mode)
     container_ports = {m.container_port for m in ports}
     environment = _environment(p, obj.get("environment", []), f"{path}.environment", container_ports)
-    health = _health_check(p, obj["healthCheck"], f"{path}.healthCheck", container_ports) if "healthCheck" in obj else None
+    health = (
+        _health_check(p, obj["healthCheck"], f"{path}.healthCheck", container_ports) if "healthCheck" in obj else None
+    )
     for j, arg in enumerate(command or ()):
         if _PLACEHOLDER.search(arg):
-            p.add(f"{path}.command[{j}]", "port placeholders are substituted only in environment and healthCheck.command")
+            p.add(
+                f"{path}.command[{j}]", "port placeholders are substituted only in environment and healthCheck.command"
+            )
     if len(p.items) > before:
         return None
     assert name and image and command
@@ -559,11 +584,11 @@ def _health_check(p: _Problems, value: Any, path: str, container_ports: set[int]
     command = p.string_list(obj, "command", path, non_empty=True)
     if command is not None:
         if command[0] == "CMD" and len(command) < 2:
-            p.add(f"{path}.command", "[\"CMD\", executable, args…] needs an executable")
+            p.add(f"{path}.command", '["CMD", executable, args…] needs an executable')
         elif command[0] == "CMD-SHELL" and len(command) != 2:
-            p.add(f"{path}.command", "[\"CMD-SHELL\", \"shell command\"] takes exactly one string")
+            p.add(f"{path}.command", '["CMD-SHELL", "shell command"] takes exactly one string')
         elif command[0] not in ("CMD", "CMD-SHELL"):
-            p.add(f"{path}.command[0]", "must be \"CMD\" or \"CMD-SHELL\"")
+            p.add(f"{path}.command[0]", 'must be "CMD" or "CMD-SHELL"')
         for j, arg in enumerate(command[1:], start=1):
             _check_placeholders(p, arg, f"{path}.command[{j}]", container_ports)
     interval = p.integer(obj, "interval", path, 5, 300, 30)
@@ -583,7 +608,9 @@ def _check_placeholders(p: _Problems, text: str, path: str, container_ports: set
             p.add(path, f"{m.group(0)} names no containerPort of this container's portMappings ({known})")
 
 
-def _check_sizes(p: _Problems, containers: tuple[ContainerDefinition, ...], cpu: int | None, memory: int | None) -> None:
+def _check_sizes(
+    p: _Problems, containers: tuple[ContainerDefinition, ...], cpu: int | None, memory: int | None
+) -> None:
     container_cpu = sum(c.cpu or 0 for c in containers)
     container_memory = sum(c.memory or 0 for c in containers)
     if cpu and container_cpu > cpu:
@@ -597,7 +624,9 @@ def load_task_definition_file(path: Path) -> TaskDefinition:
     try:
         doc = json.loads(Path(path).read_text())
     except json.JSONDecodeError as exc:
-        raise TaskDefinitionError(str(path), [f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"]) from exc
+        raise TaskDefinitionError(
+            str(path), [f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"]
+        ) from exc
     return parse_task_definition(doc, str(path))
 
 
@@ -650,9 +679,15 @@ class TaskDefinitionRegistry:
 
     # --- changes ----------------------------------------------------------------------------
 
-    def register(self, doc_or_taskdef: Mapping[str, Any] | TaskDefinition, source: str = "<register>") -> TaskDefinition:
+    def register(
+        self, doc_or_taskdef: Mapping[str, Any] | TaskDefinition, source: str = "<register>"
+    ) -> TaskDefinition:
         """Register a definition (an ECS-shaped dict or a parsed one); return the revision that holds it."""
-        taskdef = doc_or_taskdef if isinstance(doc_or_taskdef, TaskDefinition) else parse_task_definition(doc_or_taskdef, source)
+        taskdef = (
+            doc_or_taskdef
+            if isinstance(doc_or_taskdef, TaskDefinition)
+            else parse_task_definition(doc_or_taskdef, source)
+        )
         history = self._families.get(taskdef.family, [])
         if history and history[-1].status == ACTIVE and history[-1].taskdef.fingerprint == taskdef.fingerprint:
             return history[-1].taskdef
@@ -717,9 +752,7 @@ class TaskDefinitionRegistry:
 
     @staticmethod
     def _describe(history: list[_Revision]) -> str:
-        return "revisions: " + ", ".join(
-            r.taskdef.key + ("" if r.status == ACTIVE else " INACTIVE") for r in history
-        )
+        return "revisions: " + ", ".join(r.taskdef.key + ("" if r.status == ACTIVE else " INACTIVE") for r in history)
 
     def _save(self) -> None:
         if self.state_path is None:

@@ -28,7 +28,9 @@ async def _run() -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m services.worker")
-    parser.add_argument("--healthcheck", action="store_true", help="probe the running worker's health endpoint (exit 0 when healthy)")
+    parser.add_argument(
+        "--healthcheck", action="store_true", help="probe the running worker's health endpoint (exit 0 when healthy)"
+    )
     args = parser.parse_args()
     if args.healthcheck:
         from services.healthcheck import probe

@@ -211,7 +211,7 @@ class Worker:
             try:
                 messages = receive.result().get("Messages", [])
                 self._last_poll = time.monotonic()
-            except Exception as exc:  # noqa: BLE001 - the queue is unreachable: back off, never crash
+            except Exception as exc:
                 err = classify(exc)
                 log.warning("receive failed (%s); retrying", err.message)
                 await _first(asyncio.sleep(min(5.0, s.retry_base or 1.0)), self._stopping.wait())
@@ -222,7 +222,9 @@ class Worker:
                 task = asyncio.create_task(self._handle(message))
                 self._tasks.add(task)
                 self.metrics.in_flight.set(len(self._tasks))
-                task.add_done_callback(lambda t: (self._tasks.discard(t), self.metrics.in_flight.set(len(self._tasks)), slot_freed.set()))
+                task.add_done_callback(
+                    lambda t: (self._tasks.discard(t), self.metrics.in_flight.set(len(self._tasks)), slot_freed.set())
+                )
 
     async def _drain(self) -> None:
         """Hand back jobs that never started, give running ones the grace period, then cancel."""
@@ -259,19 +261,30 @@ class Worker:
             log.info("job %s failed permanently: %s (%s)", job.job_id if job else "?", exc.code, exc.message)
             await self._dead_letter(message, exc)
             outcome = "failed"
-        except Exception as exc:  # noqa: BLE001 - classified: retry with backoff, bounded by the redrive policy
+        except Exception as exc:
             err = classify(exc)
             if isinstance(exc, BrokenProcessPool):
                 self._pool = self._new_pool()
             if receive_count >= self.settings.max_receive_count:
                 # Outside a job's own work (e.g. the delete failed): the dead-letter recorder
                 # marks the job failed unless it already finished.
-                log.error("message of job %s failed after %d attempts: %s", job.job_id if job else "?", receive_count, err.message)
+                log.error(
+                    "message of job %s failed after %d attempts: %s",
+                    job.job_id if job else "?",
+                    receive_count,
+                    err.message,
+                )
                 await self._dead_letter(message, err)
                 outcome = "failed"
             else:
                 delay = min(self.settings.visibility_timeout, self.settings.retry_base * 2 ** (receive_count - 1))
-                log.warning("job %s attempt %d failed (%s); retry in %.1fs", job.job_id if job else "?", receive_count, err.message, delay)
+                log.warning(
+                    "job %s attempt %d failed (%s); retry in %.1fs",
+                    job.job_id if job else "?",
+                    receive_count,
+                    err.message,
+                    delay,
+                )
                 await self._set_visibility(receipt, round(delay))
                 outcome = "retried"
         finally:
@@ -294,7 +307,11 @@ class Worker:
         manifest: Manifest | None = None
         try:
             current = await self.manifests.get(job.job_id)
-            if current is not None and current.status == "succeeded" and current.source.get("object_version") == job.object_version:
+            if (
+                current is not None
+                and current.status == "succeeded"
+                and current.source.get("object_version") == job.object_version
+            ):
                 log.info("job %s already succeeded: duplicate delivery, nothing to do", job.job_id)
                 return
             t0 = time.perf_counter()
@@ -336,7 +353,9 @@ class Worker:
             if manifest is not None:
                 await self._record_retry(manifest, err)
             raise
-        manifest.source.update(format=result.source_format, width=result.source_width, height=result.source_height, frames=result.frames)
+        manifest.source.update(
+            format=result.source_format, width=result.source_width, height=result.source_height, frames=result.frames
+        )
         manifest.status, manifest.finished_at = "succeeded", utcnow_iso()
         manifest.attempts = [*manifest.attempts, manifest.attempt_record("succeeded", ended_at=manifest.finished_at)]
         manifest.timings_ms = {
@@ -408,7 +427,9 @@ class Worker:
         ]
         await asyncio.gather(
             *(
-                self._s3.put_object(Bucket=self.settings.aws.output_bucket, Key=rec.key, Body=r.data, ContentType=rec.content_type)
+                self._s3.put_object(
+                    Bucket=self.settings.aws.output_bucket, Key=rec.key, Body=r.data, ContentType=rec.content_type
+                )
                 for rec, r in zip(records, result.renditions, strict=True)
             )
         )
@@ -451,7 +472,7 @@ class Worker:
         manifest.status, manifest.attempts = "queued", [*manifest.attempts, ended]
         try:
             await self._write_manifest(manifest)
-        except Exception as exc:  # noqa: BLE001 - S3 may be what failed; the next attempt records it as interrupted
+        except Exception as exc:
             log.warning("could not record the failed attempt of job %s: %s", manifest.job_id, classify(exc).message)
 
     # --- S3 / SQS helpers ------------------------------------------------------------------
@@ -478,7 +499,7 @@ class Worker:
             await self._sqs.change_message_visibility(
                 QueueUrl=self.settings.aws.queue_url, ReceiptHandle=receipt, VisibilityTimeout=seconds
             )
-        except Exception as exc:  # noqa: BLE001 - the message reappears after its timeout anyway
+        except Exception as exc:
             log.warning("could not change visibility: %s", classify(exc).message)
 
     async def _release(self, receipt: str) -> None:
@@ -513,7 +534,9 @@ class Worker:
             return web.json_response(body, status=200 if healthy else 503)
 
         async def metrics(request: web.Request) -> web.Response:
-            return web.Response(body=generate_latest(self.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+            return web.Response(
+                body=generate_latest(self.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+            )
 
         app = web.Application()
         app.add_routes([web.get("/healthz", healthz), web.get("/metrics", metrics)])

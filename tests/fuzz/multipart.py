@@ -94,8 +94,11 @@ class Api:
     async def _post(self, content_type: bytes, body: bytes) -> tuple[int, dict[str, str], bytes]:
         reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
         head = (
-            b"POST /v1/images?preset=thumbs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: " + content_type
-            + b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n"
+            b"POST /v1/images?preset=thumbs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
+            + content_type
+            + b"\r\nContent-Length: "
+            + str(len(body)).encode()
+            + b"\r\nConnection: close\r\n\r\n"
         )
         writer.write(head + body)
         await writer.drain()
@@ -205,14 +208,22 @@ def seeds() -> Iterable[bytes]:
         form(field("_charset_", b"iso-8859-1"), field("operations", ops), file_part(jpeg)),
         form(field("\x01", b"x"), file_part(jpeg)),  # a control character in a part header (issue 9)
         form(file_part(b"\xff\xd8\xff" + bytes(range(256)) * 2)),  # random bytes after a JPEG magic (issue 9)
-        form((['Content-Disposition: form-data; name="file"', "Content-Type: multipart/mixed; boundary=inner"],
-              form(file_part(jpeg), boundary="inner"))),
-        form((['Content-Disposition: form-data; name="file"; filename="x.jpg"', "Content-Transfer-Encoding: base64"],
-              base64.b64encode(jpeg))),
+        form(
+            (
+                ['Content-Disposition: form-data; name="file"', "Content-Type: multipart/mixed; boundary=inner"],
+                form(file_part(jpeg), boundary="inner"),
+            )
+        ),
+        form(
+            (
+                ['Content-Disposition: form-data; name="file"; filename="x.jpg"', "Content-Transfer-Encoding: base64"],
+                base64.b64encode(jpeg),
+            )
+        ),
         form(file_part(jpeg), close=False),
         form(field("operations", b"[{not json")),
         b"preamble\r\n" + form(file_part(png, "p.png", "image/png")) + b"epilogue",
-        form((['Content-Disposition: form-data;', ' name="file"; filename="folded.jpg"'], jpeg)),
+        form((["Content-Disposition: form-data;", ' name="file"; filename="folded.jpg"'], jpeg)),
         b"",
     ]
     yield from bodies
@@ -230,10 +241,32 @@ def seeds() -> Iterable[bytes]:
 TOKENS = [
     t.encode("latin-1")
     for t in (
-        f"--{BOUNDARY}\r\n", f"--{BOUNDARY}--", "\r\n\r\n", "Content-Disposition: ", "form-data; ", 'name="file"',
-        'name="operations"', 'name="_charset_"', 'filename="', "filename*=UTF-8''", "Content-Type: ",
-        "Content-Transfer-Encoding: ", "base64", "quoted-printable", "Content-Length: ", "multipart/mixed; boundary=",
-        "charset=", "image/jpeg", "\x00", "\x01", "\x7f", "\xff", '\\"', ";", "=", "%",
+        f"--{BOUNDARY}\r\n",
+        f"--{BOUNDARY}--",
+        "\r\n\r\n",
+        "Content-Disposition: ",
+        "form-data; ",
+        'name="file"',
+        'name="operations"',
+        'name="_charset_"',
+        'filename="',
+        "filename*=UTF-8''",
+        "Content-Type: ",
+        "Content-Transfer-Encoding: ",
+        "base64",
+        "quoted-printable",
+        "Content-Length: ",
+        "multipart/mixed; boundary=",
+        "charset=",
+        "image/jpeg",
+        "\x00",
+        "\x01",
+        "\x7f",
+        "\xff",
+        '\\"',
+        ";",
+        "=",
+        "%",
     )
 ]
 
