@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import hashlib
 import hmac
 import json
 from collections.abc import Callable
@@ -26,11 +25,6 @@ from typing import Any
 from urllib.parse import parse_qsl, quote, urlparse
 
 _POST_FIELDS_NOT_IN_POLICY = frozenset({"policy", "signature", "x-amz-signature", "awsaccesskeyid", "file"})
-_SIGV2_SUBRESOURCES = frozenset(
-    {"acl", "partNumber", "tagging", "uploadId", "uploads", "versionId"}
-    | {f"response-{h}" for h in ("content-type", "content-language", "expires", "cache-control")}
-    | {f"response-content-{h}" for h in ("disposition", "encoding")}
-)
 
 
 def install_presigned_auth() -> None:
@@ -85,9 +79,11 @@ def _authorize_presigned(response: Any, bucket: str | None, key: str | None) -> 
         key = response.querystring["key"][0]  # moto has substituted ${filename} already
         signed = _signed_post(form)
     elif any(name == "X-Amz-Signature" for name, _ in query):
-        signed = _signed_sigv4_query(response.method, response.raw_path, query, response.headers)
+        signed = _signed_sigv4_query(
+            response.method, _signed_url(response, query, "X-Amz-Signature"), query, response.headers
+        )
     elif any(name == "Signature" for name, _ in query):
-        signed = _signed_sigv2_query(response.method, response.raw_path, query)
+        signed = _signed_sigv2_query(response.method, _signed_url(response, query, "Signature"), query)
     else:
         signed = None  # anonymous: pixfleet's buckets are private
     if signed is None or now > signed.expires_at:
@@ -126,33 +122,46 @@ def _iam_request(response: Any, signed: _Signed) -> Any:
 
 
 def _signed_post(form: dict[str, str]) -> _Signed | None:
-    """A browser POST: the signature covers the base64 policy document."""
+    """A browser POST: the signature covers the base64 policy document (botocore's signers recompute it)."""
+    from botocore.auth import HmacV1Auth, SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
     try:
         policy = json.loads(base64.b64decode(form["policy"]))
         expires_at = datetime.fromisoformat(str(policy["expiration"]).replace("Z", "+00:00"))
     except (ValueError, KeyError, TypeError):
         return None
-    to_sign = form["policy"].encode()
     if "x-amz-signature" in form:
         scope = form.get("x-amz-credential", "").split("/")
         if len(scope) != 5 or form.get("x-amz-algorithm") != "AWS4-HMAC-SHA256":
             return None
-        return _Signed(
-            scope[0],
-            form.get("x-amz-security-token"),
-            expires_at,
-            lambda secret: _equal(_hmac256(_sigv4_key(secret, scope[1:]), to_sign).hex(), form["x-amz-signature"]),
-        )
+        access_key, date, region, service, _ = scope
+
+        def sigv4(secret: str) -> bool:
+            signer = SigV4Auth(Credentials(access_key, secret), service, region)
+            request = AWSRequest(method="POST", url="https://s3.amazonaws.com/")
+            request.context["timestamp"] = f"{date}T000000Z"  # only the date enters the signing key
+            return _equal(signer.signature(form["policy"], request), form["x-amz-signature"])
+
+        return _Signed(access_key, form.get("x-amz-security-token"), expires_at, sigv4)
+    access_key = form.get("AWSAccessKeyId", "")
     return _Signed(
-        form.get("AWSAccessKeyId", ""),
+        access_key,
         form.get("x-amz-security-token"),
         expires_at,
-        lambda secret: _equal(_sigv2(secret, to_sign), form.get("signature", "")),
+        lambda secret: _equal(
+            HmacV1Auth(Credentials(access_key, secret)).sign_string(form["policy"]), form.get("signature", "")
+        ),
     )
 
 
-def _signed_sigv4_query(method: str, raw_path: str, query: list[tuple[str, str]], headers: Any) -> _Signed | None:
-    """A SigV4 presigned URL (``X-Amz-Signature``; payload unsigned)."""
+def _signed_sigv4_query(method: str, url: str, query: list[tuple[str, str]], headers: Any) -> _Signed | None:
+    """A SigV4 presigned URL (``X-Amz-Signature``; payload unsigned), recomputed by botocore's S3 query signer."""
+    from botocore.auth import S3SigV4QueryAuth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
     params = dict(query)
     scope = params.get("X-Amz-Credential", "").split("/")
     if len(scope) != 5 or params.get("X-Amz-Algorithm") != "AWS4-HMAC-SHA256":
@@ -162,73 +171,70 @@ def _signed_sigv4_query(method: str, raw_path: str, query: list[tuple[str, str]]
         expires_at = signed_at + timedelta(seconds=int(params["X-Amz-Expires"]))
     except (KeyError, ValueError):
         return None
+    access_key, _, region, service, _ = scope
     signed_headers = params.get("X-Amz-SignedHeaders", "host").split(";")
-    canonical_request = "\n".join(
-        [
-            method,
-            raw_path,
-            "&".join(sorted(f"{_uri(k)}={_uri(v)}" for k, v in query if k != "X-Amz-Signature")),
-            "".join(f"{name}:{(headers.get(name) or '').strip()}\n" for name in signed_headers),
-            ";".join(signed_headers),
-            "UNSIGNED-PAYLOAD",
-        ]
-    )
-    to_sign = "\n".join(
-        ["AWS4-HMAC-SHA256", params["X-Amz-Date"], "/".join(scope[1:]), _sha256_hex(canonical_request)]
-    ).encode()
-    return _Signed(
-        scope[0],
-        params.get("X-Amz-Security-Token"),
-        expires_at,
-        lambda secret: _equal(
-            _hmac256(_sigv4_key(secret, scope[1:]), to_sign).hex(), params.get("X-Amz-Signature", "")
-        ),
-    )
+    base, _, raw_query = url.partition("?")
+    unsigned = "&".join(pair for pair in raw_query.split("&") if not pair.startswith("X-Amz-Signature="))
+
+    def sigv4(secret: str) -> bool:
+        signer = S3SigV4QueryAuth(Credentials(access_key, secret), service, region)
+        request = AWSRequest(
+            method=method, url=f"{base}?{unsigned}", headers={h: headers.get(h) or "" for h in signed_headers}
+        )
+        request.context["timestamp"] = params["X-Amz-Date"]
+        string_to_sign = signer.string_to_sign(request, signer.canonical_request(request))
+        return _equal(signer.signature(string_to_sign, request), params.get("X-Amz-Signature", ""))
+
+    return _Signed(access_key, params.get("X-Amz-Security-Token"), expires_at, sigv4)
 
 
-def _signed_sigv2_query(method: str, raw_path: str, query: list[tuple[str, str]]) -> _Signed | None:
-    """A SigV2 presigned URL (``Signature``/``Expires``), what botocore makes for custom endpoints."""
+def _signed_sigv2_query(method: str, url: str, query: list[tuple[str, str]]) -> _Signed | None:
+    """A SigV2 presigned URL (``Signature``/``Expires``, what botocore makes for custom endpoints), recomputed
+    by botocore's HMAC-v1 query signer (its canonical resource knows S3's sub-resources)."""
+    from urllib.parse import urlsplit
+
+    from botocore.auth import HmacV1QueryAuth
+    from botocore.credentials import Credentials
+
     params = dict(query)
     try:
         expires_at = datetime.fromtimestamp(int(params["Expires"]), UTC)
     except (KeyError, ValueError):
         return None
-    subresources = sorted((k, v) for k, v in query if k in _SIGV2_SUBRESOURCES)
-    resource = raw_path
-    if subresources:
-        resource += "?" + "&".join(f"{k}={v}" if v else k for k, v in subresources)
-    amz_headers = sorted((k.lower(), v) for k, v in query if k.lower().startswith("x-amz-"))
-    lines = [method, params.get("content-md5", ""), params.get("content-type", ""), params["Expires"]]
-    to_sign = "\n".join(lines + [f"{k}:{v}" for k, v in amz_headers] + [resource]).encode()
-    return _Signed(
-        params.get("AWSAccessKeyId", ""),
-        params.get("x-amz-security-token"),
-        expires_at,
-        lambda secret: _equal(_sigv2(secret, to_sign), params.get("Signature", "")),
-    )
+    access_key, token = params.get("AWSAccessKeyId", ""), params.get("x-amz-security-token")
 
+    class AtTheirExpiry(HmacV1QueryAuth):  # the signer puts "now + expires" where the URL's Expires goes
+        def _get_date(self) -> str:
+            return params["Expires"]
 
-def _sigv4_key(secret: str, scope: list[str]) -> bytes:
-    key = ("AWS4" + secret).encode()
-    for part in scope:  # date, region, service, "aws4_request"
-        key = _hmac256(key, part.encode())
-    return key
+    def sigv2(secret: str) -> bool:
+        headers = _HeaderView({k.lower(): v for k, v in query if k.lower().startswith("x-amz-")})
+        split = urlsplit(url)
+        signature = AtTheirExpiry(Credentials(access_key, secret, token)).get_signature(
+            method, split, headers, auth_path=split.path
+        )
+        return _equal(signature, params.get("Signature", ""))
 
-
-def _hmac256(key: bytes, message: bytes) -> bytes:
-    return hmac.new(key, message, hashlib.sha256).digest()
-
-
-def _sha256_hex(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def _sigv2(secret: str, message: bytes) -> str:
-    return base64.b64encode(hmac.new(secret.encode(), message, hashlib.sha1).digest()).decode()
+    return _Signed(access_key, token, expires_at, sigv2)
 
 
 def _uri(text: str) -> str:
     return quote(text, safe="-_.~")
+
+
+def _signed_url(response: Any, query: list[tuple[str, str]], signature_param: str) -> str:
+    """The URL as the client signed it: its host, its raw path, the query re-encoded as AWS canonicalises it."""
+    encoded = "&".join(f"{_uri(k)}={_uri(v)}" for k, v in query if k != signature_param)
+    host = response.headers.get("Host") or "localhost"
+    return f"http://{host}{response.raw_path}?{encoded}"
+
+
+class _HeaderView(dict[str, str]):
+    """The case-insensitive header lookups botocore's HMAC-v1 canonical string makes (``get_all`` too)."""
+
+    def get_all(self, name: str, default: Any = None) -> list[str] | Any:
+        value = self.get(name.lower())
+        return [value] if value else default
 
 
 def _equal(expected: str, given: str) -> bool:
