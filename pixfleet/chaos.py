@@ -92,13 +92,25 @@ async def audit_bucket(s3: Any, bucket: str, job_ids: list[str], *, whole_bucket
     async for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="results/"):
         for obj in page.get("Contents", []):
             objects[obj["Key"]] = obj["Size"]
-    for job_id in job_ids:
+    slots = asyncio.Semaphore(8)
+
+    async def read(job_id: str) -> None:
         key = f"results/{job_id}/manifest.json"
         if key not in objects:
-            continue
-        answer = await s3.get_object(Bucket=bucket, Key=key)
-        async with answer["Body"] as body:
-            audit.manifests[job_id] = json.loads(await body.read())
+            return
+        async with slots:
+            for attempt in range(5):  # a busy emulator may stall a read: the audit must not give up on it
+                try:
+                    answer = await s3.get_object(Bucket=bucket, Key=key)
+                    async with answer["Body"] as body:
+                        audit.manifests[job_id] = json.loads(await body.read())
+                    return
+                except Exception:
+                    if attempt == 4:
+                        raise
+                    await asyncio.sleep(1 + attempt)
+
+    await asyncio.gather(*(read(job_id) for job_id in job_ids))
     expected: set[str] = set()
     for job_id, manifest in audit.manifests.items():
         expected.add(f"results/{job_id}/manifest.json")
