@@ -23,24 +23,31 @@ against 36 ms for ``Image.getextrema()``, and the working-mode step then has not
 from __future__ import annotations
 
 import struct
+from functools import cache
+from types import ModuleType
 
 from PIL import Image
 
 from pipeline.errors import CorruptImage
-
-try:  # an optional speed-up: without the wheel every PNG goes through Pillow
-    import pyspng
-except ImportError:  # pragma: no cover - pyspng is a dependency of the package
-    pyspng = None
 
 # Pillow's raw mode of the pixel data → what libspng is asked for.
 _FORMATS = {"RGB": "RGB", "RGBA": "RGBA"}
 _TRAILING_ORIENTATION_TEXT = (b"XML:com.adobe.xmp", b"Raw profile type exif", b"Raw profile type APP1")
 
 
+@cache
+def spng() -> ModuleType | None:
+    """``pyspng``, imported on first use: it brings numpy (~20 MB), which only render processes need."""
+    try:
+        import pyspng
+    except ImportError:  # pragma: no cover - a dependency of the package; without it Pillow decodes
+        return None
+    return pyspng
+
+
 def fast_decodable(im: Image.Image) -> bool:
     """Whether :func:`decode` can deliver the pixels of ``im`` (an opened, unloaded PNG)."""
-    if pyspng is None or im.format != "PNG" or getattr(im, "is_animated", False):
+    if im.format != "PNG" or getattr(im, "is_animated", False) or spng() is None:
         return False
     tile = getattr(im, "tile", [])  # an opened ImageFile: how Pillow would decode the pixel data
     if "transparency" in im.info or len(tile) != 1:
@@ -58,7 +65,7 @@ def decode(im: Image.Image, data: bytes) -> Image.Image | None:
         return None
     mode = im.mode
     try:
-        pixels = pyspng.load(data, _FORMATS[mode])
+        pixels = spng().load(data, _FORMATS[mode])  # type: ignore[union-attr]
     except (RuntimeError, ValueError, MemoryError) as exc:
         raise CorruptImage(f"image data is truncated or corrupt ({exc})") from exc
     if pixels.shape[:2] != (im.height, im.width):
