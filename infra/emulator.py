@@ -133,6 +133,11 @@ class MotoServer:
         return self._process is not None and self._process.poll() is None
 
     @property
+    def pid(self) -> int | None:
+        """The server's process id while it runs (the benchmarks measure its CPU)."""
+        return self._process.pid if self.running and self._process is not None else None
+
+    @property
     def log_path(self) -> Path | None:
         return self._log_path
 
