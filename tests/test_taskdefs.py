@@ -184,6 +184,7 @@ def test_shipped_task_definitions() -> None:
         "PIXFLEET_WORKER_PROCESSES": "1",
         "PIXFLEET_WORKER_CONCURRENCY": "2",
         "PIXFLEET_WORKER_WAIT_TIME": "10",
+        "GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=268435456",
     }
 
 
