@@ -7,16 +7,17 @@ The pipeline, in order (each step lives in :mod:`pipeline.transform.steps`):
 2. **Plan** — every variant's geometry (:func:`plan_geometry`) is computed
    from the upright source size; together they give the smallest resolution the
    decoder must deliver (:func:`plan_decode_size`).
-3. **Decode once**, JPEGs at draft scale: ``draft()`` makes libjpeg scale by
-   1/2, 1/4 or 1/8 during the IDCT (it never goes below the requested size, so
-   quality holds), with the request rotated into stored axes when EXIF says
-   the image is rotated.
+3. **Decode once**, JPEGs at a draft scale: ``draft()`` makes libjpeg scale by
+   1/2, 1/4 or 1/8 during the IDCT, but only by what :func:`pre_shrink` allows
+   (enough ratio must be left for the final resample, or fine detail aliases),
+   with the request rotated into stored axes when EXIF says the image is
+   rotated. Plain 8-bit PNGs decode through libspng (:mod:`pipeline.transform.png`).
 4. **Source steps** once: orientation, ICC → sRGB, working pixel mode.
 5. **Resize chain**: variants are rendered largest first, each from the
    smallest already-resized *clean* intermediate that still has enough
    resolution (so ``w320`` is made from ``w800``, not from the 12 MP source):
-   an integer box ``reduce()`` where the ratio allows, then BICUBIC (see
-   :data:`RESAMPLE`). Identical geometries are
+   an integer box ``reduce()`` where :func:`pre_shrink` allows, then LANCZOS
+   (see :data:`RESAMPLE`). Identical geometries are
    resized once (``w320`` JPEG and WebP share pixels). Fill crops are folded into
    the resize (``box=``), so cropped-away pixels are never resampled.
 6. **Finishing steps** per variant on a new image (never on a shared
