@@ -26,7 +26,9 @@ LOCALSTACK_EXCLUDE_NEWER = "2026-02-27"
 PYTHON_VERSION = "3.13"  # Debian trixie's python3, and what localstack-core 4.14.0 needs
 
 # The direct runtime dependencies of the api and worker (what they import), plus the CLI's.
-_SERVICE_DEPS = ("aiobotocore", "aiohttp", "pillow", "prometheus-client", "pydantic", "pydantic-settings", "click", "rich")
+_SERVICE_DEPS = (
+    "aiobotocore", "aiohttp", "pillow", "pyspng", "prometheus-client", "pydantic", "pydantic-settings", "click", "rich",
+)
 
 
 @dataclass(frozen=True)
