@@ -341,6 +341,7 @@ def test_shipped_task_definitions() -> None:
         "PIXFLEET_WORKER_WAIT_TIME": "10",
         "PIXFLEET_VISIBILITY_TIMEOUT": "60",
         "PIXFLEET_MAX_RECEIVE_COUNT": "3",
+        "GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=268435456",
     }
 
     assert (deadletter.key, deadletter.task_role_arn, deadletter.cpu, deadletter.memory) == (

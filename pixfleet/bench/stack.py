@@ -36,10 +36,12 @@ async def task_pids(stack: EmbeddedStack, service: str) -> list[int]:
 
 
 async def upload(http: aiohttp.ClientSession, api_url: str, data: bytes, preset: str) -> str:
-    """POST one image as a raw body; the job id."""
-    async with http.post(
-        f"{api_url}/v1/images?preset={preset}", data=data, headers={"Content-Type": "image/jpeg"}
-    ) as r:
+    """POST one image as a raw body (Content-Type from its magic bytes); the job id."""
+    from pipeline.transform.probe import detect_format
+
+    content_type = f"image/{detect_format(data[:4096])}"
+    headers = {"Content-Type": content_type}
+    async with http.post(f"{api_url}/v1/images?preset={preset}", data=data, headers=headers) as r:
         body = await r.json()
         if r.status != 202:
             raise RuntimeError(f"upload refused: {r.status} {body}")

@@ -99,9 +99,10 @@ class WorkerMetrics:
 
 
 def _warm_up() -> int:
-    """Run once in each pool process so the first job does not pay for imports."""
-    import PIL.Image  # noqa: F401
+    """Run once in each pool process so the first job does not pay for imports (the engine, libspng, numpy)."""
+    from pipeline.transform import png
 
+    png.spng()
     return 0
 
 
