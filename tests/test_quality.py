@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-from pipeline.bench.transform import ssim
+from pixfleet.bench.transform import ssim
 from pipeline.transform import Limits, VariantSpec, engine, plan_geometry, transform
 
 SIZE = (2400, 1800)
