@@ -454,7 +454,7 @@ async def _job_view(request: web.Request, job_id: str, key: str | None = None) -
             "timings_ms": manifest.timings_ms,
             "attempts": manifest.attempt,
             "worker_id": manifest.worker_id,
-            "history": manifest.history(),
+            "history": [attempt.to_dict() for attempt in manifest.history()],
         }
     )
     return web.json_response(dump(job))

@@ -230,11 +230,14 @@ def _failed_manifest(
     last = history[-1] if history else None
     if last is None:
         how = "no attempt got far enough to record itself (each worker was stopped first)"
-    elif last.get("outcome") == "interrupted":
-        how = f"the last attempt (#{last.get('attempt')}, {last.get('worker_id')}) was interrupted: its worker stopped without finishing"
+    elif last.outcome == "interrupted":
+        how = (
+            f"the last attempt (#{last.attempt}, {last.worker_id}) was interrupted: "
+            "its worker stopped without finishing"
+        )
     else:
-        error = last.get("error") or {}
-        how = f"the last attempt (#{last.get('attempt')}) ended with {last.get('outcome')}: {error.get('code', '?')}"
+        error = last.error or {}
+        how = f"the last attempt (#{last.attempt}) ended with {last.outcome}: {error.get('code', '?')}"
     deliveries = max(max_receive_count, len(history))
     base = current if current is not None else Manifest(job_id=job.job_id, status="failed")
     source = dict(base.source) or {

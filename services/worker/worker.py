@@ -44,16 +44,14 @@ from pipeline.errors import (
     classify,
     is_not_found,
 )
-from pipeline.manifest import Manifest, ManifestStore, OutputRecord, output_key
+from pipeline.manifest import Manifest, ManifestStore, Outcome, OutputRecord, output_key
 from pipeline.messages import JobMessage, parse_message, utcnow_iso
-from services.worker.settings import WorkerSettings
 from pipeline.transform.engine import TransformResult, transform
-from pipeline.transform.presets import get_preset
+from pipeline.transform.presets import DEFAULT_PRESET, get_preset
 from pipeline.transform.spec import VariantSpec
+from services.worker.settings import WorkerSettings
 
 log = logging.getLogger("pixfleet.worker")
-
-DEFAULT_PRESET = "web"
 
 
 class JobNotStarted(Exception):
@@ -442,7 +440,7 @@ class Worker:
         attempt: int,
         manifest: Manifest | None = None,
         *,
-        outcome: str,
+        outcome: Outcome,
         attempt_error: PixfleetError | None = None,
     ) -> None:
         """Write the job's failed manifest, with this attempt (how it ended) in its history."""
