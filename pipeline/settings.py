@@ -47,7 +47,8 @@ def _comma_list(value: Any) -> Any:
 CommaList = Annotated[tuple[str, ...], BeforeValidator(_comma_list)]  # "a, b" → ("a", "b")
 
 
-# A section: a group of fields several services share, read from the same variables as the rest.
+# A section: a group of fields several services share, read from the same variables as the rest
+# (and built by hand by their field names).
 SECTION = ConfigDict(validate_by_name=True, extra="ignore")
 
 
@@ -91,23 +92,24 @@ class ServiceSettings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings,)  # built by hand: only what it is given; from_env() adds the environment
+        return (init_settings,)  # only what it is given: from_env() gives it the environment's values
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Self:
         """Read the settings from ``env`` (default: ``os.environ``); :class:`SettingsError` lists every problem."""
-        source = Environment(cls, os.environ if env is None else env)
+        values = Environment(cls, os.environ if env is None else env)()  # keyed by variable, sections included
         try:
-            return cls(_build_sources=((source,), {}))  # type: ignore[call-arg]  # BaseSettings' own keyword
+            return cls(**values)
         except ValidationError as exc:
             raise SettingsError([_problem(error) for error in exc.errors()]) from None
 
 
 class Environment(PydanticBaseSettingsSource):
-    """The variables a settings class declares, from one mapping; blank ones count as unset.
+    """A settings source over one mapping: the variables a settings class declares; blank ones count as unset.
 
     A section (a field whose type is a pydantic dataclass, like :class:`AwsSettings`) gets the
-    same variables, for its own fields to pick by their names.
+    same variables, for its own fields to pick by their names. Variables nobody declares are
+    never read, so an unrelated ``port`` or ``host`` in the environment cannot leak in.
     """
 
     def __init__(self, settings_cls: type[BaseSettings], env: Mapping[str, str]):
