@@ -49,6 +49,12 @@ class PixfleetError(Exception):
         return {"code": self.code, "message": self.message}
 
 
+def problem_list(problems: list[str], limit: int = 20) -> str:
+    """Problems as one public message: the first ``limit`` of them, then how many more (hostile input has many)."""
+    shown = "; ".join(problems[:limit])
+    return shown + (f"; and {len(problems) - limit} more" if len(problems) > limit else "")
+
+
 class PermanentError(PixfleetError):
     """Bad input: never retried, has a code and a public message."""
 

@@ -38,7 +38,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from pydantic.dataclasses import dataclass
 from pydantic_core import ErrorDetails
 
-from pipeline.errors import InvalidMessage
+from pipeline.errors import InvalidMessage, problem_list
 from pipeline.transform.spec import VariantSpec, parse_operations
 
 SCHEMA_VERSION = 1
@@ -202,7 +202,7 @@ _RULES = {
 _NOT_A_RECORD = "not an S3 event record with s3.bucket.name and s3.object.key"
 
 
-def _problems(errors: list[ErrorDetails]) -> str:
+def _problems(errors: list[ErrorDetails]) -> list[str]:
     problems: list[str] = []
     for error in errors:
         loc = error["loc"]
@@ -213,7 +213,7 @@ def _problems(errors: list[ErrorDetails]) -> str:
             text = _RULES.get(fields, "malformed job message")
         if text not in problems:
             problems.append(text)
-    return "; ".join(problems)
+    return problems
 
 
 # --- parsing ------------------------------------------------------------------------------------
@@ -243,7 +243,7 @@ def parse_message(body: str) -> list[JobMessage]:
                 raise InvalidMessage(f"unsupported job message version {doc.get('version')!r}")
             return [_job(JobDocument.model_validate(doc))]
     except ValidationError as exc:
-        raise InvalidMessage(_problems(exc.errors())) from None
+        raise InvalidMessage(problem_list(_problems(exc.errors()))) from None
     raise InvalidMessage("message is neither a pixfleet job nor an S3 event notification")
 
 

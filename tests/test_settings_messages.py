@@ -178,6 +178,35 @@ def test_invalid_messages_are_permanent(body: str) -> None:
         parse_message(body)
 
 
+@pytest.mark.parametrize(
+    ("doc", "message"),
+    [
+        (
+            {"type": "pixfleet.job", "version": 1, "job_id": "x", "source": {"bucket": "b", "key": ""}, "preset": 1},
+            "job_id must be 32 hex digits; source.bucket and source.key are required (non-empty UTF-8 strings); "
+            "preset must be a string",
+        ),
+        ({"type": "pixfleet.job", "version": 2}, "unsupported job message version 2"),
+        (
+            {"Records": [{"s3": {"bucket": {"name": ""}, "object": {"key": "k"}}}, 7]},
+            "Records[0]: the bucket name is missing or not a non-empty UTF-8 string; "
+            "Records[1]: not an S3 event record with s3.bucket.name and s3.object.key",
+        ),
+        (
+            {"Records": [7] * 50},
+            "; ".join(
+                [f"Records[{i}]: not an S3 event record with s3.bucket.name and s3.object.key" for i in range(20)]
+                + ["and 30 more"]
+            ),
+        ),
+    ],
+)
+def test_message_problems_are_named_together(doc: dict, message: str) -> None:
+    with pytest.raises(InvalidMessage) as info:
+        parse_message(json.dumps(doc))
+    assert info.value.message == message
+
+
 def test_job_message_round_trip_with_operations() -> None:
     ops = parse_operations([{"name": "a", "width": 10, "format": "png"}])
     msg = JobMessage(job_id=new_job_id(), bucket="b", key="k", operations=ops, size=5, content_type="image/png")
@@ -204,6 +233,36 @@ def test_variant_spec_validation(raw: dict, is_error: bool, fragment: str | None
     with pytest.raises(InvalidSpec) as info:
         VariantSpec.from_dict(raw)
     assert fragment in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (
+            [{"name": "a", "quality": 0}, {"name": "b", "format": "gif", "x": 1}],
+            (
+                "operations[0]: quality must be an integer in 1..100; "
+                "operations[1]: unknown field 'x'; operations[1]: format must be one of jpeg, png, webp, avif"
+            ),
+        ),
+        ([{"name": "a", "quality": 0}, {"name": "b"}], "quality must be an integer in 1..100"),  # one bad: no index
+        ([{"name": "a"}] * 17, "at most 16 variants per job"),
+        ({"name": "a"}, "operations must be a non-empty list of variant objects"),
+        (["a"], "each operation must be a JSON object"),
+        (
+            [{"name": "a", "width": "10", "grayscale": 1}],
+            "width must be an integer in 1..10000; grayscale must be a boolean",
+        ),
+        (
+            [{"name": "a", **{f"x{i}": 1 for i in range(30)}}],
+            "; ".join([f"unknown field 'x{i}'" for i in range(20)] + ["and 10 more"]),
+        ),  # hostile input: a bounded message
+    ],
+)
+def test_operation_messages_name_every_bad_field_in_our_words(raw: object, message: str) -> None:
+    with pytest.raises(InvalidSpec) as info:
+        parse_operations(raw)
+    assert info.value.message == message
 
 
 def test_duplicate_variant_names_are_refused() -> None:

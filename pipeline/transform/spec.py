@@ -37,7 +37,7 @@ from pydantic import (
 from pydantic.dataclasses import dataclass
 from pydantic_core import ErrorDetails
 
-from pipeline.errors import InvalidSpec
+from pipeline.errors import InvalidSpec, problem_list
 from pipeline.transform.media import EXTENSIONS, MEDIA_TYPES
 
 Format = Literal["jpeg", "png", "webp", "avif"]
@@ -51,7 +51,6 @@ NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,39}$"  # pydantic's regex engine: `$` is 
 COLOR_PATTERN = r"^#[0-9a-fA-F]{6}$"
 MAX_DIMENSION = 10_000
 MAX_VARIANTS = 16
-MiB = 1024 * 1024
 
 
 def _integral(value: Any) -> Any:
@@ -153,7 +152,7 @@ class VariantSpec:
         try:
             return _VARIANT.validate_python(raw)
         except ValidationError as exc:
-            raise InvalidSpec("; ".join(_problems(exc.errors(), indexed=False))) from None
+            raise InvalidSpec(problem_list(_problems(exc.errors(), indexed=False))) from None
 
 
 class Operations(RootModel[Annotated[list[VariantSpec], Field(min_length=1, max_length=MAX_VARIANTS)]]):
@@ -180,7 +179,7 @@ def parse_operations(raw: Any) -> tuple[VariantSpec, ...]:
     except ValidationError as exc:
         errors = exc.errors()
         indexed = isinstance(raw, list) and len({e["loc"][0] for e in errors if e["loc"]}) > 1
-        raise InvalidSpec("; ".join(_problems(errors, indexed=indexed))) from None
+        raise InvalidSpec(problem_list(_problems(errors, indexed=indexed))) from None
 
 
 def _problems(errors: list[ErrorDetails], *, indexed: bool) -> list[str]:
@@ -229,6 +228,6 @@ class Limits:
     The services read them from the environment variables named here (their settings' ``limits``).
     """
 
-    max_bytes: Annotated[int, Field(ge=1, validation_alias="PIXFLEET_MAX_BYTES")] = 50 * MiB
+    max_bytes: Annotated[int, Field(ge=1, validation_alias="PIXFLEET_MAX_BYTES")] = 50 * 1024 * 1024
     max_pixels: Annotated[int, Field(ge=1, validation_alias="PIXFLEET_MAX_PIXELS")] = 50_000_000
     max_frames: Annotated[int, Field(ge=1, validation_alias="PIXFLEET_MAX_FRAMES")] = 1000
