@@ -198,6 +198,7 @@ def role_policies(spec: StackSpec, account_id: str, region: str) -> dict[str, di
                 ["sqs:ReceiveMessage", "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes"],
                 [dlq],
             ),
+            _statement("ReadJobQueueSettings", ["sqs:GetQueueAttributes"], [jobs]),  # its maxReceiveCount
         ),
         "orchestrator": _policy(
             _statement("WatchQueues", ["sqs:GetQueueAttributes"], [jobs, dlq]),

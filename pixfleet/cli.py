@@ -15,6 +15,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from pipeline.transform.presets import DEFAULT_PRESET
 from pixfleet.images import images
 from pixfleet.bench import bench
 from pixfleet.chaos import chaos
@@ -124,7 +125,7 @@ def provision(endpoint_url: str | None, region: str, max_receive_count: int, vis
 
 @main.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--preset", default="web", show_default=True)
+@click.option("--preset", default=DEFAULT_PRESET, show_default=True)
 @click.option("--wait/--no-wait", default=False, help="Wait for the jobs to finish.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Download outputs here (implies --wait).")
 @click.option("--api", help="API base URL (default: the running stack's).")

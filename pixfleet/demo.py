@@ -32,6 +32,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from pipeline.transform.presets import DEFAULT_PRESET
 from pixfleet.client import download_outputs, upload, wait_for
 from pixfleet.endpoints import compose_api_url, read_stack
 from pixfleet.samples import Sample, demo_samples
@@ -311,7 +312,7 @@ async def _wait_for_signal() -> None:
 )
 @click.option("--api", help="Run against the API at this URL instead of starting a stack.")
 @click.option("--api-key", envvar="PIXFLEET_API_KEY", help="X-API-Key to send (when the API has PIXFLEET_API_KEYS).")
-@click.option("--preset", default="web", show_default=True)
+@click.option("--preset", default=DEFAULT_PRESET, show_default=True)
 @click.option("--seed", default=0, show_default=True, help="Seed of the generated images.")
 @click.option("--port", default=0, show_default=True, help="API port of the embedded stack (0 picks a free one).")
 @click.option(

@@ -127,6 +127,7 @@ CASES = [
     Case("deadletter", "get output results/", get("output_bucket", f"results/{SEED}"), True),
     Case("deadletter", "put output results/", put("output_bucket", "results/iam/deadletter.json"), True),
     Case("deadletter", "receive from job queue", receive("queue_url"), False),
+    Case("deadletter", "job queue attributes", queue_attributes("queue_url"), True),  # its maxReceiveCount
     Case("deadletter", "send to job queue", send("queue_url"), False),
     Case("deadletter", "send to DLQ", send("dlq_url"), False),
     Case("deadletter", "get input uploads/", get("input_bucket", f"uploads/{SEED}"), False),

@@ -33,6 +33,7 @@ from rich.table import Table
 from pipeline.aws import credential_kwargs
 from pipeline.manifest import manifest_key, upload_key
 from pipeline.messages import JobMessage, new_job_id
+from pipeline.transform.presets import DEFAULT_PRESET
 
 console = Console(stderr=True)
 
@@ -151,7 +152,7 @@ async def run_burst(
 @click.option("--min-workers", default=1, show_default=True)
 @click.option("--max-workers", default=4, show_default=True)
 @click.option("--target", default=10, show_default=True, help="Target backlog per task.")
-@click.option("--preset", default="web", show_default=True)
+@click.option("--preset", default=DEFAULT_PRESET, show_default=True)
 @click.option("--size", default="1200x900", show_default=True, help="Source image WxH.")
 @click.option(
     "--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Also write the results here."
