@@ -151,6 +151,23 @@ class ManifestConflict(Exception):
     """A conditional manifest write lost: someone else wrote the manifest since it was read."""
 
 
+def planned_output_keys(job_id: str, preset: str | None, operations: Any = None) -> list[str]:
+    """The keys a job's variants are written to (what a failed job must not leave behind).
+
+    ``operations`` are the job's explicit variants (VariantSpecs), else the preset's; an unknown preset plans none.
+    """
+    from pipeline.errors import PermanentError
+    from pipeline.transform.presets import DEFAULT_PRESET, get_preset
+
+    variants = operations
+    if not variants:
+        try:
+            variants = get_preset(preset or DEFAULT_PRESET)
+        except PermanentError:
+            return []
+    return [output_key(job_id, spec.name, spec.extension) for spec in variants]
+
+
 class ManifestStore:
     """Reads and writes job manifests in the output bucket (the one place that does)."""
 
@@ -179,6 +196,10 @@ class ManifestStore:
         except ValidationError as exc:  # our own record, so a bug (or someone else's write) if it is not one
             fields = sorted({".".join(map(str, e["loc"])) or "(the document)" for e in exc.errors()})
             raise InternalError(f"the manifest of job {job_id} is malformed: {', '.join(fields)}") from None
+
+    async def remove(self, keys: list[str]) -> None:
+        """Delete objects (a failed job's partial outputs); a key that is not there is no error."""
+        await asyncio.gather(*(self._call(self.s3.delete_object(Bucket=self.bucket, Key=key)) for key in keys))
 
     async def get(self, job_id: str) -> Manifest | None:
         return (await self.read(job_id))[0]

@@ -87,6 +87,8 @@ ROLE = f"arn:aws:iam::{ACCOUNT}:role/pixfleet-"
         ("worker", "s3:PutObject", f"{OUT}/elsewhere/a.png", False),
         ("worker", "s3:GetObject", f"{OUT}/results/a.png", True),
         ("worker", "s3:DeleteObject", f"{IN}/uploads/a.png", False),
+        ("worker", "s3:DeleteObject", f"{OUT}/results/a.png", True),  # a failed job's partial outputs
+        ("deadletter", "s3:DeleteObject", f"{OUT}/results/a.png", True),
         ("worker", "sqs:ReceiveMessage", JOBS, True),
         ("worker", "sqs:DeleteMessage", JOBS, True),
         ("worker", "sqs:ChangeMessageVisibility", JOBS, True),

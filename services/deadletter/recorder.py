@@ -34,7 +34,7 @@ from aiohttp import web
 
 from pipeline.aws import aws_clients, client_config, queue_config, queue_depth
 from pipeline.errors import PermanentError, classify
-from pipeline.manifest import Manifest, ManifestConflict, ManifestStore
+from pipeline.manifest import Manifest, ManifestConflict, ManifestStore, planned_output_keys
 from pipeline.messages import JobMessage, parse_message, utcnow_iso
 from services.deadletter.settings import DeadLetterSettings
 
@@ -178,6 +178,8 @@ class DeadLetterRecorder:
             if current is not None and current.terminal and current.source.get("object_version") == job.object_version:
                 return False
             manifest = _failed_manifest(job, current, self.max_receive_count, message)
+            # Its interrupted attempts may have written some outputs: a failed job keeps none.
+            await self.manifests.remove(planned_output_keys(job.job_id, manifest.preset, job.operations))
             try:
                 await self.manifests.write(manifest, if_match=etag, if_absent=current is None)
             except ManifestConflict:

@@ -48,7 +48,7 @@ from pipeline.errors import (
     classify,
     is_not_found,
 )
-from pipeline.manifest import Manifest, ManifestStore, Outcome, OutputRecord, output_key
+from pipeline.manifest import Manifest, ManifestStore, Outcome, OutputRecord, output_key, planned_output_keys
 from pipeline.messages import JobMessage, parse_message, utcnow_iso
 from pipeline.transform.engine import TransformResult, transform
 from pipeline.transform.presets import DEFAULT_PRESET, get_preset
@@ -478,6 +478,8 @@ class Worker:
                 worker_id=self.settings.worker_id,
                 attempts=current.history() if current else [],
             )
+        # An interrupted attempt may have written some outputs: a failed job keeps none (the manifest is last).
+        await self.manifests.remove(planned_output_keys(job.job_id, manifest.preset or job.preset, job.operations))
         finished = utcnow_iso()
         ended = manifest.attempt_record(outcome, ended_at=finished, error=(attempt_error or error).to_dict())
         manifest.status, manifest.finished_at, manifest.outputs = "failed", finished, []
