@@ -20,11 +20,11 @@ class MetricSource(Protocol):
 class SqsQueueDepth:
     """``ApproximateNumberOfMessages``, ``…NotVisible`` and ``…Delayed`` of the job queue (and the DLQ's depth)."""
 
-    ATTRIBUTES = [
+    ATTRIBUTES = (
         "ApproximateNumberOfMessages",
         "ApproximateNumberOfMessagesNotVisible",
         "ApproximateNumberOfMessagesDelayed",
-    ]
+    )
 
     def __init__(self, sqs: Any, queue_url: str, dlq_url: str | None = None):
         self.sqs = sqs
@@ -32,7 +32,7 @@ class SqsQueueDepth:
         self.dlq_url = dlq_url
 
     async def read(self) -> QueueMetrics:
-        attrs = (await self.sqs.get_queue_attributes(QueueUrl=self.queue_url, AttributeNames=self.ATTRIBUTES))[
+        attrs = (await self.sqs.get_queue_attributes(QueueUrl=self.queue_url, AttributeNames=list(self.ATTRIBUTES)))[
             "Attributes"
         ]
         return QueueMetrics(
