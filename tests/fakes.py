@@ -69,6 +69,7 @@ class Behaviour:
     healthy: bool = True  # what their health check answers
     exit_code_at_start: int | None = None  # exit at once with this code (a crash loop)
     start_error: str | None = None  # the runtime cannot start them at all
+    health_check_error: bool = False  # running their health check raises (as a runtime bug would)
 
 
 @dataclass
@@ -78,6 +79,7 @@ class FakeProcess:
     pid: int
     exited: asyncio.Future[int | None]
     healthy: bool
+    health_check_error: bool = False
     in_flight: int = 0
     stops: int = 0
     health_checks: int = 0
@@ -118,7 +120,9 @@ class FakeRuntime:
             raise RuntimeError(behaviour.start_error)
         ports = {container: host or 40000 + next(self._pids) for container, host in spec.port_mappings}
         exited: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
-        process = FakeProcess(spec, resolve_env(ports), next(self._pids), exited, behaviour.healthy)
+        process = FakeProcess(
+            spec, resolve_env(ports), next(self._pids), exited, behaviour.healthy, behaviour.health_check_error
+        )
         self.processes[spec.task_id] = process
         if behaviour.exit_code_at_start is not None:
             exited.set_result(behaviour.exit_code_at_start)
@@ -145,6 +149,8 @@ class FakeRuntime:
     ) -> HealthResult:
         process = self.processes[handle.task_id]
         process.health_checks += 1
+        if process.health_check_error:
+            raise ProcessLookupError()
         return HealthResult(process.healthy, json.dumps({"in_flight": process.in_flight}))
 
     async def strays(self, known: set[str]) -> list[TaskHandle]:

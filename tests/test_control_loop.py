@@ -249,6 +249,19 @@ async def test_killed_healthy_tasks_are_replaced_at_once_never_throttled(fleet: 
     assert all(state.failures == 0 for state in f.worker.throttle.values())
 
 
+async def test_a_health_check_that_cannot_run_is_a_failed_check_not_the_end_of_checking(fleet: FleetFactory) -> None:
+    runtime = FakeRuntime(behaviours={"app:1": Behaviour(health_check_error=True)})
+    f = await fleet(desired=1, runtime=runtime)
+    await f.step()
+    (task,) = f.alive()
+    for _ in range(3):
+        await f.step()
+    assert task.state == TaskState.STOPPED and task.health == "UNHEALTHY"
+    assert task.stop_reason == "Task failed container health checks: health check could not run: ProcessLookupError()"
+    assert runtime.processes[task.task_id].health_checks == 2  # retries, then it was stopped and replaced
+    assert len(f.alive()) == 1
+
+
 # --- the circuit breaker ----------------------------------------------------------------------
 
 

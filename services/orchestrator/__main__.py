@@ -14,7 +14,7 @@ from pathlib import Path
 from aiobotocore.session import get_session
 from aiohttp import web
 
-from infra.credentials import TemporaryCredentials, assume_role
+from infra.credentials import assume_role_with
 from infra.stack import TASK_ROLE_KEYS, StackSpec, role_arn
 from pipeline.aws import client_config
 from pipeline.settings import SettingsError
@@ -59,14 +59,6 @@ async def serve(settings: OrchestratorSettings) -> int:
         # The roles tasks may have: the stack's task roles (never the orchestrator's own).
         names = StackSpec().role_names()
         task_roles = {key: role_arn(partition, account, names[key]) for key in TASK_ROLE_KEYS}
-        own = await session.get_credentials()  # the orchestrator's (the default chain), refreshed by botocore
-
-        async def assume(arn: str, session_name: str) -> TemporaryCredentials:
-            frozen = await own.get_frozen_credentials()
-            keys = {"access_key_id": frozen.access_key, "secret_access_key": frozen.secret_key}
-            return await assume_role(
-                aws.endpoint_url, aws.region, {**keys, "session_token": frozen.token or ""}, arn, session_name
-            )
 
         registry = TaskDefinitionRegistry(state_dir / "taskdefs.json")
         registry.load_dir(Path(settings.taskdefs_dir))
@@ -82,7 +74,7 @@ async def serve(settings: OrchestratorSettings) -> int:
                 edge_network=settings.docker_edge_network,
                 images=dict(settings.task_images),
             ),
-            vault=CredentialVault(assume),
+            vault=CredentialVault(lambda arn, session_name: assume_role_with(sts, arn, session_name)),
             metric_source=SqsQueueDepth(sqs, aws.queue_url, aws.dlq_url or None),
             state_dir=state_dir,
             task_env=aws.env(),

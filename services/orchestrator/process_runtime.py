@@ -167,7 +167,8 @@ class ProcessRuntime:
         try:
             out, _ = await asyncio.wait_for(proc.communicate(), timeout)
         except TimeoutError:
-            proc.kill()
+            with contextlib.suppress(ProcessLookupError):  # it may have ended as the timeout struck
+                proc.kill()
             await proc.wait()
             return HealthResult(False, f"health check timed out after {time.monotonic() - started:.1f}s")
         return HealthResult(proc.returncode == 0, out.decode(errors="replace")[-4096:])

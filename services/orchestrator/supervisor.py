@@ -32,7 +32,7 @@ from typing import Any, Protocol
 
 from services.orchestrator.credentials import CredentialVault
 from services.orchestrator.model import HealthStatus, Task, TaskState
-from services.orchestrator.runtime import LaunchSpec, Runtime
+from services.orchestrator.runtime import HealthResult, LaunchSpec, Runtime
 from services.orchestrator.taskdefs import TaskDefinition, TaskDefinitionRegistry
 
 log = logging.getLogger("pixfleet.orchestrator")
@@ -185,7 +185,7 @@ class TaskSupervisor:
                 health.cancel()
                 (result,) = await asyncio.gather(health, return_exceptions=True)
                 if isinstance(result, Exception):
-                    log.warning("health checks of task %s failed: %r", task.task_id[:8], result)
+                    log.warning("health checks of task %s ended: %r", task.task_id[:8], result, exc_info=result)
         if task.state != TaskState.STOPPED:
             self.stopped(task, code, task.stop_reason or f"Essential container in task exited (exit code {code})")
 
@@ -201,7 +201,11 @@ class TaskSupervisor:
             await self.sleep(check.interval if task.health == HealthStatus.HEALTHY else min(1.0, check.interval))
             if task.state != TaskState.RUNNING:
                 return
-            result = await self.runtime.health_check(task.handle, command, env, check.timeout)
+            try:
+                result = await self.runtime.health_check(task.handle, command, env, check.timeout)
+            except Exception as exc:  # a failed check, never the end of checking
+                log.warning("health check of task %s could not run: %r", task.task_id[:8], exc)
+                result = HealthResult(False, f"health check could not run: {exc!r}")
             with suppress(ValueError):
                 parsed = json.loads(result.output.strip().splitlines()[-1]) if result.output.strip() else None
                 if isinstance(parsed, dict):
