@@ -34,7 +34,7 @@ from infra import SERVICES_FILE, TASKDEFS_DIR
 from pipeline.settings import AwsSettings
 from services.orchestrator.credentials import CredentialVault, credentials_routes
 from services.orchestrator.process_runtime import ProcessRuntime
-from services.orchestrator.runtime import LaunchSpec
+from services.orchestrator.runtime import LaunchSpec, TaskHandle
 
 log = logging.getLogger("pixfleet.embedded")
 
@@ -78,7 +78,7 @@ class EmbeddedStack:
         self.api_url = ""
         self.orchestrator_url = ""
         self.admin_token = secrets.token_urlsafe(24)
-        self.orchestrator: dict[str, Any] | None = None
+        self.orchestrator: TaskHandle | None = None
         self._orchestrator_port = 0
         self._vault: CredentialVault | None = None
         self._credentials_url = ""
@@ -236,15 +236,15 @@ class EmbeddedStack:
 
     def kill_orchestrator(self) -> None:
         """SIGKILL only the orchestrator process (not its tasks): a crash, for adoption drills."""
-        assert self.orchestrator is not None
-        os.kill(self.orchestrator["pid"], signal.SIGKILL)
+        assert self.orchestrator is not None and self.orchestrator.pid is not None
+        os.kill(self.orchestrator.pid, signal.SIGKILL)
 
-    async def _wait_http(self, url: str, handle: dict[str, Any], timeout: float = 60.0) -> None:
+    async def _wait_http(self, url: str, handle: TaskHandle, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as http:
             while True:
                 if not await self.runtime.alive(handle):
-                    tail = Path(handle["log"]).read_text(errors="replace")[-3000:]
+                    tail = Path(handle.log or "").read_text(errors="replace")[-3000:]
                     raise RuntimeError(f"the orchestrator exited:\n{tail}")
                 with suppress(aiohttp.ClientError, TimeoutError):
                     async with http.get(url) as response:
