@@ -63,7 +63,7 @@ def run_contender(
         tail: list[str] = []
         assert proc.stderr and proc.stdout
         for line in proc.stderr:
-            tail = (tail + [line])[-20:]
+            tail = [*tail, line][-20:]
             if line.startswith(f"{contender} {preset} ") and on_image:
                 on_image()
         out = proc.stdout.read()
@@ -261,7 +261,8 @@ def render_tables(report: dict[str, Any]) -> list[Any]:
         if section.get("ssim_min") is not None:
             ok = "✓" if section["ssim_min"] >= SSIM_GOAL else "✗"
             table.caption = (
-                f"min SSIM ours vs naive Pillow, lossless renders: {section['ssim_min']:.4f} (goal ≥ {SSIM_GOAL} {ok}); "
+                f"min SSIM ours vs naive Pillow, lossless renders: {section['ssim_min']:.4f} "
+                f"(goal ≥ {SSIM_GOAL} {ok}); "
                 f"as encoded: {section['ssim_encoded_min']:.4f}"
             )
         tables.append(table)
