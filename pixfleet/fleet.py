@@ -270,7 +270,7 @@ def task_kill(task_id: str, orchestrator_url: str | None) -> None:
     live = [t["taskId"] for t in _run(client.tasks(status=None)) if t["lastStatus"] != "STOPPED"]
     matches = [t for t in live if t.startswith(task_id)]
     if not matches:
-        raise click.ClickException(f"no task that has not stopped starts with {task_id!r} (see `pixfleet status`)")
+        raise click.ClickException(f"no running task's id starts with {task_id!r} (see `pixfleet status`)")
     if len(matches) > 1:
         raise click.ClickException(f"{task_id!r} matches {len(matches)} tasks: {', '.join(m[:12] for m in matches)}")
     _run(client.kill_task(matches[0]))

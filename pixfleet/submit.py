@@ -1,11 +1,12 @@
 """``pixfleet submit`` — upload files and folders of images through the API; wait; download the variants.
 
 What is sent: every file named on the command line (the API says what it thinks of it), and in
-every folder named, recursively, each file that is an image by its extension or its magic bytes
-(hidden files and folders skipped). What is shown: a table of input → job → outcome (the variants,
-or the error code), after a progress bar counting jobs. With ``--out DIR`` every succeeded job's
-variants land in ``DIR/{input name}/`` — named after the input file, made unique when two inputs
-share a name (``photo``, ``photo-2``). ``--json`` prints the machine-readable list instead.
+every folder named, recursively, each file that is an image by its extension or by magic bytes of
+a format the pipeline reads (hidden files and folders skipped). What is shown: a progress bar
+counting jobs, then a table of input → job → outcome (the variants, or the error code). With
+``--out DIR`` every succeeded job's variants land in ``DIR/{input name}/`` — named after the input
+file, made unique when two inputs share a name (``photo``, ``photo-2``). ``--json`` prints the
+machine-readable list instead.
 
 Exit status: 0 when every job was accepted (and, when waiting, succeeded); 1 otherwise; 2 for bad
 input (nothing to upload, no running stack).
@@ -28,7 +29,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from pipeline.errors import NotAnImage, UnsupportedFormat
+from pipeline.errors import PixfleetError
 from pipeline.transform.probe import detect_format
 from pixfleet.client import download_outputs, output_names, upload, wait_for
 from pixfleet.endpoints import NoRunningStack, require_stack
@@ -50,7 +51,7 @@ class BadInput(click.UsageError):
 
 
 def looks_like_image(path: Path) -> bool:
-    """An image by its extension, or by its first bytes (formats the API refuses count too: it says why)."""
+    """An image by its extension (``.heic`` too: the API then says it is not supported), or by magic bytes."""
     if path.suffix.lower() in IMAGE_SUFFIXES:
         return True
     try:
@@ -60,9 +61,7 @@ def looks_like_image(path: Path) -> bool:
         return False
     try:
         detect_format(head)
-    except UnsupportedFormat:
-        return True
-    except NotAnImage:
+    except PixfleetError:  # not an image, or only image-ish (a PDF, an SVG): not what a folder of photos means
         return False
     return True
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -54,7 +55,7 @@ import images
 )
 def test_plan_scale(scaling: tuple[int, int] | None, kwargs: dict, expected: object, is_error: bool) -> None:
     if is_error:
-        with pytest.raises(click.UsageError, match=str(expected)):
+        with pytest.raises(click.UsageError, match=re.escape(str(expected))):
             plan_scale("worker", scaling, **kwargs)
     else:
         assert plan_scale("worker", scaling, **kwargs) == expected
@@ -81,13 +82,14 @@ def test_collect_inputs_walks_folders_for_images_only(tmp_path: Path) -> None:
     (tmp_path / "sub" / "phone.heic").write_bytes(images.heic_like())  # refused by the API, but an image
     (tmp_path / "sub" / "broken.jpg").write_bytes(b"not really")  # an image by its name: the API says why not
     (tmp_path / "notes.txt").write_text("hello")
+    (tmp_path / "sub" / "scan.pdf").write_bytes(b"%PDF-1.7\n")  # image-ish, but not a photo: skipped
     (tmp_path / ".DS_Store").write_bytes(b"\0\0")
     (tmp_path / "sub" / ".hidden" / "c.jpg").write_bytes(images.photo_jpeg(8, 8))
     explicit = tmp_path / "notes.txt"
     found = collect_inputs([tmp_path, explicit, tmp_path / "a.jpg"])
     rel = [p.relative_to(tmp_path).as_posix() for p in found.files]
     assert rel == ["a.jpg", "sub/b.png", "sub/broken.jpg", "sub/noext", "sub/phone.heic", "notes.txt"]
-    assert [p.name for p in found.skipped] == ["notes.txt"]  # skipped in the walk; sent when named
+    assert [p.name for p in found.skipped] == ["notes.txt", "scan.pdf"]  # skipped in the walk; sent when named
     assert looks_like_image(tmp_path / "sub" / "noext") and not looks_like_image(explicit)
 
 

@@ -25,7 +25,7 @@ from pixfleet.stats import percentile
 )
 def test_percentile(values: list[float], q: float, expected: float | None, is_error: bool) -> None:
     if is_error:
-        with pytest.raises(ValueError, match="0..100"):
+        with pytest.raises(ValueError, match=r"within 0\.\.100"):
             percentile(values, q)
         return
     got = percentile(values, q)
