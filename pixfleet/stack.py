@@ -228,6 +228,8 @@ class EmbeddedStack:
         )
         self.orchestrator = await self.runtime.start(spec, lambda ports: env)
         await self._wait_healthy(self.orchestrator)
+        if stack_path(self.state_dir).exists():  # a restart: stack.json names the new orchestrator process
+            self.write_stack_json()
 
     async def stop_orchestrator(self, timeout: float = 60.0) -> int | None:
         """SIGTERM the orchestrator; it drains and stops its tasks (its stop timeout covers theirs)."""
