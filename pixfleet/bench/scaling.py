@@ -148,10 +148,10 @@ async def run_burst(
 
 @click.command("scaling")
 @click.option("--jobs", default=200, show_default=True, help="Messages in the burst.")
-@click.option("--min-workers", default=1, show_default=True)
-@click.option("--max-workers", default=4, show_default=True)
+@click.option("--min-workers", default=1, show_default=True, help="Autoscaling floor of the autoscaled run.")
+@click.option("--max-workers", default=4, show_default=True, help="Workers of the pinned run; the autoscaled ceiling.")
 @click.option("--target", default=10, show_default=True, help="Target backlog per task.")
-@click.option("--preset", default="web", show_default=True)
+@click.option("--preset", default="web", show_default=True, help="Preset of variants to render.")
 @click.option("--size", default="1200x900", show_default=True, help="Source image WxH.")
 @click.option(
     "--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Also write the results here."

@@ -86,6 +86,7 @@ async def _preflight(api: str, preset: str, api_key: str | None, probe: FleetPro
     envvar="PIXFLEET_STATE_DIR",
     default=".pixfleet",
     show_default=True,
+    help="State directory of the running stack (its stack.json).",
 )
 @click.option(
     "--images",
@@ -110,7 +111,7 @@ async def _preflight(api: str, preset: str, api_key: str | None, probe: FleetPro
 )
 @click.option("--duration", default=30.0, show_default=True, help="Seconds of submitting (ignored by burst).")
 @click.option("--concurrency", default=8, show_default=True, help="Uploads in flight at once.")
-@click.option("--preset", default="thumbs", show_default=True)
+@click.option("--preset", default="thumbs", show_default=True, help="Preset of variants to render.")
 @click.option(
     "--drain-timeout", default=300.0, show_default=True, help="Seconds to wait for the last jobs after submitting."
 )
