@@ -61,7 +61,7 @@ def render_pillow_naive(data: bytes, variants: Sequence[Any]) -> tuple[float, li
     from pipeline.transform.steps import encode, flatten
 
     started = time.process_time()
-    im = Image.open(io.BytesIO(data))
+    im: Image.Image = Image.open(io.BytesIO(data))
     im.load()
     if im.getexif().get(0x0112, 1) != 1:
         im = ImageOps.exif_transpose(im)

@@ -84,7 +84,7 @@ def run_contender(
         tail: list[str] = []
         assert proc.stderr and proc.stdout
         for line in proc.stderr:
-            tail = (tail + [line])[-20:]
+            tail = [*tail, line][-20:]
             if line.startswith(f"{contender} {preset} ") and on_image:
                 on_image()
         out = proc.stdout.read()
