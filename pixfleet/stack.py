@@ -144,17 +144,13 @@ class EmbeddedStack:
         worker = json.loads((SHIPPED_TASKDEFS / "worker.json").read_text())
         _set_env(
             worker["containerDefinitions"][0],
-            {
-                "PIXFLEET_VISIBILITY_TIMEOUT": str(cfg.spec.visibility_timeout),
-                "PIXFLEET_MAX_RECEIVE_COUNT": str(cfg.spec.max_receive_count),
-                **cfg.worker_env,
-            },
+            cfg.worker_env,  # the queue's visibility and maxReceiveCount: the worker reads them from the queue
         )
         (folder / "worker.json").write_text(json.dumps(worker, indent=2))
         deadletter = json.loads((SHIPPED_TASKDEFS / "deadletter.json").read_text())
         _set_env(
             deadletter["containerDefinitions"][0],
-            {"PIXFLEET_MAX_RECEIVE_COUNT": str(cfg.spec.max_receive_count), **cfg.deadletter_env},
+            cfg.deadletter_env,
         )
         (folder / "deadletter.json").write_text(json.dumps(deadletter, indent=2))
         services = json.loads(SHIPPED_SERVICES.read_text())
@@ -315,7 +311,7 @@ class EmbeddedStack:
             "process": self.owner.to_json(),
             "orchestrator_process": None
             if self.orchestrator is None
-            else {"pid": self.orchestrator["pid"], "task_id": self.orchestrator["task_id"]},
+            else {"pid": self.orchestrator.pid, "task_id": self.orchestrator.task_id},
         }
 
     def write_stack_json(self) -> Path:

@@ -250,7 +250,9 @@ def summary_line(
 
 @click.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
-@click.option("--preset", default=DEFAULT_PRESET, show_default=True, help="Preset of variants to render (`GET /v1/presets`).")
+@click.option(
+    "--preset", default=DEFAULT_PRESET, show_default=True, help="Preset of variants to render (`GET /v1/presets`)."
+)
 @click.option("--wait/--no-wait", default=False, help="Wait for the jobs to finish.  [default: no-wait]")
 @click.option(
     "--out",

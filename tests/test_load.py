@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import asyncio
 import json
 import os
@@ -167,7 +169,7 @@ async def test_a_ramp_draws_the_timeline_and_passes(load_stack: EmbeddedStack, t
         assert s["queue_depth"] == s["queue_visible"] + s["queue_in_flight"] + s["queue_delayed"]
         assert s["dead_letters"] == 0 and s["running_workers"] >= 1
     # Every completion falls in exactly one sample's interval.
-    spans = [1] + [b - a for a, b in zip(ts, ts[1:], strict=False)]
+    spans = [1] + [b - a for a, b in itertools.pairwise(ts)]
     assert round(sum(s["completed_per_s"] * span for s, span in zip(samples, spans, strict=True))) == total
     assert samples[-1]["succeeded"] == total and samples[-1]["submitted"] == total
 

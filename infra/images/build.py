@@ -432,7 +432,7 @@ class ImageKit:
                 text = chunk.get("stream") or chunk.get("status") or ""
                 if text:
                     log.write(text if text.endswith("\n") else text + "\n")
-                    tail = (tail + [text if text.endswith("\n") else text + "\n"])[-40:]
+                    tail = [*tail, text if text.endswith("\n") else text + "\n"][-40:]
                     step = _STEP.match(text)
                     if step:
                         close_step()

@@ -38,7 +38,7 @@ from typing import Any, Literal
 
 from pydantic import AliasChoices
 
-from infra import TASKDEFS_DIR
+from infra import TASK_IMAGE_VARIABLES, TASKDEFS_DIR
 from pipeline.settings import ServiceSettings, SettingsError, env
 
 STACK_DIR = "/var/lib/pixfleet/stack"
@@ -48,12 +48,6 @@ BOOTSTRAP_PROFILE = "pixfleet-bootstrap"
 ORCHESTRATOR_PROFILE = "pixfleet-orchestrator"
 LOCALSTACK_KEYS = {"access_key_id": "test", "secret_access_key": "test"}
 Emulator = Literal["localstack", "moto"]
-# Task definition family → the variable naming its image in this deployment.
-TASK_IMAGES = {
-    "pixfleet-api": "PIXFLEET_API_IMAGE",
-    "pixfleet-worker": "PIXFLEET_WORKER_IMAGE",
-    "pixfleet-deadletter": "PIXFLEET_WORKER_IMAGE",  # the worker image runs the dead-letter recorder
-}
 
 
 class ProvisionSettings(ServiceSettings):
@@ -223,7 +217,7 @@ def deployment_taskdefs(shipped: Path, target: Path, env: Mapping[str, str]) -> 
     target.mkdir(parents=True, exist_ok=True)
     for path in sorted(shipped.glob("*.json")):
         doc = json.loads(path.read_text())
-        image = env.get(TASK_IMAGES.get(doc.get("family", ""), ""), "")
+        image = env.get(TASK_IMAGE_VARIABLES.get(doc.get("family", ""), ""), "")
         for container in doc.get("containerDefinitions", []):
             if image:
                 container["image"] = image

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from infra import SERVICES_FILE, TASKDEFS_DIR
+from infra import SERVICES_FILE, TASK_IMAGE_VARIABLES, TASKDEFS_DIR
 from pipeline.settings import AwsSettings, ServiceSettings, env
 
 
@@ -36,9 +36,6 @@ class OrchestratorSettings(ServiceSettings):
     @property
     def task_images(self) -> tuple[tuple[str, str], ...]:
         """Task definition family → the image this deployment runs it with (where one is set)."""
-        images = (
-            ("pixfleet-api", self.api_image),
-            ("pixfleet-worker", self.worker_image),
-            ("pixfleet-deadletter", self.worker_image),
-        )
+        by_variable = {"PIXFLEET_API_IMAGE": self.api_image, "PIXFLEET_WORKER_IMAGE": self.worker_image}
+        images = ((family, by_variable[variable]) for family, variable in TASK_IMAGE_VARIABLES.items())
         return tuple((family, image) for family, image in images if image)
