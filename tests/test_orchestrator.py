@@ -273,7 +273,7 @@ async def test_status_and_events_from_the_command_line(fleet: StackClient) -> No
         text=True,
         timeout=60,
     )
-    assert bad.returncode != 0 and "max must be" in bad.stderr
+    assert bad.returncode == 2 and "--min 5 is above --max 2" in bad.stderr
 
 
 async def test_orchestrator_metrics(fleet: StackClient) -> None:
