@@ -239,11 +239,11 @@ def test_a_soak_under_docker_kill_and_docker_pause_loses_nothing(stack: Stack, t
             "--project",
             PROJECT,
             "--jobs",
-            "150",
+            "200",
             "--rate",
             "10",
             "--kill-every",
-            "3-4",
+            "2-3",
             "--min-kills",
             "5",
             "--pause",
@@ -257,6 +257,7 @@ def test_a_soak_under_docker_kill_and_docker_pause_loses_nothing(stack: Stack, t
     )
     assert report_path.exists(), run.stdout[-2000:] + run.stderr[-3000:]
     report = json.loads(report_path.read_text())
-    assert run.returncode == 0, (report["goals"], run.stdout[-3000:])
-    assert report["accepted"] == 150 and report["lost"] == [] and report["stuck"] == []
+    missed = [goal for goal, ok in report["goals"].items() if not ok]
+    assert run.returncode == 0 and not missed, (missed, report["kills"], run.stdout[-3000:])
+    assert report["accepted"] == 200 and report["lost"] == [] and report["stuck"] == []
     assert report["bad_outputs"] == [] and report["extra_objects"] == [] and report["kills"] >= 5
