@@ -30,6 +30,8 @@ class ScalingPolicy:
     activation_threshold: int = 1
     count_in_flight: bool = True
     count_delayed: bool = False
+    count_visible: bool = True
+    disable_scale_in: bool = False  # Application Auto Scaling's DisableScaleIn: the scaler only scales out
 
     def problems(self) -> list[str]:
         p = []
@@ -123,12 +125,21 @@ def decide(
     backlog = backlog_of(policy, metrics)
     wanted = demand(policy, current, metrics, mean_job_seconds)
     target = policy.target(mean_job_seconds)
-    why = f"backlog {backlog} (visible {metrics.visible}, in flight {metrics.in_flight}, delayed {metrics.delayed}) at target {target:g}/task"
+    counts = f"visible {metrics.visible}, in flight {metrics.in_flight}, delayed {metrics.delayed}"
+    why = f"backlog {backlog} ({counts}) at target {target:g}/task"
     if wanted > current:
         state = replace(state, lower_since=None, lower_peak=0)
         if state.last_scale_out is not None and now - state.last_scale_out < policy.scale_out_cooldown:
             return Decision(current, "hold", f"{why} wants {wanted}, in scale-out cooldown", state, backlog)
         return Decision(wanted, "scale_out", f"{why} wants {wanted}", replace(state, last_scale_out=now), backlog)
+    if wanted < current and policy.disable_scale_in:
+        return Decision(
+            current,
+            "hold",
+            f"{why} wants {wanted}; scale-in is disabled",
+            replace(state, lower_since=None, lower_peak=0),
+            backlog,
+        )
     if wanted < current:
         if state.lower_since is None:
             state = replace(state, lower_since=now, lower_peak=wanted)
