@@ -338,7 +338,10 @@ def test_one_container_per_task() -> None:
     sidecar = {"name": "sidecar", "image": "x", "command": ["x"], "essential": False}
     with pytest.raises(TaskDefinitionError) as refused:
         parse_task_definition(doc(containerDefinitions=[sidecar, CONTAINER]), SOURCE)
-    assert refused.value.problems == ["containerDefinitions: pixfleet runs exactly one container per task (got 2)"]
+    assert refused.value.problems == [
+        "containerDefinitions: pixfleet runs exactly one container per task (got 2)",
+        "containerDefinitions[0].essential: the task's container must be essential",
+    ]
     assert parse_task_definition(doc(), SOURCE).main_container.name == "worker"
 
 
@@ -525,7 +528,7 @@ def test_load_dir_checks_every_file_before_registering_any(tmp_path: Path) -> No
     with pytest.raises(TaskDefinitionError) as info:
         registry.load_dir(tmp_path)
     assert info.value.problems == [
-        f"{tmp_path / 'b.json'}: containerDefinitions[0].stopTimeout: must be an integer in 2..120",
+        f"{tmp_path / 'b.json'}: containerDefinitions[0].stopTimeout: must be in 2..120",
         f"{tmp_path / 'c.json'}: invalid JSON at line 1 column 2: Expecting property name enclosed in double quotes",
         f"{tmp_path / 'd.json'}: family: 'pixfleet-worker' is already defined by {tmp_path / 'a.json'}",
     ]
