@@ -113,7 +113,7 @@ class MotoServer:
 
     @property
     def pid(self) -> int:
-        """The server process's id (e.g. to SIGSTOP it in a fault drill)."""
+        """The server process's id (a fault drill SIGSTOPs it; the benchmarks measure its CPU)."""
         if self._process is None:
             raise EmulatorUnavailable("the moto server has not been started")
         return self._process.pid

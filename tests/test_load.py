@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from pipeline.net import free_port
-from pixfleet.loadtest.report import PLOT_SIZE, percentile
+from pixfleet.loadtest.report import PLOT_SIZE
 from pixfleet.loadtest.schedule import Burst, Constant, Ramp, parse_schedule
 from pixfleet.stack import EmbeddedConfig, EmbeddedStack
 
@@ -71,20 +71,6 @@ def test_schedule_due(schedule: object, checkpoints: dict[float, int], total: in
     for t, due in checkpoints.items():
         assert schedule.due(t) == min(due, total), t  # type: ignore[attr-defined]
     assert schedule.due(-1) == 0  # type: ignore[attr-defined]
-
-
-@pytest.mark.parametrize(
-    ("values", "q", "expected"),
-    [
-        ([], 50, None),
-        ([3.0], 99, 3.0),
-        ([1.0, 2.0, 3.0, 4.0], 50, 2.5),
-        ([1.0, 2.0, 3.0, 4.0, 5.0], 95, 4.8),
-        ([5.0, 1.0], 0, 1.0),
-    ],
-)
-def test_percentile(values: list[float], q: float, expected: float | None) -> None:
-    assert percentile(values, q) == (pytest.approx(expected) if expected is not None else None)
 
 
 # --- bad input: a clear message and exit status 2 ----------------------------------------------
