@@ -12,6 +12,7 @@ INFRA_DIR = Path(__file__).resolve().parent
 REPO_ROOT = INFRA_DIR.parent
 TASKDEFS_DIR = INFRA_DIR / "taskdefs"
 SERVICES_FILE = INFRA_DIR / "services.json"
+ECS_DIR = INFRA_DIR / "ecs"  # cluster, services, scaling: ECS / App Auto Scaling request shapes
 
 # Task definition family → the variable that names its image in a deployment (compose, the orchestrator).
 TASK_IMAGE_VARIABLES = {

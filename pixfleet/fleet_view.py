@@ -13,6 +13,7 @@ for a console as wide as the tables.
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -83,6 +84,72 @@ class FleetStatus:
             services=tuple(_service_from_v1(s) for s in doc.get("services", [])),
             tasks=tuple(_task_from_v1(t) for t in doc.get("tasks", [])),
         )
+
+    @classmethod
+    def from_ecs(
+        cls,
+        services: Sequence[dict[str, Any]],
+        tasks: Sequence[dict[str, Any]],
+        targets: Sequence[dict[str, Any]] = (),
+        queue: QueueDepth | None = None,
+        decisions: dict[str, str] | None = None,
+    ) -> FleetStatus:
+        """From ECS's ``DescribeServices`` and ``DescribeTasks`` answers and Application Auto Scaling's
+        ``DescribeScalableTargets`` (boto3's shapes: timestamps as datetimes); the queue is read separately."""
+        limits = {t["ResourceId"].rsplit("/", 1)[-1]: (t["MinCapacity"], t["MaxCapacity"]) for t in targets}
+        rows = []
+        for s in services:
+            group = f"service:{s['serviceName']}"
+            mine = [t for t in tasks if t.get("group") == group]
+            rows.append(
+                ServiceRow(
+                    name=s["serviceName"],
+                    task_definition=_short_taskdef(s["taskDefinition"]),
+                    desired=s["desiredCount"],
+                    running=s["runningCount"],
+                    healthy=sum(
+                        1 for t in mine if t.get("lastStatus") == "RUNNING" and t.get("healthStatus") == "HEALTHY"
+                    ),
+                    pending=s["pendingCount"],
+                    stopping=sum(
+                        1 for t in mine if t.get("desiredStatus") == "STOPPED" and t.get("lastStatus") != "STOPPED"
+                    ),
+                    scaling=limits.get(s["serviceName"]),
+                    deployments=tuple(
+                        DeploymentRow(
+                            _short_taskdef(d["taskDefinition"]),
+                            d["status"],
+                            d.get("rolloutState", "COMPLETED"),
+                            d.get("failedTasks", 0),
+                        )
+                        for d in s.get("deployments", [])
+                    ),
+                    last_decision=(decisions or {}).get(s["serviceName"]),
+                )
+            )
+        return cls(queue=queue, services=tuple(rows), tasks=tuple(_task_from_ecs(t) for t in tasks))
+
+
+def _short_taskdef(arn: str) -> str:
+    """``arn:aws:ecs:…:task-definition/pixfleet-worker:3`` → ``pixfleet-worker:3``."""
+    return arn.rsplit("/", 1)[-1]
+
+
+def _task_from_ecs(t: dict[str, Any]) -> TaskRow:
+    group = t.get("group", "")
+    started = t.get("startedAt")
+    container = (t.get("containers") or [{}])[0]
+    return TaskRow(
+        task_id=t["taskArn"].rsplit("/", 1)[-1],
+        service=group.removeprefix("service:") if group.startswith("service:") else None,
+        group=group,
+        task_definition=_short_taskdef(t["taskDefinitionArn"]),
+        status=t["lastStatus"],
+        health=t.get("healthStatus", "UNKNOWN"),
+        in_flight=None,
+        started_at=started.timestamp() if isinstance(started, datetime) else started,
+        container_id=container.get("runtimeId"),
+    )
 
 
 def _service_from_v1(s: dict[str, Any]) -> ServiceRow:

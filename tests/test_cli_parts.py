@@ -226,3 +226,57 @@ def test_a_stack_json_is_stale_when_its_process_is_gone(tmp_path: Path, record: 
             require_stack(tmp_path)
     else:
         assert require_stack(tmp_path)["api_url"] == "http://127.0.0.1:1"
+
+
+def test_status_from_ecs_answers() -> None:
+    """``FleetStatus.from_ecs``: DescribeServices / DescribeTasks / DescribeScalableTargets as boto3 answers them."""
+    from datetime import UTC, datetime
+
+    from pixfleet.fleet_view import FleetStatus
+
+    arn = "arn:aws:ecs:us-east-1:123456789012:task-definition/pixfleet-worker:"
+    services = [
+        {
+            "serviceName": "worker",
+            "taskDefinition": arn + "4",
+            "desiredCount": 3,
+            "runningCount": 2,
+            "pendingCount": 1,
+            "deployments": [
+                {"taskDefinition": arn + "4", "status": "PRIMARY", "rolloutState": "IN_PROGRESS"},
+                {"taskDefinition": arn + "3", "status": "ACTIVE", "rolloutState": "COMPLETED"},
+            ],
+        }
+    ]
+    started = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+
+    def task(n: str, last: str, health: str, desired: str = "RUNNING", group: str = "service:worker") -> dict:
+        return {
+            "taskArn": f"arn:aws:ecs:us-east-1:123456789012:task/pixfleet/{n}",
+            "taskDefinitionArn": arn + "4",
+            "group": group,
+            "lastStatus": last,
+            "desiredStatus": desired,
+            "healthStatus": health,
+            "startedAt": started,
+            "containers": [{"name": "worker", "runtimeId": f"c-{n}"}],
+        }
+
+    tasks = [
+        task("a1", "RUNNING", "HEALTHY"),
+        task("b2", "RUNNING", "UNKNOWN"),
+        task("c3", "RUNNING", "HEALTHY", desired="STOPPED"),
+        task("d4", "STOPPED", "UNKNOWN", desired="STOPPED", group="family:pixfleet-worker"),
+    ]
+    targets = [{"ResourceId": "service/pixfleet/worker", "MinCapacity": 1, "MaxCapacity": 4}]
+    status = FleetStatus.from_ecs(services, tasks, targets, decisions={"worker": "backlog 30 wants 3"})
+    (row,) = status.services
+    assert (row.task_definition, row.desired, row.running, row.pending) == ("pixfleet-worker:4", 3, 2, 1)
+    assert (row.healthy, row.stopping, row.scaling, row.last_decision) == (2, 1, (1, 4), "backlog 30 wants 3")
+    assert [(d.task_definition, d.status, d.rollout_state) for d in row.deployments] == [
+        ("pixfleet-worker:4", "PRIMARY", "IN_PROGRESS"),
+        ("pixfleet-worker:3", "ACTIVE", "COMPLETED"),
+    ]
+    one_off = status.tasks[-1]
+    assert (one_off.task_id, one_off.service, one_off.container_id) == ("d4", None, "c-d4")
+    assert status.tasks[0].started_at == started.timestamp() and status.tasks[0].service == "worker"

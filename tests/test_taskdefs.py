@@ -93,14 +93,21 @@ PARSE_CASES: list[tuple[str, Any, bool, list[str]]] = [
         doc(drop=("family", "taskRoleArn", "cpu", "memory", "containerDefinitions")),
         True,
         [
-            "family: required",
-            "taskRoleArn: required",
-            "cpu: required",
-            "memory: required",
-            "containerDefinitions: required",
+            'Missing required parameter in input: "family"',
+            'Missing required parameter in input: "containerDefinitions"',
+            "taskRoleArn: required by pixfleet",
+            "cpu: required by pixfleet",
+            "memory: required by pixfleet",
         ],
     ),
-    ("unknown top-level field", doc(volumes=[]), True, ["volumes: unknown field"]),
+    (
+        "unknown top-level field",
+        doc(volumes=[]),
+        True,
+        [
+            "volumes: pixfleet does not run this field (it runs family, taskRoleArn, executionRoleArn, networkMode, requiresCompatibilities, cpu, memory, containerDefinitions, tags)"
+        ],
+    ),
     ("bad family", doc(family="pix fleet"), True, ["family: must be 1-255 letters, digits, '-' or '_'"]),
     ("bad role", doc(taskRoleArn="arn:aws:s3:::bucket"), True, ["taskRoleArn: must be an IAM role ARN or a role name"]),
     (
@@ -108,8 +115,8 @@ PARSE_CASES: list[tuple[str, Any, bool, list[str]]] = [
         doc(cpu="lots", memory=0),
         True,
         [
+            "Invalid type for parameter memory, value: 0, type: <class 'int'>, valid types: <class 'str'>",
             'cpu: must be a positive number of CPU units, e.g. "256" or "1 vCPU"',
-            'memory: must be a positive number of MiB, e.g. "512" or "2 GB"',
         ],
     ),
     ("bad network mode", doc(networkMode="overlay"), True, ["networkMode: must be one of bridge, host, awsvpc, none"]),
@@ -123,42 +130,58 @@ PARSE_CASES: list[tuple[str, Any, bool, list[str]]] = [
         "no containers",
         doc(containerDefinitions=[]),
         True,
-        ["containerDefinitions: must be a non-empty list of container definitions"],
+        ["containerDefinitions: pixfleet runs exactly one container per task (got 0)"],
     ),
     (
         "no essential container",
         with_container(essential=False),
         True,
-        ["containerDefinitions: at least one container must be essential"],
+        ["containerDefinitions[0].essential: the task's container must be essential"],
     ),
     (
         "stop timeout and unknown field at once",
         with_container(stopTimeout=600, foo=1),
         True,
-        [f"{C0}.foo: unknown field", f"{C0}.stopTimeout: must be an integer in 2..120"],
+        [
+            'Unknown parameter in containerDefinitions[0]: "foo", must be one of: name, image, repositoryCredentials, cpu, memory, memoryReservation, links, portMappings, essential, restartPolicy, entryPoint, command, environment, environmentFiles, mountPoints, volumesFrom, linuxParameters, secrets, dependsOn, startTimeout, stopTimeout, versionConsistency, hostname, user, workingDirectory, disableNetworking, privileged, readonlyRootFilesystem, dnsServers, dnsSearchDomains, extraHosts, dockerSecurityOptions, interactive, pseudoTerminal, dockerLabels, ulimits, logConfiguration, healthCheck, systemControls, resourceRequirements, firelensConfiguration, credentialSpecs',
+            "containerDefinitions[0].stopTimeout: must be in 2..120",
+        ],
     ),
     (
         "stop timeout is not a string",
         with_container(stopTimeout="30"),
         True,
-        [f"{C0}.stopTimeout: must be an integer in 2..120"],
+        [
+            "Invalid type for parameter containerDefinitions[0].stopTimeout, value: 30, type: <class 'str'>, valid types: <class 'int'>"
+        ],
     ),
     (
         "missing container fields",
         with_container(drop=("name", "image", "command")),
         True,
-        [f"{C0}.name: required", f"{C0}.image: required", f"{C0}.command: required"],
+        [
+            "containerDefinitions[0].name: required by pixfleet",
+            "containerDefinitions[0].image: required by pixfleet",
+            "containerDefinitions[0].command: required by pixfleet",
+        ],
     ),
-    ("empty command", with_container(command=[]), True, [f"{C0}.command: must be a non-empty list of strings"]),
-    ("essential not a bool", with_container(essential="yes"), True, [f"{C0}.essential: must be true or false"]),
+    ("empty command", with_container(command=[]), True, ["containerDefinitions[0].command: must not be empty"]),
+    (
+        "essential not a bool",
+        with_container(essential="yes"),
+        True,
+        [
+            "Invalid type for parameter containerDefinitions[0].essential, value: yes, type: <class 'str'>, valid types: <class 'bool'>"
+        ],
+    ),
     (
         "environment entries",
         with_container(environment=[{"name": "A", "value": 1}, {"name": "1B", "value": "x"}, {"name": "C"}]),
         True,
         [
-            f"{C0}.environment[0].value: must be a string",
-            f"{C0}.environment[1].name: must be an environment variable name",
-            f"{C0}.environment[2].value: required",
+            "Invalid type for parameter containerDefinitions[0].environment[0].value, value: 1, type: <class 'int'>, valid types: <class 'str'>",
+            "containerDefinitions[0].environment[1].name: must be an environment variable name",
+            "containerDefinitions[0].environment[2].value: required by pixfleet",
         ],
     ),
     (
@@ -175,9 +198,9 @@ PARSE_CASES: list[tuple[str, Any, bool, list[str]]] = [
         ),
         True,
         [
-            f"{C0}.portMappings[0].containerPort: must be an integer in 1..65535",
-            f"{C0}.portMappings[1].protocol: must be one of tcp, udp",
-            f"{C0}.portMappings[2].containerPort: required",
+            "containerDefinitions[0].portMappings[0].containerPort: must be in 1..65535",
+            "containerDefinitions[0].portMappings[1].protocol: must be one of tcp, udp",
+            "containerDefinitions[0].portMappings[2].containerPort: required by pixfleet",
         ],
     ),
     (
@@ -202,10 +225,10 @@ PARSE_CASES: list[tuple[str, Any, bool, list[str]]] = [
         ),
         True,
         [
-            f"{C0}.healthCheck.interval: must be an integer in 5..300",
-            f"{C0}.healthCheck.timeout: must be an integer in 2..60",
-            f"{C0}.healthCheck.retries: must be an integer in 1..10",
-            f"{C0}.healthCheck.startPeriod: must be an integer in 0..300",
+            "containerDefinitions[0].healthCheck.interval: must be in 5..300",
+            "containerDefinitions[0].healthCheck.timeout: must be in 2..60",
+            "containerDefinitions[0].healthCheck.retries: must be in 1..10",
+            "containerDefinitions[0].healthCheck.startPeriod: must be in 0..300",
         ],
     ),
     (
@@ -224,7 +247,9 @@ PARSE_CASES: list[tuple[str, Any, bool, list[str]]] = [
         "health check unknown field",
         with_container(healthCheck={"command": ["CMD", "true"], "every": 5}),
         True,
-        [f"{C0}.healthCheck.every: unknown field"],
+        [
+            'Unknown parameter in containerDefinitions[0].healthCheck: "every", must be one of: command, interval, timeout, retries, startPeriod'
+        ],
     ),
     (
         "unknown placeholder port",
@@ -257,13 +282,16 @@ PARSE_CASES: list[tuple[str, Any, bool, list[str]]] = [
         "duplicate container names",
         doc(containerDefinitions=[CONTAINER, CONTAINER]),
         True,
-        ["containerDefinitions[1].name: duplicate container name 'worker'"],
+        ["containerDefinitions: pixfleet runs exactly one container per task (got 2)"],
     ),
     (
         "second container bad, first fine",
         doc(containerDefinitions=[CONTAINER, {"name": "sidecar", "image": "x", "command": ["x"], "stopTimeout": 1}]),
         True,
-        ["containerDefinitions[1].stopTimeout: must be an integer in 2..120"],
+        [
+            "containerDefinitions: pixfleet runs exactly one container per task (got 2)",
+            "containerDefinitions[1].stopTimeout: must be in 2..120",
+        ],
     ),
     (
         "revision and ARN from to_ecs_json",
@@ -305,10 +333,16 @@ def test_defaults_are_filled_in() -> None:
     assert parse_task_definition(doc(cpu="0.5 vCPU", memory="2 GB"), SOURCE).cpu == 512
 
 
-def test_main_container_is_the_first_essential() -> None:
+def test_one_container_per_task() -> None:
+    """A sidecar would be accepted by ECS and silently not run by pixfleet: it is refused, saying why."""
     sidecar = {"name": "sidecar", "image": "x", "command": ["x"], "essential": False}
-    td = parse_task_definition(doc(containerDefinitions=[sidecar, CONTAINER]), SOURCE)
-    assert td.main_container.name == "worker"
+    with pytest.raises(TaskDefinitionError) as refused:
+        parse_task_definition(doc(containerDefinitions=[sidecar, CONTAINER]), SOURCE)
+    assert refused.value.problems == [
+        "containerDefinitions: pixfleet runs exactly one container per task (got 2)",
+        "containerDefinitions[0].essential: the task's container must be essential",
+    ]
+    assert parse_task_definition(doc(), SOURCE).main_container.name == "worker"
 
 
 def test_shipped_task_definitions() -> None:
@@ -364,13 +398,12 @@ def test_round_trip_through_ecs_json(file: Path) -> None:
 
 
 def test_round_trip_keeps_optional_fields() -> None:
-    sidecar = {"name": "log", "image": "x", "command": ["x"], "essential": False, "cpu": 128, "memory": 64}
     td = parse_task_definition(
         doc(
             networkMode="bridge",
             requiresCompatibilities=["EC2", "FARGATE"],
             executionRoleArn="exec",
-            containerDefinitions=[CONTAINER, sidecar],
+            containerDefinitions=[{**CONTAINER, "cpu": 512, "memory": 256}],
         ),
         SOURCE,
     )
@@ -491,7 +524,7 @@ def test_load_dir_checks_every_file_before_registering_any(tmp_path: Path) -> No
     with pytest.raises(TaskDefinitionError) as info:
         registry.load_dir(tmp_path)
     assert info.value.problems == [
-        f"{tmp_path / 'b.json'}: containerDefinitions[0].stopTimeout: must be an integer in 2..120",
+        f"{tmp_path / 'b.json'}: containerDefinitions[0].stopTimeout: must be in 2..120",
         f"{tmp_path / 'c.json'}: invalid JSON at line 1 column 2: Expecting property name enclosed in double quotes",
         f"{tmp_path / 'd.json'}: family: 'pixfleet-worker' is already defined by {tmp_path / 'a.json'}",
     ]

@@ -32,6 +32,8 @@ class ScalingPolicy:
     activation_threshold: int = 1
     count_in_flight: bool = True
     count_delayed: bool = False
+    count_visible: bool = True
+    disable_scale_in: bool = False  # Application Auto Scaling's DisableScaleIn: the scaler only scales out
 
     def target(self, mean_job_seconds: float | None) -> float:
         """Messages one task may have queued: given, or derived from the acceptable latency."""
@@ -69,7 +71,7 @@ class Decision:
 
 def backlog_of(policy: ScalingPolicy, metrics: QueueMetrics) -> int:
     return (
-        metrics.visible
+        (metrics.visible if policy.count_visible else 0)
         + (metrics.in_flight if policy.count_in_flight else 0)
         + (metrics.delayed if policy.count_delayed else 0)
     )
@@ -116,6 +118,14 @@ def decide(
         if state.last_scale_out is not None and now - state.last_scale_out < policy.scale_out_cooldown:
             return Decision(current, "hold", f"{why} wants {wanted}, in scale-out cooldown", state, backlog)
         return Decision(wanted, "scale_out", f"{why} wants {wanted}", replace(state, last_scale_out=now), backlog)
+    if wanted < current and policy.disable_scale_in:
+        return Decision(
+            current,
+            "hold",
+            f"{why} wants {wanted}; scale-in is disabled",
+            replace(state, lower_since=None, lower_peak=0),
+            backlog,
+        )
     if wanted < current:
         if state.lower_since is None:
             lower_since = now

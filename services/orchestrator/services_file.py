@@ -47,6 +47,8 @@ class AutoScaling(_Model):
     activation_threshold: int = Field(default=ScalingPolicy.activation_threshold, ge=1)
     count_in_flight: bool = ScalingPolicy.count_in_flight
     count_delayed: bool = ScalingPolicy.count_delayed
+    count_visible: bool = ScalingPolicy.count_visible
+    disable_scale_in: bool = ScalingPolicy.disable_scale_in
 
     @model_validator(mode="after")
     def _limits(self) -> AutoScaling:

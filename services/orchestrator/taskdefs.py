@@ -31,13 +31,14 @@ JSON state file so revisions survive orchestrator restarts.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
 import re
 import tempfile
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -299,83 +300,39 @@ def resolve_role_arn(value: str, role_arns: Mapping[str, str]) -> str:
 
 
 # --- parsing -------------------------------------------------------------------------------------
+#
+# Two layers, every problem of both reported at once:
+# 1. AWS's own model: botocore's ParamValidator checks the body against RegisterTaskDefinition's input shape
+#    (unknown fields, wrong types, missing members), in botocore's words and field paths — what AWS refuses,
+#    pixfleet refuses the same way;
+# 2. what pixfleet itself needs or cannot do, each with its path: the fields it runs (a field it would
+#    silently ignore is refused instead), one container per task, port placeholders, sizes and ranges.
 
-
-class _Problems:
-    """Collects ``path: message`` problems, like EnvReader does for settings."""
-
-    def __init__(self) -> None:
-        self.items: list[str] = []
-
-    def add(self, path: str, message: str) -> None:
-        self.items.append(f"{path}: {message}" if path else message)
-
-    def fields(self, obj: Any, path: str, allowed: Iterable[str], required: Iterable[str]) -> dict[str, Any] | None:
-        """``obj`` as a dict, with unknown and missing fields reported; None when it is not an object."""
-        if not isinstance(obj, dict):
-            self.add(path, "must be a JSON object")
-            return None
-        allowed = set(allowed)
-        for key in obj:
-            if key not in allowed:
-                self.add(_join(path, key), "unknown field")
-        for key in required:
-            if key not in obj:
-                self.add(_join(path, key), "required")
-        return obj
-
-    def string(
-        self, obj: dict[str, Any], key: str, path: str, pattern: re.Pattern[str] | None = None, what: str = ""
-    ) -> str | None:
-        if key not in obj:
-            return None
-        value = obj[key]
-        if not isinstance(value, str) or not value or (pattern is not None and not pattern.match(value)):
-            self.add(_join(path, key), f"must be {what or 'a non-empty string'}")
-            return None
-        return value
-
-    def integer(self, obj: dict[str, Any], key: str, path: str, lo: int, hi: int, default: int | None) -> int | None:
-        if key not in obj:
-            return default
-        value = obj[key]
-        if not _is_int(value) or not lo <= value <= hi:
-            self.add(_join(path, key), f"must be an integer in {lo}..{hi}")
-            return default
-        return value
-
-    def string_list(self, obj: dict[str, Any], key: str, path: str, *, non_empty: bool) -> tuple[str, ...] | None:
-        if key not in obj:
-            return None
-        value = obj[key]
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value) or (non_empty and not value):
-            self.add(
-                _join(path, key), "must be a non-empty list of strings" if non_empty else "must be a list of strings"
-            )
-            return None
-        return tuple(value)
-
-
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-_TOP_REQUIRED = ("family", "taskRoleArn", "cpu", "memory", "containerDefinitions")
-_TOP_FIELDS = (
-    *_TOP_REQUIRED,
-    "revision",
+_OUTPUT_ONLY = (
     "taskDefinitionArn",
+    "revision",
+    "status",
+    "registeredAt",
+    "registeredBy",
+    "deregisteredAt",
+    "requiresAttributes",
+    "compatibilities",
+)
+SUPPORTED_FIELDS = (
+    "family",
+    "taskRoleArn",
+    "executionRoleArn",
     "networkMode",
     "requiresCompatibilities",
-    "executionRoleArn",
+    "cpu",
+    "memory",
+    "containerDefinitions",
+    "tags",
 )
-_CONTAINER_REQUIRED = ("name", "image", "command")
-_CONTAINER_FIELDS = (
-    *_CONTAINER_REQUIRED,
+SUPPORTED_CONTAINER_FIELDS = (
+    "name",
+    "image",
+    "command",
     "environment",
     "portMappings",
     "essential",
@@ -384,141 +341,207 @@ _CONTAINER_FIELDS = (
     "cpu",
     "memory",
 )
-_HEALTH_FIELDS = ("command", "interval", "timeout", "retries", "startPeriod")
-_PORT_FIELDS = ("containerPort", "hostPort", "protocol")
+SUPPORTED_PORT_FIELDS = ("containerPort", "hostPort", "protocol", "name")
+SUPPORTED_HEALTH_FIELDS = ("command", "interval", "timeout", "retries", "startPeriod")
+
+
+@functools.cache
+def _ecs_shape(name: str) -> Any:
+    """An input shape of botocore's ECS model (the request of RegisterTaskDefinition, or a structure in it)."""
+    import botocore.session
+
+    model = botocore.session.get_session().get_service_model("ecs")
+    if name == "RegisterTaskDefinitionRequest":
+        return model.operation_model("RegisterTaskDefinition").input_shape
+    return model.shape_for(name)
+
+
+def _model_problems(body: dict[str, Any]) -> list[str]:
+    """botocore's verdict on ``body`` as a RegisterTaskDefinition request: one line per problem."""
+    from botocore.validate import ParamValidator
+
+    report = ParamValidator().validate(body, _ecs_shape("RegisterTaskDefinitionRequest"))
+    return report.generate_report().splitlines() if report.has_errors() else []
+
+
+class _Problems:
+    """Collects ``path: message`` problems."""
+
+    def __init__(self) -> None:
+        self.items: list[str] = []
+
+    def add(self, path: str, message: str) -> None:
+        self.items.append(f"{path}: {message}" if path else message)
+
+    def unsupported(self, obj: Mapping[str, Any], path: str, supported: tuple[str, ...], shape: str) -> None:
+        """ECS fields pixfleet does not run (fields ECS does not know are the model layer's to report)."""
+        known = set(_ecs_shape(shape).members)
+        for key in obj:
+            if key in known and key not in supported:
+                where = f"{path}.{key}" if path else key
+                self.add(where, f"pixfleet does not run this field (it runs {', '.join(supported)})")
+
+    def required(self, obj: Mapping[str, Any], path: str, *keys: str) -> None:
+        for key in keys:
+            if key not in obj:
+                self.add(f"{path}.{key}" if path else key, "required by pixfleet")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _int_in(
+    p: _Problems, obj: Mapping[str, Any], key: str, path: str, lo: int, hi: int, default: int | None
+) -> int | None:
+    if key not in obj:
+        return default
+    value = obj[key]
+    if not _is_int(value):
+        return default  # the model layer reports the type
+    if not lo <= value <= hi:
+        p.add(f"{path}.{key}" if path else key, f"must be in {lo}..{hi}")
+        return default
+    return int(value)
 
 
 def parse_task_definition(doc: Any, source: str) -> TaskDefinition:
-    """Validate an ECS-shaped task definition; raise :class:`TaskDefinitionError` naming every problem."""
+    """Validate an ECS task definition (a RegisterTaskDefinition body, or DescribeTaskDefinition's answer);
+    raise :class:`TaskDefinitionError` naming every problem."""
+    if not isinstance(doc, dict):
+        raise TaskDefinitionError(source, ["must be a JSON object"])
+    body = {k: v for k, v in doc.items() if k not in _OUTPUT_ONLY}
+    problems = _model_problems(body)
     p = _Problems()
-    obj = p.fields(doc, "", _TOP_FIELDS, _TOP_REQUIRED)
-    if obj is None:
-        raise TaskDefinitionError(source, p.items)
-
-    family = p.string(obj, "family", "", _FAMILY, "1-255 letters, digits, '-' or '_'")
-    revision = p.integer(obj, "revision", "", 1, 10**9, 0)
-    role = _role(p, obj, "taskRoleArn")
-    execution_role = _role(p, obj, "executionRoleArn")
-    cpu = _units(p, obj, "cpu", _VCPU, 1024, 'CPU units, e.g. "256" or "1 vCPU"')
-    memory = _units(p, obj, "memory", _GB, 1024, 'MiB, e.g. "512" or "2 GB"')
-    network_mode = None
-    if "networkMode" in obj:
-        network_mode = obj["networkMode"]
-        if network_mode not in NETWORK_MODES:
-            p.add("networkMode", f"must be one of {', '.join(NETWORK_MODES)}")
-            network_mode = None
-    compat = p.string_list(obj, "requiresCompatibilities", "", non_empty=False) or ()
-    if any(c not in COMPATIBILITIES for c in compat):
+    p.unsupported(body, "", SUPPORTED_FIELDS, "RegisterTaskDefinitionRequest")
+    p.required(body, "", "taskRoleArn", "cpu", "memory")
+    family = body.get("family")
+    if isinstance(family, str) and not _FAMILY.match(family):
+        p.add("family", "must be 1-255 letters, digits, '-' or '_'")
+    revision = doc.get("revision", 0)
+    if not _is_int(revision) or revision < 0:
+        p.add("revision", "must be a positive integer")
+        revision = 0
+    role = _role(p, body, "taskRoleArn")
+    execution_role = _role(p, body, "executionRoleArn")
+    cpu = _units(p, body, "cpu", _VCPU, 1024, 'CPU units, e.g. "256" or "1 vCPU"')
+    memory = _units(p, body, "memory", _GB, 1024, 'MiB, e.g. "512" or "2 GB"')
+    network_mode = body.get("networkMode")
+    if network_mode is not None and network_mode not in NETWORK_MODES:
+        p.add("networkMode", f"must be one of {', '.join(NETWORK_MODES)}")
+        network_mode = None
+    compat = body.get("requiresCompatibilities") or []
+    if isinstance(compat, list) and any(c not in COMPATIBILITIES for c in compat):
         p.add("requiresCompatibilities", f"each must be one of {', '.join(COMPATIBILITIES)}")
-
-    containers = _containers(p, obj.get("containerDefinitions"), network_mode) if "containerDefinitions" in obj else ()
+    containers = _containers(p, body.get("containerDefinitions"), network_mode)
     _check_sizes(p, containers, cpu, memory)
-
-    if "taskDefinitionArn" in obj and family and revision:
-        arn = obj["taskDefinitionArn"]
-        if (
+    arn = doc.get("taskDefinitionArn")
+    if (
+        arn is not None
+        and family
+        and revision
+        and (
             not isinstance(arn, str)
             or not arn.startswith("arn:")
             or not arn.endswith(f":task-definition/{family}:{revision}")
-        ):
-            p.add("taskDefinitionArn", f"must be the ARN of task-definition/{family}:{revision}")
-
-    if p.items:
-        raise TaskDefinitionError(source, p.items)
-    assert family and role and cpu and memory
+        )
+    ):
+        p.add("taskDefinitionArn", f"must be the ARN of task-definition/{family}:{revision}")
+    problems += p.items
+    if problems:
+        raise TaskDefinitionError(source, problems)
+    assert isinstance(family, str) and role and cpu and memory
     return TaskDefinition(
         family=family,
-        revision=revision or 0,
+        revision=revision,
         task_role_arn=role,
         cpu=cpu,
         memory=memory,
         container_definitions=containers,
         network_mode=network_mode,
-        requires_compatibilities=compat,
+        requires_compatibilities=tuple(compat) if isinstance(compat, list) else (),
         execution_role_arn=execution_role,
     )
 
 
-def _role(p: _Problems, obj: dict[str, Any], key: str) -> str | None:
+def _role(p: _Problems, obj: Mapping[str, Any], key: str) -> str | None:
     value = obj.get(key)
-    if key in obj and not (isinstance(value, str) and (_ROLE_ARN.match(value) or _ROLE_NAME.match(value))):
+    if value is None:
+        return None
+    if not (isinstance(value, str) and (_ROLE_ARN.match(value) or _ROLE_NAME.match(value))):
         p.add(key, "must be an IAM role ARN or a role name")
         return None
     return value
 
 
-def _units(p: _Problems, obj: dict[str, Any], key: str, unit: re.Pattern[str], scale: int, what: str) -> int | None:
-    """Task-level cpu/memory: ECS takes strings ("1024", "1 vCPU", "2 GB"); an integer is accepted too."""
+def _units(p: _Problems, obj: Mapping[str, Any], key: str, unit: re.Pattern[str], scale: int, what: str) -> int | None:
+    """Task-level cpu/memory: ECS takes strings ("1024", "1 vCPU", "2 GB")."""
     if key not in obj:
         return None
     value = obj[key]
     number: int | None = None
-    if _is_int(value):
-        number = value
-    elif isinstance(value, str) and value.strip().isdigit():
+    if isinstance(value, str) and value.strip().isdigit():
         number = int(value.strip())
     elif isinstance(value, str) and (m := unit.match(value.strip())):
         number = int(float(m.group(1)) * scale)
     if number is None or number < 1:
-        p.add(key, f"must be a positive number of {what}")
+        if isinstance(value, str):  # other types: the model layer says so
+            p.add(key, f"must be a positive number of {what}")
         return None
     return number
 
 
 def _containers(p: _Problems, value: Any, network_mode: str | None) -> tuple[ContainerDefinition, ...]:
-    if not isinstance(value, list) or not value:
-        p.add("containerDefinitions", "must be a non-empty list of container definitions")
-        return ()
-    containers: list[ContainerDefinition] = []
-    names: set[str] = set()
-    for i, item in enumerate(value):
-        container = _container(p, item, f"containerDefinitions[{i}]", network_mode)
-        if container is None:
-            continue
-        if container.name in names:
-            p.add(f"containerDefinitions[{i}].name", f"duplicate container name {container.name!r}")
-        names.add(container.name)
-        containers.append(container)
-    if len(containers) == len(value) and not any(c.essential for c in containers):
-        p.add("containerDefinitions", "at least one container must be essential")
+    if not isinstance(value, list):
+        return ()  # missing or not a list: the model layer says so
+    if len(value) != 1:
+        p.add("containerDefinitions", f"pixfleet runs exactly one container per task (got {len(value)})")
+    containers = [
+        c for i, item in enumerate(value) if (c := _container(p, item, f"containerDefinitions[{i}]", network_mode))
+    ]
+    if containers and not containers[0].essential:
+        p.add("containerDefinitions[0].essential", "the task's container must be essential")
     return tuple(containers)
 
 
 def _container(p: _Problems, item: Any, path: str, network_mode: str | None) -> ContainerDefinition | None:
-    before = len(p.items)
-    obj = p.fields(item, path, _CONTAINER_FIELDS, _CONTAINER_REQUIRED)
-    if obj is None:
+    if not isinstance(item, dict):
         return None
-    name = p.string(obj, "name", path, _CONTAINER_NAME, "1-255 letters, digits, '-' or '_'")
-    image = p.string(obj, "image", path)
-    command = p.string_list(obj, "command", path, non_empty=True)
-    essential = obj.get("essential", True)
-    if not isinstance(essential, bool):
-        p.add(f"{path}.essential", "must be true or false")
-    stop_timeout = p.integer(obj, "stopTimeout", path, 2, 120, 30)
-    cpu = p.integer(obj, "cpu", path, 0, 10 * 1024 * 1024, None)
-    memory = p.integer(obj, "memory", path, 6, 10 * 1024 * 1024, None)
-    ports = _port_mappings(p, obj.get("portMappings", []), f"{path}.portMappings", network_mode)
-    container_ports = {m.container_port for m in ports}
-    environment = _environment(p, obj.get("environment", []), f"{path}.environment", container_ports)
-    health = (
-        _health_check(p, obj["healthCheck"], f"{path}.healthCheck", container_ports) if "healthCheck" in obj else None
-    )
-    for j, arg in enumerate(command or ()):
-        if _PLACEHOLDER.search(arg):
+    before = len(p.items)
+    p.unsupported(item, path, SUPPORTED_CONTAINER_FIELDS, "ContainerDefinition")
+    p.required(item, path, "name", "image", "command")
+    name = item.get("name")
+    if isinstance(name, str) and not _CONTAINER_NAME.match(name):
+        p.add(f"{path}.name", "must be 1-255 letters, digits, '-' or '_'")
+    command = item.get("command")
+    if isinstance(command, list) and not command:
+        p.add(f"{path}.command", "must not be empty")
+    for j, arg in enumerate(command if isinstance(command, list) else []):
+        if isinstance(arg, str) and _PLACEHOLDER.search(arg):
             p.add(
                 f"{path}.command[{j}]", "port placeholders are substituted only in environment and healthCheck.command"
             )
-    if len(p.items) > before:
+    essential = item.get("essential", True)
+    stop_timeout = _int_in(p, item, "stopTimeout", path, 2, 120, 30)
+    cpu = _int_in(p, item, "cpu", path, 0, 10 * 1024 * 1024, None)
+    memory = _int_in(p, item, "memory", path, 6, 10 * 1024 * 1024, None)
+    ports = _port_mappings(p, item.get("portMappings", []), f"{path}.portMappings", network_mode)
+    container_ports = {m.container_port for m in ports}
+    environment = _environment(p, item.get("environment", []), f"{path}.environment", container_ports)
+    health = (
+        _health_check(p, item["healthCheck"], f"{path}.healthCheck", container_ports) if "healthCheck" in item else None
+    )
+    if len(p.items) > before or not isinstance(name, str) or not isinstance(item.get("image"), str):
         return None
-    assert name and image and command
+    if not isinstance(command, list) or not command or not all(isinstance(a, str) for a in command):
+        return None
     return ContainerDefinition(
         name=name,
-        image=image,
-        command=command,
+        image=item["image"],
+        command=tuple(command),
         environment=environment,
         port_mappings=ports,
-        essential=essential,
+        essential=essential if isinstance(essential, bool) else True,
         stop_timeout=stop_timeout or 30,
         health_check=health,
         cpu=cpu,
@@ -528,18 +551,18 @@ def _container(p: _Problems, item: Any, path: str, network_mode: str | None) -> 
 
 def _port_mappings(p: _Problems, value: Any, path: str, network_mode: str | None) -> tuple[PortMapping, ...]:
     if not isinstance(value, list):
-        p.add(path, "must be a list of port mappings")
         return ()
     mappings: list[PortMapping] = []
     seen: set[tuple[int, str]] = set()
     for i, item in enumerate(value):
         at = f"{path}[{i}]"
-        obj = p.fields(item, at, _PORT_FIELDS, ("containerPort",))
-        if obj is None or "containerPort" not in obj:
+        if not isinstance(item, dict):
             continue
-        container_port = p.integer(obj, "containerPort", at, 1, 65535, None)
-        host_port = p.integer(obj, "hostPort", at, 0, 65535, None) or None  # 0 = dynamic, as in ECS
-        protocol = obj.get("protocol", "tcp")
+        p.unsupported(item, at, SUPPORTED_PORT_FIELDS, "PortMapping")
+        p.required(item, at, "containerPort")
+        container_port = _int_in(p, item, "containerPort", at, 1, 65535, None)
+        host_port = _int_in(p, item, "hostPort", at, 0, 65535, None) or None  # 0 = dynamic, as in ECS
+        protocol = item.get("protocol", "tcp")
         if protocol not in PROTOCOLS:
             p.add(f"{at}.protocol", f"must be one of {', '.join(PROTOCOLS)}")
             continue
@@ -556,48 +579,50 @@ def _port_mappings(p: _Problems, value: Any, path: str, network_mode: str | None
 
 def _environment(p: _Problems, value: Any, path: str, container_ports: set[int]) -> dict[str, str]:
     if not isinstance(value, list):
-        p.add(path, "must be a list of {name, value}")
         return {}
     env: dict[str, str] = {}
     for i, item in enumerate(value):
         at = f"{path}[{i}]"
-        obj = p.fields(item, at, ("name", "value"), ("name", "value"))
-        if obj is None or "name" not in obj or "value" not in obj:
+        if not isinstance(item, dict):
             continue
-        name = p.string(obj, "name", at, _ENV_NAME, "an environment variable name")
-        if not isinstance(obj["value"], str):
-            p.add(f"{at}.value", "must be a string")
+        p.required(item, at, "name", "value")
+        name, text = item.get("name"), item.get("value")
+        if isinstance(name, str) and not _ENV_NAME.match(name):
+            p.add(f"{at}.name", "must be an environment variable name")
             continue
-        _check_placeholders(p, obj["value"], f"{at}.value", container_ports)
-        if name is None:
+        if not isinstance(name, str) or not isinstance(text, str):
             continue
+        _check_placeholders(p, text, f"{at}.value", container_ports)
         if name in env:
             p.add(f"{at}.name", f"duplicate variable {name}")
-        env[name] = obj["value"]
+        env[name] = text
     return env
 
 
 def _health_check(p: _Problems, value: Any, path: str, container_ports: set[int]) -> HealthCheck | None:
-    obj = p.fields(value, path, _HEALTH_FIELDS, ("command",))
-    if obj is None:
+    if not isinstance(value, dict):
         return None
-    command = p.string_list(obj, "command", path, non_empty=True)
-    if command is not None:
-        if command[0] == "CMD" and len(command) < 2:
-            p.add(f"{path}.command", '["CMD", executable, args…] needs an executable')
-        elif command[0] == "CMD-SHELL" and len(command) != 2:
-            p.add(f"{path}.command", '["CMD-SHELL", "shell command"] takes exactly one string')
-        elif command[0] not in ("CMD", "CMD-SHELL"):
-            p.add(f"{path}.command[0]", 'must be "CMD" or "CMD-SHELL"')
-        for j, arg in enumerate(command[1:], start=1):
-            _check_placeholders(p, arg, f"{path}.command[{j}]", container_ports)
-    interval = p.integer(obj, "interval", path, 5, 300, 30)
-    timeout = p.integer(obj, "timeout", path, 2, 60, 5)
-    retries = p.integer(obj, "retries", path, 1, 10, 3)
-    start_period = p.integer(obj, "startPeriod", path, 0, 300, 0)
-    if command is None:
+    p.unsupported(value, path, SUPPORTED_HEALTH_FIELDS, "HealthCheck")
+    command = value.get("command")
+    if not isinstance(command, list) or not all(isinstance(c, str) for c in command):
+        return None  # the model layer reports a missing or mistyped command
+    if not command:
+        p.add(f"{path}.command", "must not be empty")
+    elif command[0] == "CMD" and len(command) < 2:
+        p.add(f"{path}.command", '["CMD", executable, args…] needs an executable')
+    elif command[0] == "CMD-SHELL" and len(command) != 2:
+        p.add(f"{path}.command", '["CMD-SHELL", "shell command"] takes exactly one string')
+    elif command[0] not in ("CMD", "CMD-SHELL"):
+        p.add(f"{path}.command[0]", 'must be "CMD" or "CMD-SHELL"')
+    for j, arg in enumerate(command[1:], start=1):
+        _check_placeholders(p, arg, f"{path}.command[{j}]", container_ports)
+    interval = _int_in(p, value, "interval", path, 5, 300, 30)
+    timeout = _int_in(p, value, "timeout", path, 2, 60, 5)
+    retries = _int_in(p, value, "retries", path, 1, 10, 3)
+    start_period = _int_in(p, value, "startPeriod", path, 0, 300, 0)
+    if not command:
         return None
-    return HealthCheck(command, interval or 30, timeout or 5, retries or 3, start_period or 0)
+    return HealthCheck(tuple(command), interval or 30, timeout or 5, retries or 3, start_period or 0)
 
 
 def _check_placeholders(p: _Problems, text: str, path: str, container_ports: set[int]) -> None:
