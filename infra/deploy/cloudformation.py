@@ -69,6 +69,10 @@ def sub(value: Any) -> Any:
     return value
 
 
+# Two public subnets (load balancer, NAT) and two private ones (tasks), one of each per zone.
+_SUBNETS = (("Public", 1), ("Public", 2), ("Private", 1), ("Private", 2))
+
+
 # --- parameters --------------------------------------------------------------------------------
 
 
@@ -91,6 +95,14 @@ def _parameters(desc: Description) -> Template:
             "Description": "Two private subnets of VpcId with a route to the internet, for the tasks (with VpcId).",
         },
         "VpcCidr": {"Type": "String", "Default": "10.42.0.0/16", "Description": "CIDR of the created VPC."},
+        **{
+            f"{kind}Subnet{n}Cidr": {
+                "Type": "String",
+                "Default": f"10.42.{i}.0/24",
+                "Description": f"CIDR of the created {kind.lower()} subnet {n}.",
+            }
+            for i, (kind, n) in enumerate(_SUBNETS)
+        },
         "InputBucketName": {"Type": "String", "Default": spec.input_bucket, "Description": "Uploads land here."},
         "OutputBucketName": {"Type": "String", "Default": spec.output_bucket, "Description": "Results go here."},
     }
@@ -196,8 +208,8 @@ def _vpc() -> Template:
             },
         },
     }
-    for i, (kind, public) in enumerate([("Public", True), ("Public", True), ("Private", False), ("Private", False)]):
-        n = i % 2 + 1
+    for kind, n in _SUBNETS:
+        public = kind == "Public"
         subnet = f"{kind}Subnet{n}"
         res[subnet] = {
             "Type": "AWS::EC2::Subnet",
@@ -205,7 +217,7 @@ def _vpc() -> Template:
             "Properties": {
                 "VpcId": ref("Vpc"),
                 "AvailabilityZone": {"Fn::Select": [n - 1, {"Fn::GetAZs": ""}]},
-                "CidrBlock": {"Fn::Select": [i, {"Fn::Cidr": [ref("VpcCidr"), 4, 8]}]},
+                "CidrBlock": ref(f"{subnet}Cidr"),
                 "MapPublicIpOnLaunch": public,
                 "Tags": [{"Key": "Name", "Value": {"Fn::Sub": f"${{AWS::StackName}}-{kind.lower()}-{n}"}}],
             },
@@ -406,9 +418,10 @@ def _task_definition(svc: Service) -> dict[str, Any]:
     name = logical(svc.name)
     c = svc.container
     health = svc.health
+    repo = logical(svc.repository)
     container: dict[str, Any] = {
         "Name": c["name"],
-        "Image": {"Fn::Sub": f"${{{logical(svc.repository)}Repository.RepositoryUri}}:${{{logical(svc.repository)}ImageTag}}"},
+        "Image": {"Fn::Sub": f"${{{repo}Repository.RepositoryUri}}:${{{repo}ImageTag}}"},
         "Essential": True,
         "Command": list(c["command"]),
         "Environment": [{"Name": k, "Value": v} for k, v in svc.environment().items()] + _stack_environment(),
@@ -480,9 +493,9 @@ def _service(svc: Service, api: str) -> dict[str, Any]:
         props["LoadBalancers"] = [
             {"ContainerName": svc.container["name"], "ContainerPort": svc.port, "TargetGroupArn": ref("ApiTargetGroup")}
         ]
-        props["HealthCheckGracePeriodSeconds"] = svc.health["startPeriod"] + svc.health["interval"] * svc.health[
-            "retries"
-        ]
+        props["HealthCheckGracePeriodSeconds"] = (
+            svc.health["startPeriod"] + svc.health["interval"] * svc.health["retries"]
+        )
         resource["DependsOn"] = "ApiListener"
     return resource
 
@@ -617,7 +630,12 @@ def render(desc: Description) -> Template:
     for repo in desc.repositories():
         resources[f"{logical(repo)}Repository"] = {
             "Type": "AWS::ECR::Repository",
-            "Properties": {"ImageScanningConfiguration": {"ScanOnPush": True}, "ImageTagMutability": "MUTABLE"},
+            "Properties": {
+                "RepositoryName": repo,
+                "ImageScanningConfiguration": {"ScanOnPush": True},
+                "ImageTagMutability": "MUTABLE",
+                "EmptyOnDelete": True,  # images pushed by `deploy aws` must not block `deploy delete`
+            },
         }
     resources["Cluster"] = {
         "Type": "AWS::ECS::Cluster",
