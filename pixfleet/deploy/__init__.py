@@ -73,7 +73,7 @@ def render(target: str, out: Path | None, account_id: str, region: str, registry
     for i, manifest in enumerate(manifests):
         path = out / f"{i:02d}-{kubernetes.file_name(manifest)}"
         path.write_text(yaml.safe_dump(manifest, sort_keys=False))
-    click.echo(f"wrote {len(manifests)} manifests to {out}/ (kubectl apply -f {out}/)", err=True)
+    click.echo(f"wrote {len(manifests)} manifests to {out}/\napply them with: kubectl apply -f {out}/", err=True)
 
 
 def _write(text: str, out: Path | None) -> None:
