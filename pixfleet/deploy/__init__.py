@@ -179,6 +179,8 @@ def aws(
             changed = deployer.apply(template, parameters, _follow(progress, task))
             progress.update(task, completed=total, description="deployed" if changed else "no changes")
         repairs = deployer.repair_task_definitions(template, {**_defaults(template), **parameters}, desc.cluster_name)
+        repairs += deployer.repair_queue_policies(template, {**_defaults(template), **parameters})
+        repairs += deployer.repair_bucket_notifications(template)
         repairs += deployer.ensure_scaling(desc, {**_defaults(template), **parameters})
         outputs = deployer.outputs(template)
     except (DeployError, RuntimeError) as exc:

@@ -2,14 +2,17 @@
 
 :class:`StackDeployer` drives CloudFormation with change sets and then checks
 that what the endpoint reports is what the template declared. Real AWS applies
-every property; an emulator's CloudFormation may not (moto 5.2 skips the
-Application Auto Scaling resources and drops ``taskRoleArn``, ``cpu``,
-``networkMode`` … from task definitions; with change sets it also returns no
-stack outputs). Each gap is *detected* by reading the resources back, never
-assumed from the endpoint's name, and closed with the same API calls a user
-would make (``RegisterScalableTarget``, ``PutScalingPolicy``,
-``RegisterTaskDefinition`` + ``UpdateService``); every such step is reported,
-so a deploy against AWS that needed one would say so.
+every property; an emulator's CloudFormation may not. moto 5.2 skips the
+Application Auto Scaling resources and ``AWS::SQS::QueuePolicy``, drops the
+buckets' ``NotificationConfiguration`` and the task definitions'
+``taskRoleArn``, ``executionRoleArn``, ``cpu``, ``networkMode``,
+``requiresCompatibilities``, and returns no stack outputs after a change set.
+Each gap is *detected* by reading the resources back, never assumed from the
+endpoint's name, and closed with the API calls a user would make
+(``RegisterScalableTarget``, ``PutScalingPolicy``, ``SetQueueAttributes``,
+``PutBucketNotificationConfiguration``, ``RegisterTaskDefinition`` +
+``UpdateService``); every such step is reported ("filled in by API"), so a
+deploy against AWS that needed one would say so.
 """
 
 from __future__ import annotations
@@ -230,6 +233,68 @@ class StackDeployer:
             repairs.append(f"{service_name}: the endpoint dropped {', '.join(sorted(missing))}; registered {arn}")
         return repairs
 
+    def repair_queue_policies(self, template: dict[str, Any], parameters: dict[str, str]) -> list[str]:
+        """Set the queue policies (the S3 notification's permission) the endpoint did not attach."""
+        res = self.resources()
+        stack = self.describe() or {}
+        _, _, _, region, account, _ = str(stack.get("StackId", "arn:aws:cloudformation:::")).split(":", 5)
+        pseudo = {
+            "AWS::AccountId": account,
+            "AWS::Region": region,
+            "AWS::Partition": str(stack.get("StackId", "arn:aws")).split(":")[1],
+            "AWS::StackName": self.stack_name,
+            **parameters,
+        }
+        sqs = self.client("sqs")
+        repairs: list[str] = []
+        for resource in template["Resources"].values():
+            if resource["Type"] != "AWS::SQS::QueuePolicy":
+                continue
+            document = _substitute(resource["Properties"]["PolicyDocument"], pseudo)
+            for queue in resource["Properties"]["Queues"]:
+                url = res.get(queue["Ref"], {}).get("PhysicalResourceId")
+                if url is None:
+                    continue
+                attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["Policy"]).get("Attributes", {})
+                if "Policy" not in attributes:
+                    sqs.set_queue_attributes(QueueUrl=url, Attributes={"Policy": json.dumps(document)})
+                    repairs.append(f"{url.rsplit('/', 1)[-1]}: no queue policy after the stack; set it by API")
+        return repairs
+
+    def repair_bucket_notifications(self, template: dict[str, Any]) -> list[str]:
+        """Attach the buckets' queue notifications (``incoming/`` → jobs) the endpoint did not."""
+        res = self.resources()
+        s3, sqs = self.client("s3"), self.client("sqs")
+        repairs: list[str] = []
+        for logical_id, resource in template["Resources"].items():
+            declared = (
+                resource["Properties"].get("NotificationConfiguration")
+                if resource["Type"] == "AWS::S3::Bucket"
+                else None
+            )
+            if not declared or logical_id not in res:
+                continue
+            bucket = res[logical_id]["PhysicalResourceId"]
+            current = s3.get_bucket_notification_configuration(Bucket=bucket)
+            if current.get("QueueConfigurations"):
+                continue
+            configs = []
+            for c in declared.get("QueueConfigurations", []):
+                url = res[c["Queue"]["Fn::GetAtt"][0]]["PhysicalResourceId"]
+                arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+                configs.append(
+                    {
+                        "QueueArn": arn,
+                        "Events": [c["Event"]],
+                        "Filter": {"Key": {"FilterRules": c["Filter"]["S3Key"]["Rules"]}},
+                    }
+                )
+            s3.put_bucket_notification_configuration(
+                Bucket=bucket, NotificationConfiguration={"QueueConfigurations": configs}
+            )
+            repairs.append(f"{bucket}: no event notification after the stack; put it by API")
+        return repairs
+
     def _resolve(self, value: Any, parameters: dict[str, str], res: dict[str, dict[str, Any]]) -> Any:
         """The few intrinsic functions task definitions use: Ref to a parameter, GetAtt Role.Arn."""
         if isinstance(value, dict) and "Ref" in value:
@@ -292,6 +357,22 @@ class StackDeployer:
     def delete(self, on_event: Callable[[dict[str, Any]], None]) -> None:
         self.cfn.delete_stack(StackName=self.stack_name)
         self.wait(on_event, ("DELETE_COMPLETE",))
+
+
+def _substitute(value: Any, names: dict[str, str]) -> Any:
+    """Resolve ``Fn::Sub`` strings (pseudo parameters and parameters only) and ``Ref`` to a parameter."""
+    if isinstance(value, dict) and set(value) == {"Fn::Sub"}:
+        text = str(value["Fn::Sub"])
+        for key, replacement in names.items():
+            text = text.replace("${" + key + "}", replacement)
+        return text
+    if isinstance(value, dict) and set(value) == {"Ref"} and value["Ref"] in names:
+        return names[value["Ref"]]
+    if isinstance(value, dict):
+        return {k: _substitute(v, names) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substitute(v, names) for v in value]
+    return value
 
 
 def _camel(value: Any) -> Any:
