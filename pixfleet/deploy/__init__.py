@@ -54,10 +54,10 @@ def render(target: str, out: Path | None, account_id: str, region: str, registry
     desc = description.load()
     try:
         if target == "cloudformation":
-            text = cloudformation.dumps(cloudformation.render(desc))
-            _write(text, out)
+            template = cloudformation.render(desc)
+            _write(cloudformation.dumps(template), out)
             if out is not None:
-                click.echo(f"wrote {out} ({len(cloudformation.render(desc)['Resources'])} resources)", err=True)
+                click.echo(f"wrote {out} ({len(template['Resources'])} resources)", err=True)
             return
         manifests = kubernetes.render(
             desc, kubernetes.Target(account_id=account_id, region=region, registry=registry, image_tag=image_tag)
@@ -106,7 +106,7 @@ def _stack_options(f: Any) -> Any:
     return click.option("--stack-name", default="pixfleet", show_default=True, help="CloudFormation stack.")(f)
 
 
-def _progress(console: Console, total: int) -> Progress:
+def _progress(console: Console) -> Progress:
     return Progress(
         SpinnerColumn(),
         TextColumn("{task.description}", style="bold"),
@@ -160,7 +160,7 @@ def aws(
     deployer = StackDeployer(stack_name, client, report=lambda m: console.print(m))
     total = len(template["Resources"])
     try:
-        with _progress(console, total) as progress:
+        with _progress(console) as progress:
             if build and not deployer.exists():
                 # The repositories must exist before the images can be pushed: create the stack
                 # with no tasks first, then push, then run the services.
@@ -271,7 +271,7 @@ def delete(stack_name: str, region: str | None, endpoint_url: str | None, yes: b
             raise click.ClickException(f"no stack {stack_name}")
         for line in deployer.remove_scaling(desc):
             console.print(line)
-        with _progress(console, 0) as progress:
+        with _progress(console) as progress:
             task = progress.add_task("deleting", total=None)
             deployer.delete(_follow(progress, task))
     except click.ClickException:
