@@ -28,6 +28,7 @@ from infra.deploy import cloudformation, description, kubernetes
 from infra.deploy.description import Description, Service
 from infra.stack import StackSpec, role_policies
 from pixfleet.cli import main
+from pixfleet.deploy.images import kit_keys
 from services.worker.settings import WorkerSettings
 
 DESC = description.load()
@@ -128,6 +129,7 @@ def test_task_definitions_are_fargate_with_both_roles_and_awslogs() -> None:
         ("cpu one", kubernetes.cpu_quantity(1024), "1000m"),
         ("cpu four", kubernetes.cpu_quantity(4096), "4000m"),
         ("memory", kubernetes.memory_quantity(512), "512Mi"),
+        ("image kit → ECR repositories", kit_keys(DESC.repositories()), {"api": "pixfleet-api", "worker": "pixfleet-worker"}),
     ],
 )
 def test_small_functions(name: str, value: Any, expected: Any) -> None:
