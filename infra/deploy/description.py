@@ -30,8 +30,7 @@ from infra.stack import StackSpec
 ECS_DIR = INFRA_DIR / "ecs"
 _PLACEHOLDER = re.compile(r"\$\{PORT_([0-9]{1,5})\}")
 
-# The container image each repository holds (task definition ``image`` "pixfleet-api:latest"
-# → repository "pixfleet-api"); the image kit builds them (infra/images/build.py).
+# The worker's task definition states its SIGTERM grace period here (services/worker/settings.py reads it).
 GRACE_ENV = "PIXFLEET_WORKER_GRACE_PERIOD"
 
 
