@@ -13,6 +13,7 @@ from pixfleet import fleet, lifecycle
 from pixfleet.bench import bench
 from pixfleet.chaos import chaos
 from pixfleet.demo import demo
+from pixfleet.deploy import deploy
 from pixfleet.dlq import dlq
 from pixfleet.images import images
 from pixfleet.loadtest import load
@@ -59,7 +60,7 @@ def main(verbose: bool) -> None:
     )
 
 
-for _command in [*lifecycle.COMMANDS, submit, *fleet.COMMANDS, demo, load, dlq, chaos, bench, images]:
+for _command in [*lifecycle.COMMANDS, submit, *fleet.COMMANDS, demo, load, dlq, chaos, bench, images, deploy]:
     main.add_command(_command)
 
 

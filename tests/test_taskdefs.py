@@ -373,6 +373,7 @@ def test_shipped_task_definitions() -> None:
         "PIXFLEET_WORKER_PROCESSES": "1",
         "PIXFLEET_WORKER_CONCURRENCY": "2",
         "PIXFLEET_WORKER_WAIT_TIME": "10",
+        "PIXFLEET_WORKER_GRACE_PERIOD": "25",  # stated, so the deploy renderers can check stopTimeout against it
         "GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=268435456",
     }  # no visibility timeout or receive count: the worker reads them from the queue (one source: the stack)
 
