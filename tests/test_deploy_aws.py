@@ -130,7 +130,10 @@ def test_deploy_creates_the_scaling_with_the_metric_math(deployed: tuple[MotoSer
     server, result = deployed
     aas = clients(server)("application-autoscaling")
     (target,) = aas.describe_scalable_targets(ServiceNamespace="ecs")["ScalableTargets"]
-    assert (target["ResourceId"], target["ScalableDimension"]) == ("service/pixfleet/worker", "ecs:service:DesiredCount")
+    assert (target["ResourceId"], target["ScalableDimension"]) == (
+        "service/pixfleet/worker",
+        "ecs:service:DesiredCount",
+    )
     assert (target["MinCapacity"], target["MaxCapacity"]) == (1, 4)
     (policy,) = aas.describe_scaling_policies(ServiceNamespace="ecs")["ScalingPolicies"]
     config = policy["TargetTrackingScalingPolicyConfiguration"]

@@ -123,13 +123,21 @@ def test_task_definitions_are_fargate_with_both_roles_and_awslogs() -> None:
         ("one word", cloudformation.logical("worker"), "Worker"),
         ("placeholder", description.resolve_ports("127.0.0.1:${PORT_8080}"), "127.0.0.1:8080"),
         ("no placeholder", description.resolve_ports("plain"), "plain"),
-        ("sub wraps", cloudformation.sub("arn:aws:sqs:${AWS::Region}:q"), {"Fn::Sub": "arn:${AWS::Partition}:sqs:${AWS::Region}:q"}),
+        (
+            "sub wraps",
+            cloudformation.sub("arn:aws:sqs:${AWS::Region}:q"),
+            {"Fn::Sub": "arn:${AWS::Partition}:sqs:${AWS::Region}:q"},
+        ),
         ("sub keeps literals", cloudformation.sub(["s3:GetObject", 3]), ["s3:GetObject", 3]),
         ("cpu quarter", kubernetes.cpu_quantity(256), "250m"),
         ("cpu one", kubernetes.cpu_quantity(1024), "1000m"),
         ("cpu four", kubernetes.cpu_quantity(4096), "4000m"),
         ("memory", kubernetes.memory_quantity(512), "512Mi"),
-        ("image kit → ECR repositories", kit_keys(DESC.repositories()), {"api": "pixfleet-api", "worker": "pixfleet-worker"}),
+        (
+            "image kit → ECR repositories",
+            kit_keys(DESC.repositories()),
+            {"api": "pixfleet-api", "worker": "pixfleet-worker"},
+        ),
     ],
 )
 def test_small_functions(name: str, value: Any, expected: Any) -> None:
@@ -185,9 +193,10 @@ def test_keda_objects_match_the_documented_spec() -> None:
         keda_model.validate(doc)
     scaled = manifest("ScaledObject", "pixfleet-worker")
     (trigger,) = scaled["spec"]["triggers"]
-    assert trigger["authenticationRef"]["name"] == manifest("TriggerAuthentication", "pixfleet-worker-sqs")[
-        "metadata"
-    ]["name"]
+    assert (
+        trigger["authenticationRef"]["name"]
+        == manifest("TriggerAuthentication", "pixfleet-worker-sqs")["metadata"]["name"]
+    )
     assert scaled["spec"]["scaleTargetRef"]["name"] == manifest("Deployment", "pixfleet-worker")["metadata"]["name"]
     assert manifest("TriggerAuthentication", "pixfleet-worker-sqs")["spec"]["podIdentity"]["provider"] == "aws"
 
@@ -207,7 +216,11 @@ def _sqs_metadata(**changes: Any) -> dict[str, Any]:
     ("case", "doc", "is_error"),
     [
         ("as rendered", _sqs_metadata(), False),
-        ("queue from the environment instead", _sqs_metadata(queueURL=None, queueURLFromEnv="PIXFLEET_QUEUE_URL"), False),
+        (
+            "queue from the environment instead",
+            _sqs_metadata(queueURL=None, queueURLFromEnv="PIXFLEET_QUEUE_URL"),
+            False,
+        ),
         ("no queue at all", _sqs_metadata(queueURL=None), True),
         ("no region", _sqs_metadata(awsRegion=None), True),
         ("a number, not a string", _sqs_metadata(queueLength=10), True),
@@ -249,22 +262,50 @@ GRACE = WorkerSettings.model_fields["grace_period"].default
 @pytest.mark.parametrize(
     ("what", "from_description", "cloudformation_value", "kubernetes_value"),
     [
-        ("fewest workers", SCALING_FILE["RegisterScalableTarget"]["MinCapacity"],
-         TEMPLATE["Parameters"]["WorkerMinCapacity"]["Default"], SO["minReplicaCount"]),
-        ("most workers", SCALING_FILE["RegisterScalableTarget"]["MaxCapacity"],
-         TEMPLATE["Parameters"]["WorkerMaxCapacity"]["Default"], SO["maxReplicaCount"]),
+        (
+            "fewest workers",
+            SCALING_FILE["RegisterScalableTarget"]["MinCapacity"],
+            TEMPLATE["Parameters"]["WorkerMinCapacity"]["Default"],
+            SO["minReplicaCount"],
+        ),
+        (
+            "most workers",
+            SCALING_FILE["RegisterScalableTarget"]["MaxCapacity"],
+            TEMPLATE["Parameters"]["WorkerMaxCapacity"]["Default"],
+            SO["maxReplicaCount"],
+        ),
         ("backlog per task", SCALING.target_value, POLICY["TargetValue"], float(TRIGGER["queueLength"])),
-        ("scale-in cooldown", SCALING.scale_in_cooldown, POLICY["ScaleInCooldown"],
-         BEHAVIOR["scaleDown"]["stabilizationWindowSeconds"]),
-        ("scale-out cooldown", SCALING.scale_out_cooldown, POLICY["ScaleOutCooldown"],
-         BEHAVIOR["scaleUp"]["stabilizationWindowSeconds"]),
-        ("in-flight messages count", True, "ApproximateNumberOfMessagesNotVisible" in json.dumps(POLICY),
-         TRIGGER["scaleOnInFlight"] == "true"),
+        (
+            "scale-in cooldown",
+            SCALING.scale_in_cooldown,
+            POLICY["ScaleInCooldown"],
+            BEHAVIOR["scaleDown"]["stabilizationWindowSeconds"],
+        ),
+        (
+            "scale-out cooldown",
+            SCALING.scale_out_cooldown,
+            POLICY["ScaleOutCooldown"],
+            BEHAVIOR["scaleUp"]["stabilizationWindowSeconds"],
+        ),
+        (
+            "in-flight messages count",
+            True,
+            "ApproximateNumberOfMessagesNotVisible" in json.dumps(POLICY),
+            TRIGGER["scaleOnInFlight"] == "true",
+        ),
         ("queue", DESC.spec.queue, resource("JobsQueue")["QueueName"], TRIGGER["queueURL"].rsplit("/", 1)[-1]),
-        ("worker cpu units", WORKER.taskdef["cpu"], TEMPLATE["Parameters"]["WorkerCpu"]["Default"],
-         str(int(WORKER_POD["containers"][0]["resources"]["requests"]["cpu"].removesuffix("m")) * 1024 // 1000)),
-        ("worker memory (MiB)", WORKER.taskdef["memory"], TEMPLATE["Parameters"]["WorkerMemory"]["Default"],
-         WORKER_POD["containers"][0]["resources"]["limits"]["memory"].removesuffix("Mi")),
+        (
+            "worker cpu units",
+            WORKER.taskdef["cpu"],
+            TEMPLATE["Parameters"]["WorkerCpu"]["Default"],
+            str(int(WORKER_POD["containers"][0]["resources"]["requests"]["cpu"].removesuffix("m")) * 1024 // 1000),
+        ),
+        (
+            "worker memory (MiB)",
+            WORKER.taskdef["memory"],
+            TEMPLATE["Parameters"]["WorkerMemory"]["Default"],
+            WORKER_POD["containers"][0]["resources"]["limits"]["memory"].removesuffix("Mi"),
+        ),
         ("api role", API.taskdef["taskRoleArn"], StackSpec().api_role, API_POD["serviceAccountName"]),
         ("worker role", WORKER.taskdef["taskRoleArn"], StackSpec().worker_role, WORKER_POD["serviceAccountName"]),
     ],
@@ -279,7 +320,12 @@ def test_metric_math_is_backlog_per_running_task() -> None:
     metrics = {m["Id"]: m for m in POLICY["CustomizedMetricSpecification"]["Metrics"]}
     assert metrics["backlog_per_task"]["Expression"] == "(visible + in_flight) / tasks"
     assert [m["Id"] for m in metrics.values() if m["ReturnData"]] == ["backlog_per_task"]
-    dims = {d["Name"]: d["Value"] for m in metrics.values() if "MetricStat" in m for d in m["MetricStat"]["Metric"]["Dimensions"]}
+    dims = {
+        d["Name"]: d["Value"]
+        for m in metrics.values()
+        if "MetricStat" in m
+        for d in m["MetricStat"]["Metric"]["Dimensions"]
+    }
     # The dimensions name the resources of this very template.
     assert dims["QueueName"] == resource("JobsQueue")["QueueName"]
     assert dims["ClusterName"] == resource("Cluster")["ClusterName"]
@@ -291,13 +337,26 @@ def test_metric_math_is_backlog_per_running_task() -> None:
     ("what", "seconds", "at_least"),
     [
         ("worker grace period in its task definition = the worker's default", DESC.worker_grace_period(), GRACE),
-        ("ECS worker stopTimeout ≥ grace", resource("WorkerTaskDefinition")["ContainerDefinitions"][0]["StopTimeout"], GRACE),
-        ("k8s worker termination grace ≥ preStop + grace",
-         WORKER_POD["terminationGracePeriodSeconds"], kubernetes.PRESTOP_SECONDS + GRACE),
-        ("ALB deregistration delay ≥ the API's stop timeout",
-         int(resource("ApiTargetGroup")["TargetGroupAttributes"][0]["Value"]), API.stop_timeout),
-        ("k8s api termination grace ≥ preStop + stop timeout",
-         API_POD["terminationGracePeriodSeconds"], kubernetes.PRESTOP_SECONDS + API.stop_timeout),
+        (
+            "ECS worker stopTimeout ≥ grace",
+            resource("WorkerTaskDefinition")["ContainerDefinitions"][0]["StopTimeout"],
+            GRACE,
+        ),
+        (
+            "k8s worker termination grace ≥ preStop + grace",
+            WORKER_POD["terminationGracePeriodSeconds"],
+            kubernetes.PRESTOP_SECONDS + GRACE,
+        ),
+        (
+            "ALB deregistration delay ≥ the API's stop timeout",
+            int(resource("ApiTargetGroup")["TargetGroupAttributes"][0]["Value"]),
+            API.stop_timeout,
+        ),
+        (
+            "k8s api termination grace ≥ preStop + stop timeout",
+            API_POD["terminationGracePeriodSeconds"],
+            kubernetes.PRESTOP_SECONDS + API.stop_timeout,
+        ),
     ],
 )
 def test_grace_periods_cover_the_drain(what: str, seconds: float, at_least: float) -> None:
@@ -312,7 +371,9 @@ def test_task_roles_are_the_local_least_privilege_policies() -> None:
         (policy,) = resource(f"{cloudformation.logical(svc.name)}TaskRole")["Policies"]
         rendered = json.dumps(policy["PolicyDocument"])
         expected = local[key]
-        assert [s["Action"] for s in policy["PolicyDocument"]["Statement"]] == [s["Action"] for s in expected["Statement"]]
+        assert [s["Action"] for s in policy["PolicyDocument"]["Statement"]] == [
+            s["Action"] for s in expected["Statement"]
+        ]
         assert "*" not in [r for s in policy["PolicyDocument"]["Statement"] for r in s["Resource"]]
         assert "${InputBucketName}" in rendered or "${OutputBucketName}" in rendered
     annotations = {
@@ -321,7 +382,8 @@ def test_task_roles_are_the_local_least_privilege_policies() -> None:
         if m["kind"] == "ServiceAccount"
     }
     assert annotations == {
-        role: f"arn:aws:iam::210987654321:role/{role}" for role in ("pixfleet-api", "pixfleet-deadletter", "pixfleet-worker")
+        role: f"arn:aws:iam::210987654321:role/{role}"
+        for role in ("pixfleet-api", "pixfleet-deadletter", "pixfleet-worker")
     }
 
 
@@ -348,8 +410,18 @@ def test_render_command_writes_the_template_and_the_manifests(tmp_path: Path, mo
     monkeypatch.chdir(tmp_path)  # a short relative --out: the message is checked at 80 columns
     result = runner.invoke(
         main,
-        ["deploy", "render", "--target", "kubernetes", "--out", "k8s",
-         "--account-id", "210987654321", "--region", "eu-west-1"],
+        [
+            "deploy",
+            "render",
+            "--target",
+            "kubernetes",
+            "--out",
+            "k8s",
+            "--account-id",
+            "210987654321",
+            "--region",
+            "eu-west-1",
+        ],
     )
     assert result.exit_code == 0, result.output
     written = [yaml.safe_load(p.read_text()) for p in sorted(Path("k8s").glob("*.yaml"))]
