@@ -137,6 +137,9 @@ class Orchestrator:
                 await self._loop_task
         stopped = await self.supervisor.close(stop_tasks=stop_tasks)
         if stop_tasks:
+            # A start the cancelled loop was waiting on may still have made a container: remove it too.
+            strays = await self.runtime.strays(set())
+            await asyncio.gather(*(self.runtime.stop(stray, 5) for stray in strays), return_exceptions=True)
             self.events.add(None, f"orchestrator stopped {stopped} task(s) on shutdown")
         else:
             self.events.add(None, "orchestrator exiting; tasks left running for the next orchestrator to adopt")
