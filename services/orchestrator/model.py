@@ -159,8 +159,8 @@ class Service:
     last_decision: str = ""
     throttle: dict[str, ThrottleState] = field(default_factory=dict)  # task definition → launch throttle
     steady: bool = False
-    # Deployments the circuit breaker failed, shown (as ECS does) until the rollback completes; not saved.
-    failed_recently: list[Deployment] = field(default_factory=list)
+    # Deployments the circuit breaker failed (and when), shown as ECS does while the rollback runs; not saved.
+    failed_recently: list[tuple[Deployment, float]] = field(default_factory=list)
     unplaced: str | None = None  # why the last launch did not fit the instance (RESOURCE:…), if it did not
 
     def throttle_for(self, taskdef: str) -> ThrottleState:

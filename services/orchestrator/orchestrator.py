@@ -56,6 +56,7 @@ log = logging.getLogger("pixfleet.orchestrator")
 
 STABLE_AFTER = 10.0  # a task without a health check that ran this long started fine
 METRIC_FAILURE_EVENT_AFTER = 5
+FAILED_SHOWN_FOR = 10.0  # a deployment the circuit breaker failed stays visible this long after the rollback
 DEFAULT_THROTTLE = ThrottlePolicy()
 
 
@@ -319,7 +320,7 @@ class Orchestrator:
                     return  # launches just failed the deployment: the next tick trips the breaker, stopping nothing
         for stop in decision.stop:
             self.supervisor.begin_stop(self.tasks[stop.task_id], stop.reason)
-        self._record(service, decision)
+        self._record(service, decision, now)
 
     def reserved(self) -> Resources:
         """What the tasks not yet STOPPED reserve on the instance (a stopping task still holds its share)."""
@@ -356,7 +357,7 @@ class Orchestrator:
         previous.status = DeploymentStatus.INACTIVE
         service.deployments.append(Deployment.new(previous.taskdef, f"rollback of {primary.taskdef}"))
 
-    def _record(self, service: Service, decision: Plan) -> None:
+    def _record(self, service: Service, decision: Plan, now: float) -> None:
         """The plan's bookkeeping: events, the rollout state, retired deployments, steadiness."""
         for message in decision.events:
             self.events.add(service.name, message)
@@ -366,15 +367,17 @@ class Orchestrator:
                     d.status = DeploymentStatus.INACTIVE
         if decision.verdict == Verdict.COMPLETED:
             service.primary.rollout_state = RolloutState.COMPLETED
-            service.failed_recently.clear()
         service.steady = decision.steady
+        shown = {d.deployment_id for d, _ in service.failed_recently}
         service.failed_recently.extend(
-            d
+            (d, now)
             for d in service.deployments
             if d.status == DeploymentStatus.INACTIVE
             and d.rollout_state == RolloutState.FAILED
-            and d not in service.failed_recently
+            and d.deployment_id not in shown
         )
+        if service.primary.rollout_state == RolloutState.COMPLETED:
+            service.failed_recently = [(d, at) for d, at in service.failed_recently if now - at < FAILED_SHOWN_FOR]
         kept = [d for d in service.deployments if d.status != DeploymentStatus.INACTIVE][-5:]
         service.deployments = kept or service.deployments[-1:]
 

@@ -301,7 +301,7 @@ class EcsControlPlane:
             "deploymentConfiguration": deployment_config_view(service.config.deployment),
             "deployments": deployment_views(
                 service.deployments,
-                service.failed_recently,
+                [d for d, _ in service.failed_recently],
                 service.desired_count,
                 (t for t in orch.tasks.values() if t.service == name),
                 self.arns.task_definition,
