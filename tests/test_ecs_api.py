@@ -91,6 +91,8 @@ def sleeper(family: str, command: list[str] | None = None, memory: str = "128", 
                 "essential": True,
                 "stopTimeout": 5,
                 "environment": [{"name": k, "value": v} for k, v in env.items()],
+                # Healthy once a check passes: a revision whose tasks exit at once never is (the breaker trips).
+                "healthCheck": {"command": ["CMD", "python", "-c", "pass"], "interval": 5, "retries": 2},
             }
         ],
     }
@@ -157,7 +159,7 @@ async def test_a_service_scales_waits_stable_and_the_circuit_breaker_rolls_back(
     stack = fleet.stack
     ecs = ecs_client(stack)
     good = (await call(ecs.register_task_definition, **sleeper("svc")))["taskDefinition"]["taskDefinitionArn"]
-    created = await call(
+    answer = await call(
         ecs.create_service,
         cluster="pixfleet",
         serviceName="sleepers",
@@ -169,7 +171,8 @@ async def test_a_service_scales_waits_stable_and_the_circuit_breaker_rolls_back(
             "deploymentCircuitBreaker": {"enable": True, "rollback": True},
         },
         tags=[{"key": "app", "value": "test"}],
-    )["service"]
+    )
+    created = answer["service"]
     arn = created["serviceArn"]
     assert arn == f"arn:aws:ecs:us-east-1:{ACCOUNT}:service/pixfleet/sleepers" and created["status"] == "ACTIVE"
     waiter = ecs.get_waiter("services_stable")
@@ -177,9 +180,14 @@ async def test_a_service_scales_waits_stable_and_the_circuit_breaker_rolls_back(
 
     await call(ecs.update_service, cluster="pixfleet", service=arn, desiredCount=3)
     await call(waiter.wait, cluster="pixfleet", services=[arn], WaiterConfig={"Delay": 1, "MaxAttempts": 120})
-    (service,) = (await call(ecs.describe_services, cluster="pixfleet", services=["sleepers"], include=["TAGS"]))[
-        "services"
-    ]
+
+    async def completed() -> dict[str, Any] | None:
+        """As on ECS, the waiter counts RUNNING tasks; the rollout completes once they pass their checks."""
+        answer = await call(ecs.describe_services, cluster="pixfleet", services=["sleepers"], include=["TAGS"])
+        (service,) = answer["services"]
+        return service if service["deployments"][0]["rolloutState"] == "COMPLETED" else None
+
+    service = await poll(completed, timeout=60, what="the rollout to complete")
     assert (service["desiredCount"], service["runningCount"], service["pendingCount"]) == (3, 3, 0)
     (deployment,) = service["deployments"]
     assert deployment["status"] == "PRIMARY" and deployment["rolloutState"] == "COMPLETED"
