@@ -421,3 +421,31 @@ async def test_field_paths_unsigned_and_task_credentials(fleet: StackClient) -> 
 async def test_the_rest_api_still_answers_beside_it(fleet: StackClient) -> None:
     services = await fleet.stack.services()
     assert {"api", "worker", "deadletter"} <= set(services)
+
+
+async def test_services_tags_and_the_audit_trail_survive_an_orchestrator_restart(fleet: StackClient) -> None:
+    stack = fleet.stack
+    ecs = ecs_client(stack)
+    await call(ecs.register_task_definition, **sleeper("survivor"))
+    await call(
+        ecs.create_service,
+        cluster="pixfleet",
+        serviceName="survivor",
+        taskDefinition="survivor",
+        desiredCount=1,
+        tags=[{"key": "keep", "value": "me"}],
+    )
+    waiter = ecs.get_waiter("services_stable")
+    await call(waiter.wait, cluster="pixfleet", services=["survivor"], WaiterConfig={"Delay": 1, "MaxAttempts": 120})
+    before = (await call(ecs.list_tasks, cluster="pixfleet", serviceName="survivor"))["taskArns"]
+    stack.kill_orchestrator()  # a crash: tasks keep running
+    await stack.runtime.wait(stack.orchestrator)
+    await stack.start_orchestrator()
+    (service,) = (await call(ecs.describe_services, cluster="pixfleet", services=["survivor"], include=["TAGS"]))[
+        "services"
+    ]
+    assert service["status"] == "ACTIVE" and service["tags"] == [{"key": "keep", "value": "me"}]
+    assert (await call(ecs.list_tasks, cluster="pixfleet", serviceName="survivor"))["taskArns"] == before  # adopted
+    trail = [json.loads(line) for line in (stack.state_dir / "orchestrator" / "audit.jsonl").read_text().splitlines()]
+    assert any(e["eventName"] == "CreateService" and e["requestParameters"]["serviceName"] == "survivor" for e in trail)
+    await call(ecs.delete_service, cluster="pixfleet", service="survivor", force=True)
