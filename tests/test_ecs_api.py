@@ -325,6 +325,9 @@ async def test_clusters_and_tags(fleet: StackClient) -> None:
     assert {a.rsplit("/", 1)[1] for a in arns} >= {"pixfleet", "extra"}
     described = await call(ecs.describe_clusters, clusters=["pixfleet", "missing"], include=["TAGS"])
     assert described["clusters"][0]["activeServicesCount"] >= 3
+    # No cluster named: the orchestrator's own (pixfleet's choice; ECS would use "default").
+    unnamed = (await call(ecs.list_services))["serviceArns"]
+    assert f"arn:aws:ecs:us-east-1:{ACCOUNT}:service/pixfleet/worker" in unnamed
     assert [f["reason"] for f in described["failures"]] == ["MISSING"]
     await call(ecs.tag_resource, resourceArn=created["clusterArn"], tags=[{"key": "b", "value": "2"}])
     await call(ecs.untag_resource, resourceArn=created["clusterArn"], tagKeys=["a"])

@@ -490,10 +490,10 @@ class Orchestrator:
                 for d in service.deployments:
                     if d.status == DeploymentStatus.PRIMARY:
                         d.status = DeploymentStatus.ACTIVE
-                deployment = Deployment.new(taskdef.key, "service update")
-                service.deployments.append(deployment)
+                started = Deployment.new(taskdef.key, "service update")
+                service.deployments.append(started)
                 service.steady = False
-                self.events.add(name, f"deployment {deployment.deployment_id} started: {taskdef.key}.")
+                self.events.add(name, f"deployment {started.deployment_id} started: {taskdef.key}.")
         self.save()
         self._wake.set()
         return service
