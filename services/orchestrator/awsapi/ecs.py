@@ -132,6 +132,8 @@ class EcsControlPlane:
             service = self.orch.services.get(name)
             if service is not None and meta.get("deployment"):
                 service.config = replace(service.config, deployment=DeploymentConfig(**meta["deployment"]))
+            if service is not None and meta.get("status") == DRAINING:
+                service.scaling = None  # a deleted service is not scaled back up (restore keeps it so)
         for name, service in self.orch.services.items():
             self.services.setdefault(
                 name,
