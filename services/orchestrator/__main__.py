@@ -19,6 +19,9 @@ from infra.stack import TASK_ROLE_KEYS, StackSpec, role_arn
 from pipeline.aws import client_config
 from pipeline.settings import SettingsError
 from services.orchestrator.api import create_orchestrator_app
+from services.orchestrator.awsapi.ecs import EcsControlPlane
+from services.orchestrator.awsapi.endpoint import admin_signer, aws_tables, create_aws_endpoint
+from services.orchestrator.capacity import registered
 from services.orchestrator.credentials import CredentialVault
 from services.orchestrator.metric_sources import SqsQueueDepth
 from services.orchestrator.orchestrator import Orchestrator
@@ -81,10 +84,19 @@ async def serve(settings: OrchestratorSettings) -> int:
             endpoint_url=settings.endpoint_for_tasks,
             role_arn=lambda value: resolve_role_arn(value, task_roles),
             tick_interval=settings.tick_interval,
+            capacity=registered(settings.instance_cpu, settings.instance_memory),
         )
-        runner = web.AppRunner(
-            create_orchestrator_app(orchestrator, _admin_token(settings, state_dir)), access_log=None
+        admin_token = _admin_token(settings, state_dir)
+        ecs = EcsControlPlane(orchestrator, region=aws.region, account=account, state_path=state_dir / "ecs.json")
+        aws_api = create_aws_endpoint(
+            aws_tables(orchestrator, ecs),
+            [admin_signer(admin_token, account)],
+            region=aws.region,
+            state_dir=state_dir,
+            task_key=orchestrator.vault.role_of_key,
+            validate_responses=settings.validate_responses,
         )
+        runner = web.AppRunner(create_orchestrator_app(orchestrator, admin_token, aws_api), access_log=None)
         await runner.setup()
         await web.TCPSite(runner, settings.host, settings.port).start()
         stack.push_async_callback(runner.cleanup)

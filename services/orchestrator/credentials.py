@@ -63,6 +63,13 @@ class CredentialVault:
         """The task stopped: its token opens nothing any more."""
         self._grants.pop(task_id, None)
 
+    def role_of_key(self, access_key_id: str) -> str | None:
+        """The role of the task whose current credentials carry ``access_key_id`` (``None``: not a task's)."""
+        for grant in self._grants.values():
+            if grant.credentials is not None and grant.credentials.access_key_id == access_key_id:
+                return f"{grant.role_arn} (task {grant.task_id})"
+        return None
+
     def __contains__(self, task_id: str) -> bool:
         return task_id in self._grants
 

@@ -88,6 +88,9 @@ class Task:
     exit_code: int | None = None
     handle: TaskHandle | None = None  # set once the runtime started it
     overrides: dict[str, str] = field(default_factory=dict)  # RunTask's environment overrides
+    command: list[str] | None = None  # RunTask's command override
+    started_by: str | None = None  # RunTask's startedBy
+    stop_code: str | None = None  # set by StopTask (UserInitiated); otherwise derived from how it stopped
     token: str = ""
     health_failures: int = 0
     last_health: dict[str, Any] | None = None
@@ -156,6 +159,9 @@ class Service:
     last_decision: str = ""
     throttle: dict[str, ThrottleState] = field(default_factory=dict)  # task definition → launch throttle
     steady: bool = False
+    # Deployments the circuit breaker failed (and when), shown as ECS does while the rollback runs; not saved.
+    failed_recently: list[tuple[Deployment, float]] = field(default_factory=list)
+    unplaced: str | None = None  # why the last launch did not fit the instance (RESOURCE:…), if it did not
 
     def throttle_for(self, taskdef: str) -> ThrottleState:
         return self.throttle.get(taskdef, ThrottleState())

@@ -27,10 +27,12 @@ from contextlib import suppress
 from dataclasses import replace
 from pathlib import Path
 
+from services.orchestrator.capacity import Resources, placeable, reserved
 from services.orchestrator.credentials import CredentialVault
 from services.orchestrator.metric_sources import MetricSource
 from services.orchestrator.metrics import OrchestratorMetrics
 from services.orchestrator.model import (
+    DeploymentConfig,
     Deployment,
     DeploymentStatus,
     EventLog,
@@ -54,6 +56,7 @@ log = logging.getLogger("pixfleet.orchestrator")
 
 STABLE_AFTER = 10.0  # a task without a health check that ran this long started fine
 METRIC_FAILURE_EVENT_AFTER = 5
+FAILED_SHOWN_FOR = 10.0  # a deployment the circuit breaker failed stays visible this long after the rollback
 DEFAULT_THROTTLE = ThrottlePolicy()
 
 
@@ -77,6 +80,7 @@ class Orchestrator:
         clock: Callable[[], float] = time.time,
         sleep: Sleep = asyncio.sleep,
         throttle_policy: ThrottlePolicy = DEFAULT_THROTTLE,
+        capacity: Resources | None = None,
     ):
         self.cluster = cluster
         self.registry = registry
@@ -88,6 +92,7 @@ class Orchestrator:
         self.tick_interval = tick_interval
         self.clock = clock
         self.throttle_policy = throttle_policy
+        self.capacity = capacity  # the container instance's registered resources; None: unlimited
         self.events = EventLog(state_dir / "events.jsonl")
         self.metrics = OrchestratorMetrics.create()
         self.vault.on_refresh = lambda task_id: self.metrics.refreshes.inc()
@@ -106,21 +111,24 @@ class Orchestrator:
         self.tasks: dict[str, Task] = self.supervisor.tasks
         self.services: dict[str, Service] = {}
         for config in services:
-            taskdef = registry.get(config.task_definition)
-            desired = config.desired_count
-            if config.scaling:
-                desired = max(config.scaling.min, min(config.scaling.max, desired))
-            self.services[config.name] = Service(
-                config=config,
-                desired_count=desired,
-                deployments=[Deployment.new(taskdef.key, "service created")],
-                scaling=config.scaling,
-            )
+            self.services[config.name] = self._new_service(config)
         self.queue: QueueMetrics | None = None
         self.dead_letters: int | None = None
         self._loop_task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self.last_tick: float = 0.0
+
+    def _new_service(self, config: ServiceConfig) -> Service:
+        taskdef = self.registry.get(config.task_definition)
+        desired = config.desired_count
+        if config.scaling:
+            desired = max(config.scaling.min, min(config.scaling.max, desired))
+        return Service(
+            config=config,
+            desired_count=desired,
+            deployments=[Deployment.new(taskdef.key, "service created")],
+            scaling=config.scaling,
+        )
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -301,18 +309,44 @@ class Orchestrator:
             decision = plan(self._snapshot(service, now))
         if decision.start:
             taskdef = self.registry.get(decision.revision)
+            count, unplaced = self.placement(Resources(taskdef.cpu, taskdef.memory), decision.start)
+            self._note_placement(service, unplaced)
             started = [
                 await self.supervisor.launch(taskdef, service=service.name, group=f"service:{service.name}")
-                for _ in range(decision.start)
+                for _ in range(count)
             ]
-            ids = ", ".join(t.task_id[:8] for t in started)
-            self.events.add(service.name, f"has started {len(started)} tasks: (task {ids}).")
-            decision = plan(self._snapshot(service, now))  # the stops see the tasks just started
-            if decision.breaker_tripped:
-                return  # launches just failed the deployment: the next tick trips the breaker, stopping nothing
+            if started:
+                ids = ", ".join(t.task_id[:8] for t in started)
+                self.events.add(service.name, f"has started {len(started)} tasks: (task {ids}).")
+                decision = plan(self._snapshot(service, now))  # the stops see the tasks just started
+                if decision.breaker_tripped:
+                    return  # launches just failed the deployment: the next tick trips the breaker, stopping nothing
         for stop in decision.stop:
             self.supervisor.begin_stop(self.tasks[stop.task_id], stop.reason)
-        self._record(service, decision)
+        self._record(service, decision, now)
+
+    def reserved(self) -> Resources:
+        """What the tasks not yet STOPPED reserve on the instance (a stopping task still holds its share)."""
+        defs = [self.registry.get(t.taskdef) for t in self.tasks.values() if t.state != TaskState.STOPPED]
+        return reserved(Resources(d.cpu, d.memory) for d in defs)
+
+    def placement(self, wanted: Resources, count: int) -> tuple[int, str | None]:
+        """How many tasks needing ``wanted`` each fit now, and ECS's reason (``RESOURCE:…``) for the rest."""
+        if self.capacity is None:
+            return count, None
+        return placeable(self.capacity - self.reserved(), wanted, count)
+
+    def _note_placement(self, service: Service, unplaced: str | None) -> None:
+        """One service event when placement starts failing (and for each new reason), as ECS writes it."""
+        if unplaced is not None and unplaced != service.unplaced:
+            what = "memory" if unplaced == "RESOURCE:MEMORY" else "CPU"
+            self.events.add(
+                service.name,
+                "was unable to place a task because no container instance met all of its requirements. "
+                f"The closest matching container-instance has insufficient {what} available ({unplaced}); "
+                f"{len(self.alive_tasks(service))} of {service.desired_count} tasks run.",
+            )
+        service.unplaced = unplaced
 
     def _trip_breaker(self, service: Service, decision: Plan) -> None:
         primary = service.primary
@@ -326,7 +360,7 @@ class Orchestrator:
         previous.status = DeploymentStatus.INACTIVE
         service.deployments.append(Deployment.new(previous.taskdef, f"rollback of {primary.taskdef}"))
 
-    def _record(self, service: Service, decision: Plan) -> None:
+    def _record(self, service: Service, decision: Plan, now: float) -> None:
         """The plan's bookkeeping: events, the rollout state, retired deployments, steadiness."""
         for message in decision.events:
             self.events.add(service.name, message)
@@ -337,6 +371,16 @@ class Orchestrator:
         if decision.verdict == Verdict.COMPLETED:
             service.primary.rollout_state = RolloutState.COMPLETED
         service.steady = decision.steady
+        shown = {d.deployment_id for d, _ in service.failed_recently}
+        service.failed_recently.extend(
+            (d, now)
+            for d in service.deployments
+            if d.status == DeploymentStatus.INACTIVE
+            and d.rollout_state == RolloutState.FAILED
+            and d.deployment_id not in shown
+        )
+        if service.primary.rollout_state == RolloutState.COMPLETED:
+            service.failed_recently = [(d, at) for d, at in service.failed_recently if now - at < FAILED_SHOWN_FOR]
         kept = [d for d in service.deployments if d.status != DeploymentStatus.INACTIVE][-5:]
         service.deployments = kept or service.deployments[-1:]
 
@@ -370,7 +414,7 @@ class Orchestrator:
                 service.primary.failed_tasks += 1
             if not requested or unhealthy:
                 self._throttle(service, task, now)
-        elif task.group.startswith("run-task"):
+        elif task.service is None:
             self.events.add(
                 None, f"run-task {task.task_id[:8]} ({task.taskdef}) stopped: {reason} (exit code {task.exit_code})."
             )
@@ -408,6 +452,8 @@ class Orchestrator:
         minimum: int | None = None,
         maximum: int | None = None,
         task_definition: str | None = None,
+        deployment: DeploymentConfig | None = None,
+        force_new_deployment: bool = False,
     ) -> Service:
         service = self.services.get(name)
         if service is None:
@@ -438,25 +484,65 @@ class Orchestrator:
                 desired_count = max(service.scaling.min, min(service.scaling.max, desired_count))
             self.events.add(name, f"desired count set to {desired_count}.")
             service.desired_count = desired_count
-        if task_definition is not None:
-            taskdef = self.registry.get(task_definition)
-            if taskdef.key != service.primary.taskdef:
+        if deployment is not None and deployment != service.config.deployment:
+            service.config = replace(service.config, deployment=deployment)
+            self.events.add(name, "deployment configuration updated.")
+        if task_definition is not None or force_new_deployment:
+            taskdef = self.registry.get(task_definition or service.primary.taskdef)
+            if taskdef.key != service.primary.taskdef or force_new_deployment:
                 for d in service.deployments:
                     if d.status == DeploymentStatus.PRIMARY:
                         d.status = DeploymentStatus.ACTIVE
-                deployment = Deployment.new(taskdef.key, "service update")
-                service.deployments.append(deployment)
+                started = Deployment.new(taskdef.key, "service update")
+                service.deployments.append(started)
                 service.steady = False
-                self.events.add(name, f"deployment {deployment.deployment_id} started: {taskdef.key}.")
+                self.events.add(name, f"deployment {started.deployment_id} started: {taskdef.key}.")
         self.save()
         self._wake.set()
         return service
 
-    async def run_task(self, ref: str, count: int = 1, overrides: dict[str, str] | None = None) -> list[Task]:
+    def add_service(self, config: ServiceConfig, *, announce: bool = True) -> Service:
+        """A new service (CreateService); ``ValueError`` when the name is taken.
+
+        ``announce=False`` re-creates a saved one before :meth:`start` (no event, nothing saved yet: the
+        restore that follows fills in its deployments and desired count).
+        """
+        if config.name in self.services:
+            raise ValueError(f"service {config.name!r} already exists")
+        service = self.services[config.name] = self._new_service(config)
+        if announce:
+            self.events.add(config.name, f"created with {config.task_definition}, desired {service.desired_count}.")
+            self.save()
+            self._wake.set()
+        return service
+
+    def remove_service(self, name: str) -> Service:
+        """Forget a service (DeleteService, once its tasks stopped); ``KeyError`` for an unknown one."""
+        service = self.services.pop(name)
+        self.save()
+        return service
+
+    async def run_task(
+        self,
+        ref: str,
+        count: int = 1,
+        overrides: dict[str, str] | None = None,
+        *,
+        command: list[str] | None = None,
+        started_by: str | None = None,
+        group: str | None = None,
+    ) -> list[Task]:
         """One-off tasks outside any service (batch mode): not replaced when they exit."""
         taskdef = self.registry.get(ref)
         tasks = [
-            await self.supervisor.launch(taskdef, service=None, group=f"run-task:{taskdef.family}", overrides=overrides)
+            await self.supervisor.launch(
+                taskdef,
+                service=None,
+                group=group or f"run-task:{taskdef.family}",
+                overrides=overrides,
+                command=command,
+                started_by=started_by,
+            )
             for _ in range(count)
         ]
         self.events.add(

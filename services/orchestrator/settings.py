@@ -23,6 +23,9 @@ class OrchestratorSettings(ServiceSettings):
     stop_tasks_on_exit: bool = env("PIXFLEET_ORCH_STOP_TASKS_ON_EXIT", True)
     tick_interval: float = env("PIXFLEET_ORCH_TICK", 0.5, ge=0.05, le=60)
     admin_token: str = env("PIXFLEET_ORCH_ADMIN_TOKEN", "")
+    instance_cpu: int = env("PIXFLEET_INSTANCE_CPU", 0, ge=0)  # 0: cpu_count × 1024 × capacity.CPU_SHARES
+    instance_memory: int = env("PIXFLEET_INSTANCE_MEMORY", 0, ge=0)  # MiB; 0: the machine's RAM
+    validate_responses: bool = env("PIXFLEET_ORCH_VALIDATE_RESPONSES", False)  # check answers against botocore
     docker_task_network: str = env("PIXFLEET_DOCKER_TASK_NETWORK", "pixfleet_tasks")
     docker_edge_network: str = env("PIXFLEET_DOCKER_EDGE_NETWORK", "pixfleet_edge")
     api_image: str = env("PIXFLEET_API_IMAGE", "")

@@ -109,11 +109,26 @@ class TaskSupervisor:
         return env
 
     async def launch(
-        self, taskdef: TaskDefinition, *, service: str | None, group: str, overrides: dict[str, str] | None = None
+        self,
+        taskdef: TaskDefinition,
+        *,
+        service: str | None,
+        group: str,
+        overrides: dict[str, str] | None = None,
+        command: list[str] | None = None,
+        started_by: str | None = None,
     ) -> Task:
         """Start one task of ``taskdef``. A task that cannot start is returned STOPPED, with the reason."""
         task_id = uuid.uuid4().hex
-        task = Task(task_id=task_id, taskdef=taskdef.key, service=service, group=group, overrides=dict(overrides or {}))
+        task = Task(
+            task_id=task_id,
+            taskdef=taskdef.key,
+            service=service,
+            group=group,
+            overrides=dict(overrides or {}),
+            command=list(command) if command is not None else None,
+            started_by=started_by,
+        )
         self.tasks[task_id] = task
         try:
             task.token = self.vault.register(task_id, self.role_arn(taskdef.task_role_arn))
@@ -127,7 +142,7 @@ class TaskSupervisor:
             service=service,
             family=taskdef.family,
             revision=taskdef.revision,
-            command=tuple(container.command),
+            command=tuple(container.command if task.command is None else task.command),
             image=container.image,
             environment={},
             port_mappings=tuple((p.container_port, p.host_port) for p in container.port_mappings),

@@ -704,17 +704,33 @@ class TaskDefinitionRegistry:
 
     # --- changes ----------------------------------------------------------------------------
 
+    def registered_at(self, ref: str) -> float:
+        """When the revision was registered (epoch seconds)."""
+        return self._entry(ref).registered_at
+
     def register(
-        self, doc_or_taskdef: Mapping[str, Any] | TaskDefinition, source: str = "<register>"
+        self,
+        doc_or_taskdef: Mapping[str, Any] | TaskDefinition,
+        source: str = "<register>",
+        *,
+        always_new: bool = False,
     ) -> TaskDefinition:
-        """Register a definition (an ECS-shaped dict or a parsed one); return the revision that holds it."""
+        """Register a definition (an ECS-shaped dict or a parsed one); return the revision that holds it.
+
+        ``always_new``: make a new revision even for identical content, as ECS's RegisterTaskDefinition does.
+        """
         taskdef = (
             doc_or_taskdef
             if isinstance(doc_or_taskdef, TaskDefinition)
             else parse_task_definition(doc_or_taskdef, source)
         )
         history = self._families.get(taskdef.family, [])
-        if history and history[-1].status == ACTIVE and history[-1].taskdef.fingerprint == taskdef.fingerprint:
+        if (
+            not always_new
+            and history
+            and history[-1].status == ACTIVE
+            and history[-1].taskdef.fingerprint == taskdef.fingerprint
+        ):
             return history[-1].taskdef
         registered = taskdef.with_revision(len(history) + 1)
         self._families.setdefault(taskdef.family, []).append(_Revision(registered, ACTIVE, source, time.time()))

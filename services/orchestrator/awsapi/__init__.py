@@ -4,7 +4,10 @@
   requests are checked against botocore's own service models (what AWS refuses, this refuses, with the
   same field paths), answers are shaped by them, errors are AWS's ``{"__type", "message"}``;
 * :mod:`.signing` — SigV4 verification with botocore's signer, against the control plane's admin keys;
-* :mod:`.audit` — a CloudTrail-like record of every call.
+* :mod:`.audit` — a CloudTrail-like record of every call;
+* :mod:`.ecs` — the ECS actions over the orchestrator (:mod:`.ecs_views` shapes its answers, :mod:`.arns`
+  names its resources);
+* :mod:`.endpoint` — the one table of the APIs served on ``POST /`` and the admin key pair.
 
-The actions themselves (what ECS *does*) live with the orchestrator; this package knows only the wire.
+The work itself (tasks, rollouts, scaling) stays in the orchestrator; the actions here translate.
 """
