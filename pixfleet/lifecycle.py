@@ -314,6 +314,7 @@ def env_exports(stack: dict[str, Any], state_dir: Path) -> Iterator[tuple[str, s
     yield "AWS_ENDPOINT_URL", stack["aws_endpoint_url"]
     if stack.get("ecs_endpoint_url"):  # the orchestrator, once it answers the ECS API
         yield "AWS_ENDPOINT_URL_ECS", stack["ecs_endpoint_url"]
+        yield "AWS_ENDPOINT_URL_APPLICATION_AUTO_SCALING", stack["ecs_endpoint_url"]
     yield "AWS_REGION", stack["region"]
     yield "AWS_DEFAULT_REGION", stack["region"]
     yield "AWS_ACCESS_KEY_ID", keys["access_key_id"]

@@ -207,6 +207,9 @@ class EmbeddedStack:
             "PIXFLEET_SERVICES_FILE": str((self.state_dir / "config" / "services.json").resolve()),
             "PIXFLEET_ORCH_PORT": str(self._orchestrator_port),
             "PIXFLEET_ORCH_ADMIN_TOKEN": self.admin_token,
+            # `aws ecs` with the same keys as `aws s3` (pixfleet env): the control plane verifies, never uses them
+            "PIXFLEET_ORCH_ADMIN_ACCESS_KEY_ID": self.bootstrap["access_key_id"],
+            "PIXFLEET_ORCH_ADMIN_SECRET_ACCESS_KEY": self.bootstrap["secret_access_key"],
             **self.config.orchestrator_env,
         }
         spec = LaunchSpec(
@@ -303,6 +306,7 @@ class EmbeddedStack:
                 "secret_access_key": self.bootstrap["secret_access_key"],
             },
             "orchestrator_url": self.orchestrator_url,
+            "ecs_endpoint_url": self.orchestrator_url,  # ECS and Application Auto Scaling (AWS JSON 1.1 on POST /)
             "orchestrator_token": self.admin_token,
             "logs": str((self.state_dir / "logs").resolve()),
             "task_logs": str((self.state_dir / "orchestrator" / "logs").resolve()),

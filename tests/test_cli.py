@@ -292,6 +292,14 @@ def test_env_points_the_aws_cli_at_the_stack(background: Background, tmp_path: P
     aws = subprocess.run(["bash", "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert aws.returncode == 0, aws.stderr
     assert background.stack["input_bucket"] in aws.stdout and background.stack["output_bucket"] in aws.stdout
+    # the same exports and keys drive the control plane: `aws ecs` against the orchestrator, no flags
+    script = (
+        f'eval "$({pixfleet} env)" && {sys.executable} -m awscli ecs describe-services --services worker api'
+        " --query 'services[].[serviceName,status,desiredCount]' --output json"
+    )
+    ecs = subprocess.run(["bash", "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert ecs.returncode == 0, ecs.stderr
+    assert sorted(json.loads(ecs.stdout)) == [["api", "ACTIVE", 1], ["worker", "ACTIVE", 1]]
     # a shell that evaluated the exports finds the stack from any directory (PIXFLEET_STATE_DIR is among them)
     script = f'eval "$({pixfleet} env --state-dir {background.state})" && {pixfleet} status --json'
     status = subprocess.run(

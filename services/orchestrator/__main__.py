@@ -21,6 +21,7 @@ from pipeline.settings import SettingsError
 from services.orchestrator.api import create_orchestrator_app
 from services.orchestrator.awsapi.ecs import EcsControlPlane
 from services.orchestrator.awsapi.endpoint import admin_signer, aws_tables, create_aws_endpoint
+from services.orchestrator.awsapi.signing import Signer
 from services.orchestrator.capacity import registered
 from services.orchestrator.credentials import CredentialVault
 from services.orchestrator.metric_sources import SqsQueueDepth
@@ -88,9 +89,18 @@ async def serve(settings: OrchestratorSettings) -> int:
         )
         admin_token = _admin_token(settings, state_dir)
         ecs = EcsControlPlane(orchestrator, region=aws.region, account=account, state_path=state_dir / "ecs.json")
+        signers = [admin_signer(admin_token, account)]
+        if settings.admin_access_key_id and settings.admin_secret_access_key:
+            signers.append(
+                Signer(
+                    settings.admin_access_key_id,
+                    settings.admin_secret_access_key,
+                    f"arn:aws:iam::{account}:user/pixfleet-bootstrap",
+                )
+            )
         aws_api = create_aws_endpoint(
             aws_tables(orchestrator, ecs),
-            [admin_signer(admin_token, account)],
+            signers,
             region=aws.region,
             state_dir=state_dir,
             task_key=orchestrator.vault.role_of_key,

@@ -23,6 +23,10 @@ class OrchestratorSettings(ServiceSettings):
     stop_tasks_on_exit: bool = env("PIXFLEET_ORCH_STOP_TASKS_ON_EXIT", True)
     tick_interval: float = env("PIXFLEET_ORCH_TICK", 0.5, ge=0.05, le=60)
     admin_token: str = env("PIXFLEET_ORCH_ADMIN_TOKEN", "")
+    # A second admin key pair the control plane accepts (the embedded stack's emulator admin keys, so that
+    # `eval "$(pixfleet env)"` makes `aws s3` and `aws ecs` work with the same credentials). Never a task's.
+    admin_access_key_id: str = env("PIXFLEET_ORCH_ADMIN_ACCESS_KEY_ID", "")
+    admin_secret_access_key: str = env("PIXFLEET_ORCH_ADMIN_SECRET_ACCESS_KEY", "")
     instance_cpu: int = env("PIXFLEET_INSTANCE_CPU", 0, ge=0)  # 0: cpu_count × 1024 × capacity.CPU_SHARES
     instance_memory: int = env("PIXFLEET_INSTANCE_MEMORY", 0, ge=0)  # MiB; 0: the machine's RAM
     validate_responses: bool = env("PIXFLEET_ORCH_VALIDATE_RESPONSES", False)  # check answers against botocore
