@@ -315,7 +315,7 @@ class EmbeddedStack:
             "process": self.owner.to_json(),
             "orchestrator_process": None
             if self.orchestrator is None
-            else {"pid": self.orchestrator["pid"], "task_id": self.orchestrator["task_id"]},
+            else {"pid": self.orchestrator.pid, "task_id": self.orchestrator.task_id},
         }
 
     def write_stack_json(self) -> Path:
