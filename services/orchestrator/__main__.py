@@ -19,6 +19,10 @@ from infra.stack import TASK_ROLE_KEYS, StackSpec, role_arn
 from pipeline.aws import client_config
 from pipeline.settings import SettingsError
 from services.orchestrator.api import create_orchestrator_app
+from services.orchestrator.awsapi.audit import AuditLog
+from services.orchestrator.awsapi.autoscaling import ApplicationAutoScaling
+from services.orchestrator.awsapi.protocol import AwsJsonEndpoint
+from services.orchestrator.awsapi.signing import Signer
 from services.orchestrator.credentials import CredentialVault
 from services.orchestrator.metric_sources import SqsQueueDepth
 from services.orchestrator.orchestrator import Orchestrator
@@ -82,14 +86,29 @@ async def serve(settings: OrchestratorSettings) -> int:
             role_arn=lambda value: resolve_role_arn(value, task_roles),
             tick_interval=settings.tick_interval,
         )
-        runner = web.AppRunner(
-            create_orchestrator_app(orchestrator, _admin_token(settings, state_dir)), access_log=None
+        admin_token = _admin_token(settings, state_dir)
+        autoscaling = ApplicationAutoScaling(
+            orchestrator,
+            queue_names={aws.queue_url.rstrip("/").rsplit("/", 1)[-1]},
+            region=aws.region,
+            account=account,
+            state_dir=state_dir,
         )
+        admin = Signer(settings.admin_access_key_id, admin_token, f"arn:{partition}:iam::{account}:user/pixfleet-admin")
+        endpoint = AwsJsonEndpoint(
+            [autoscaling.service()],
+            lambda: {admin.access_key_id: admin},
+            region=aws.region,
+            audit=AuditLog(state_dir / "audit.jsonl"),
+            validate_responses=settings.validate_responses,
+        )
+        runner = web.AppRunner(create_orchestrator_app(orchestrator, admin_token, endpoint), access_log=None)
         await runner.setup()
         await web.TCPSite(runner, settings.host, settings.port).start()
         stack.push_async_callback(runner.cleanup)
         log.info("orchestrator API on http://%s:%d", settings.host, settings.port)
         await orchestrator.start()
+        autoscaling.apply_saved()  # before the control loop's first tick (start() only scheduled it)
 
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

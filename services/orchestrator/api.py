@@ -21,6 +21,7 @@ from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from pydantic.alias_generators import to_camel
 
+from services.orchestrator.awsapi.protocol import AwsJsonEndpoint
 from services.orchestrator.credentials import credentials_routes
 from services.orchestrator.model import Event, Service, Task, TaskState
 from services.orchestrator.orchestrator import Orchestrator
@@ -316,7 +317,10 @@ async def task_metadata(request: web.Request) -> web.Response:
     )
 
 
-def create_orchestrator_app(orchestrator: Orchestrator, admin_token: str) -> web.Application:
+def create_orchestrator_app(
+    orchestrator: Orchestrator, admin_token: str, aws: AwsJsonEndpoint | None = None
+) -> web.Application:
+    """The REST API (``/v1/…``), and the AWS JSON APIs on ``POST /`` when ``aws`` is given."""
     app = web.Application()
     app[ORCH] = orchestrator
     app[ADMIN_TOKEN] = admin_token
@@ -336,6 +340,7 @@ def create_orchestrator_app(orchestrator: Orchestrator, admin_token: str) -> web
             web.get("/metrics", metrics),
             web.get("/healthz", healthz),
             *credentials_routes(orchestrator.vault),
+            *([web.post("/", aws.handle)] if aws else []),
         ]
     )
     return app

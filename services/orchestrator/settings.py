@@ -23,6 +23,9 @@ class OrchestratorSettings(ServiceSettings):
     stop_tasks_on_exit: bool = env("PIXFLEET_ORCH_STOP_TASKS_ON_EXIT", True)
     tick_interval: float = env("PIXFLEET_ORCH_TICK", 0.5, ge=0.05, le=60)
     admin_token: str = env("PIXFLEET_ORCH_ADMIN_TOKEN", "")
+    # The AWS APIs on POST / accept SigV4 signatures of this key, whose secret is the admin token.
+    admin_access_key_id: str = env("PIXFLEET_ORCH_ADMIN_ACCESS_KEY_ID", "AKIAPIXFLEETADMIN000")
+    validate_responses: bool = env("PIXFLEET_ORCH_VALIDATE_RESPONSES", False)  # the tests turn it on
     docker_task_network: str = env("PIXFLEET_DOCKER_TASK_NETWORK", "pixfleet_tasks")
     docker_edge_network: str = env("PIXFLEET_DOCKER_EDGE_NETWORK", "pixfleet_edge")
     api_image: str = env("PIXFLEET_API_IMAGE", "")
