@@ -4,7 +4,7 @@
   requests are checked against botocore's own service models (what AWS refuses, this refuses, with the
   same field paths), answers are shaped by them, errors are AWS's ``{"__type", "message"}``;
 * :mod:`.signing` — SigV4 verification with botocore's signer, against the control plane's admin keys;
-* :mod:`.audit` — a CloudTrail-like record of every call.
-
-The actions themselves (what ECS *does*) live with the orchestrator; this package knows only the wire.
+* :mod:`.audit` — a CloudTrail-like record of every call;
+* :mod:`.autoscaling` — Application Auto Scaling's actions (scalable targets, policies, activities), as a
+  table for the endpoint; what they change is the orchestrator's (its services' scaling policies).
 """

@@ -299,7 +299,7 @@ class ApplicationAutoScaling:
         existing = self.targets.get(rid)
         if existing is None and ("MinCapacity" not in params or "MaxCapacity" not in params):
             raise validation_exception("MinCapacity and MaxCapacity are required to register a new scalable target")
-        target = (
+        target: dict[str, Any] = (
             dict(existing)
             if existing
             else {
@@ -386,7 +386,7 @@ class ApplicationAutoScaling:
         for other in ("StepScalingPolicyConfiguration", "PredictiveScalingPolicyConfiguration"):
             if other in params:
                 raise validation_exception(f"pixfleet evaluates TargetTrackingScaling policies only, not {other}")
-        body = {
+        body: dict[str, Any] = {
             k: params[k]
             for k in ("PolicyName", "PolicyType", "TargetTrackingScalingPolicyConfiguration")
             if k in params
