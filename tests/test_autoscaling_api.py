@@ -204,7 +204,9 @@ async def test_refusals_in_aws_words(fleet: StackClient) -> None:
         lambda: client.register_scalable_target(**ECS, ResourceId=WORKER, MinCapacity=3, MaxCapacity=2)
     )
     assert code == "ValidationException" and "cannot be greater than maximum" in message
-    code, message = error_of(lambda: client.put_scaling_policy(**{**policy_body(), "ResourceId": "service/pixfleet/api"}))
+    code, message = error_of(
+        lambda: client.put_scaling_policy(**{**policy_body(), "ResourceId": "service/pixfleet/api"})
+    )
     assert code == "ObjectNotFoundException" and "No scalable target registered" in message
     code, message = error_of(lambda: client.delete_scaling_policy(**ECS, ResourceId=WORKER, PolicyName="never-put"))
     assert code == "ObjectNotFoundException" and "never-put" in message
@@ -342,6 +344,17 @@ async def test_register_put_with_the_cli_burst_scale_out_hold_delete_deregister(
 
     done = await until(settled, 60, "the scale-out activity to succeed")
     assert done["EndTime"] >= done["StartTime"]
+    assert done["StatusMessage"].startswith("Successfully set desired count to 3.")
+
+    async def ceiling() -> dict[str, Any] | None:
+        found = client.describe_scaling_activities(
+            ServiceNamespace="ecs", ResourceId=WORKER, IncludeNotScaledActivities=True
+        )["ScalingActivities"]
+        return next((a for a in found if a.get("NotScaledReasons")), None)
+
+    held = await until(ceiling, 60, "a not-scaled activity at MaxCapacity")
+    assert held["NotScaledReasons"] == [{"Code": "AlreadyAtMaxCapacity", "MaxCapacity": 3, "CurrentCapacity": 3}]
+    assert held["StatusCode"] == "Failed" and "maximum capacity of 3" in held["StatusMessage"]
 
     # DisableScaleIn: once the queue is empty, the scaler wants fewer tasks and holds 3.
     client.put_scaling_policy(**policy_body(DisableScaleIn=True, ScaleInCooldown=1))

@@ -16,8 +16,9 @@ What is guaranteed:
   turns the scaler off and the service keeps its desired count;
 * every scale-out or scale-in the scaler decides is a scaling activity (``DescribeScalingActivities``, newest
   first), ``InProgress`` until the service runs that many tasks, then ``Successful``; a decision clamped by
-  MaxCapacity says so in its ``StatusMessage``. The newest :data:`KEEP_ACTIVITIES` survive restarts
-  (``scaling-activities.jsonl``).
+  MaxCapacity says so in its ``StatusMessage``, and a backlog beyond MaxCapacity while the count is already
+  there is a not-scaled activity (``IncludeNotScaledActivities``, ``AlreadyAtMaxCapacity``). The newest
+  :data:`KEEP_ACTIVITIES` survive restarts (``scaling-activities.jsonl``).
 
 Not guaranteed: alarms are synthetic (their names are answered, no CloudWatch alarm exists); scheduled and
 step scaling, and predictive policies, are not implemented.
@@ -249,9 +250,15 @@ class ApplicationAutoScaling:
 
     # --- activities -----------------------------------------------------------------------------
 
+    def _finish(self, activity: dict[str, Any], note: str = "Change successfully fulfilled by ecs.") -> None:
+        done = f"Successfully set desired count to {activity['Desired']}. {note}"
+        clamped = activity.get("StatusMessage")
+        message = f"{done} {clamped}" if clamped else done
+        self.activities.put({**activity, "StatusCode": "Successful", "EndTime": time.time(), "StatusMessage": message})
+
     def _activity(self, rid: str, desired: int, cause: str, message: str | None = None) -> dict[str, Any]:
-        for earlier in self.activities.in_progress(rid):  # a newer decision supersedes it
-            self.activities.put({**earlier, "StatusCode": "Successful", "EndTime": time.time()})
+        for earlier in self.activities.in_progress(rid):
+            self._finish(earlier, "A later activity changed it before the service ran that many tasks.")
         activity: dict[str, Any] = {
             "ActivityId": str(uuid.uuid4()),
             "ServiceNamespace": NAMESPACE,
@@ -281,7 +288,39 @@ class ApplicationAutoScaling:
             self._activity(
                 rid, decision.desired, f"{trigger}: {decision.reason}", clamp_message(service.scaling, decision)
             )
+        elif decision.action == "hold" and service.scaling is not None:
+            self._not_scaled(rid, service.scaling, previous, decision)
         self._settle(rid, service)
+
+    def _not_scaled(self, rid: str, policy: ScalingPolicy, current: int, decision: Decision) -> None:
+        """The scaler at MaxCapacity while the backlog asks for more: one not-scaled activity per episode
+        (``IncludeNotScaledActivities``), so the ceiling shows even when nothing changes."""
+        if decision.backlog is None or current != policy.max:
+            return
+        wanted = math.ceil(decision.backlog / policy.target(None))
+        newest = next(iter(self.activities.newest_first(rid)), None)
+        if wanted <= policy.max or (newest is not None and newest.get("NotScaled")):
+            return
+        self.activities.put(
+            {
+                "ActivityId": str(uuid.uuid4()),
+                "ServiceNamespace": NAMESPACE,
+                "ResourceId": rid,
+                "ScalableDimension": DIMENSION,
+                "Description": f"Attempting to set desired count to {wanted}.",
+                "Cause": f"the scaler: {decision.reason}",
+                "StartTime": time.time(),
+                "EndTime": time.time(),
+                "StatusCode": "Failed",
+                "StatusMessage": f"Failed to set desired count to {wanted}: "
+                f"already at the maximum capacity of {policy.max} tasks.",
+                "NotScaledReasons": [
+                    {"Code": "AlreadyAtMaxCapacity", "MaxCapacity": policy.max, "CurrentCapacity": current}
+                ],
+                "NotScaled": True,
+                "Desired": current,
+            }
+        )
 
     def _settle(self, rid: str, service: Service | None) -> None:
         if service is None:
@@ -289,7 +328,7 @@ class ApplicationAutoScaling:
         running = sum(1 for t in self.orch.alive_tasks(service) if t.state == TaskState.RUNNING)
         for activity in self.activities.in_progress(rid):
             if running == activity["Desired"] == service.desired_count:
-                self.activities.put({**activity, "StatusCode": "Successful", "EndTime": time.time()})
+                self._finish(activity)
 
     # --- actions --------------------------------------------------------------------------------
 
@@ -446,15 +485,17 @@ class ApplicationAutoScaling:
         if params["ServiceNamespace"] != NAMESPACE or params.get("ScalableDimension", DIMENSION) != DIMENSION:
             return {"ScalingActivities": []}
         rid = params.get("ResourceId")
+        include_not_scaled = bool(params.get("IncludeNotScaledActivities"))
         for key in [rid] if rid else list(self.targets):
             self._settle(key, self.orch.services.get(key.split("/")[-1]))
         activities = [
             {
-                **{k: v for k, v in a.items() if k not in ("StartTime", "EndTime", "Desired")},
+                **{k: v for k, v in a.items() if k not in ("StartTime", "EndTime", "Desired", "NotScaled")},
                 "StartTime": _epoch(a["StartTime"]),
                 **({"EndTime": _epoch(a["EndTime"])} if a.get("EndTime") else {}),
             }
             for a in self.activities.newest_first(rid)
+            if include_not_scaled or not a.get("NotScaled")
         ]
         chunk, token = _page(activities, params, default=50)
         return {"ScalingActivities": chunk, **({"NextToken": token} if token else {})}
