@@ -317,6 +317,10 @@ async def test_register_put_with_the_cli_burst_scale_out_hold_delete_deregister(
     put = cli(stack, "put-scaling-policy", "--cli-input-json", f"file://{body}")
     assert put["PolicyARN"].endswith(":policyName/sqs-backlog-per-task")
     assert ["AlarmHigh" in a["AlarmName"] for a in put["Alarms"]] == [True, False]  # high, then low
+    trail = (stack.state_dir / "orchestrator" / "audit.jsonl").read_text().splitlines()
+    recorded = [json.loads(line) for line in trail if '"PutScalingPolicy"' in line][-1]
+    assert recorded["eventSource"] == "application-autoscaling.amazonaws.com" and "errorCode" not in recorded
+    assert recorded["userIdentity"]["accessKeyId"] == ADMIN_KEY and "aws-cli" in recorded["userAgent"]
     (described,) = client.describe_scaling_policies(ServiceNamespace="ecs", ResourceId=WORKER)["ScalingPolicies"]
     assert described["TargetTrackingScalingPolicyConfiguration"]["TargetValue"] == 10
     scaling = (await worker(stack))["autoScaling"]
