@@ -25,7 +25,8 @@ import images
 from infra import INFRA_DIR
 from infra.stack import StackSpec
 from pixfleet.stack import EmbeddedConfig, EmbeddedStack
-from services.orchestrator.awsapi.autoscaling import ActivityLog, clamp_message, suspended
+from services.orchestrator.awsapi.autoscaling import suspended
+from services.orchestrator.awsapi.scaling_activities import ActivityLog, clamp_message
 from services.orchestrator.scaling import Decision, QueueMetrics, ScalingPolicy, ScalingState, decide
 from stack_fixtures import StackClient, queue_drained
 

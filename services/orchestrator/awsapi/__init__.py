@@ -6,5 +6,6 @@
 * :mod:`.signing` — SigV4 verification with botocore's signer, against the control plane's admin keys;
 * :mod:`.audit` — a CloudTrail-like record of every call;
 * :mod:`.autoscaling` — Application Auto Scaling's actions (scalable targets, policies, activities), as a
-  table for the endpoint; what they change is the orchestrator's (its services' scaling policies).
+  table for the endpoint; what they change is the orchestrator's (its services' scaling policies);
+  :mod:`.scaling_activities` keeps what the scaler did.
 """

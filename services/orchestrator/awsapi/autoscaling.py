@@ -18,7 +18,7 @@ What is guaranteed:
   first), ``InProgress`` until the service runs that many tasks, then ``Successful``; a decision clamped by
   MaxCapacity says so in its ``StatusMessage``, and a backlog beyond MaxCapacity while the count is already
   there is a not-scaled activity (``IncludeNotScaledActivities``, ``AlreadyAtMaxCapacity``). The newest
-  :data:`KEEP_ACTIVITIES` survive restarts (``scaling-activities.jsonl``).
+  :data:`~.scaling_activities.KEEP_ACTIVITIES` survive restarts (``scaling-activities.jsonl``).
 
 Not guaranteed: alarms are synthetic (their names are answered, no CloudWatch alarm exists); scheduled and
 step scaling, and predictive policies, are not implemented.
@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import threading
 import time
 import uuid
 from collections.abc import Iterable, Mapping
@@ -40,13 +38,13 @@ from typing import Any
 
 from services.orchestrator.awsapi.errors import AwsApiError, validation_exception
 from services.orchestrator.awsapi.protocol import AwsService, Call, page
+from services.orchestrator.awsapi.scaling_activities import ActivityLog, clamp_message, write_atomically
 from services.orchestrator.model import Service, TaskState
 from services.orchestrator.orchestrator import Orchestrator
 from services.orchestrator.scaling import Decision, ScalingPolicy
 from services.orchestrator.scaling_config import DIMENSION, ScalingConfigError, resource_id, scaling_policy
 
 NAMESPACE = "ecs"
-KEEP_ACTIVITIES = 1000
 _SUSPENDED = ("DynamicScalingInSuspended", "DynamicScalingOutSuspended", "ScheduledScalingSuspended")
 
 
@@ -56,76 +54,6 @@ def object_not_found(message: str) -> AwsApiError:
 
 def _epoch(value: float | None) -> datetime | None:
     return None if value is None else datetime.fromtimestamp(value, UTC)
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-# --- the scaler's activities --------------------------------------------------------------------
-
-
-class ActivityLog:
-    """Scaling activities, newest last in memory; appended to a JSON-lines file (a later line with the same
-    ``ActivityId`` updates an earlier one) that is rewritten from memory when it grows past twice ``keep``."""
-
-    def __init__(self, path: Path | None, keep: int = KEEP_ACTIVITIES):
-        self.path = path
-        self.keep = keep
-        self._activities: dict[str, dict[str, Any]] = {}
-        self._lines = 0
-        self._lock = threading.Lock()
-        if path is not None and path.exists():
-            for line in path.read_text(errors="replace").splitlines():
-                try:
-                    activity = json.loads(line)
-                    self._activities[activity["ActivityId"]] = activity
-                except (ValueError, KeyError, TypeError):
-                    continue
-                self._lines += 1
-            self._trim()
-
-    def _trim(self) -> None:
-        while len(self._activities) > self.keep:
-            del self._activities[next(iter(self._activities))]
-
-    def put(self, activity: dict[str, Any]) -> dict[str, Any]:
-        """Record a new activity, or the new state of one already recorded (same ``ActivityId``)."""
-        with self._lock:
-            self._activities[activity["ActivityId"]] = activity
-            self._trim()
-            if self.path is None:
-                return activity
-            if self._lines >= 2 * self.keep:
-                _write_atomically(self.path, "".join(json.dumps(a) + "\n" for a in self._activities.values()))
-                self._lines = len(self._activities)
-            else:
-                with self.path.open("a") as out:
-                    out.write(json.dumps(activity) + "\n")
-                self._lines += 1
-        return activity
-
-    def newest_first(self, resource: str | None = None) -> list[dict[str, Any]]:
-        with self._lock:
-            activities = list(self._activities.values())
-        return [a for a in reversed(activities) if resource is None or a["ResourceId"] == resource]
-
-    def in_progress(self, resource: str) -> list[dict[str, Any]]:
-        return [a for a in self.newest_first(resource) if a["StatusCode"] == "InProgress"]
-
-
-def clamp_message(policy: ScalingPolicy, decision: Decision) -> str | None:
-    """What the scaler's ceiling (or floor) did to the demand of a decision, in AWS's words; ``None`` if nothing."""
-    if decision.backlog is None:
-        return None
-    wanted = math.ceil(decision.backlog / policy.target(None))
-    if wanted > policy.max and decision.desired == policy.max:
-        return f"Reached the maximum capacity of {policy.max} tasks: the backlog asks for {wanted}."
-    if wanted < policy.min and decision.desired == policy.min:
-        return f"Reached the minimum capacity of {policy.min} tasks: the backlog asks for {wanted}."
-    return None
 
 
 def suspended(policy: ScalingPolicy, state: Mapping[str, bool]) -> ScalingPolicy:
@@ -196,7 +124,7 @@ class ApplicationAutoScaling:
 
     def _save(self) -> None:
         doc = {"targets": self.targets, "policies": self.policies, "deregistered": sorted(self.deregistered)}
-        _write_atomically(self.path, json.dumps(doc, indent=1))
+        write_atomically(self.path, json.dumps(doc, indent=1))
 
     def _service_of(self, params: Mapping[str, Any], *, must_exist: bool = True) -> tuple[str, Service | None]:
         """The ResourceId and its service, after checking namespace and dimension as AWS does."""
