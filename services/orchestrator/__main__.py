@@ -23,6 +23,7 @@ from services.orchestrator.awsapi.ecs import EcsControlPlane
 from services.orchestrator.awsapi.endpoint import admin_signer, aws_tables, create_aws_endpoint
 from services.orchestrator.awsapi.signing import Signer
 from services.orchestrator.capacity import registered
+from services.orchestrator.awsapi.autoscaling import ApplicationAutoScaling
 from services.orchestrator.credentials import CredentialVault
 from services.orchestrator.metric_sources import SqsQueueDepth
 from services.orchestrator.orchestrator import Orchestrator
@@ -88,6 +89,13 @@ async def serve(settings: OrchestratorSettings) -> int:
             capacity=registered(settings.instance_cpu, settings.instance_memory),
         )
         admin_token = _admin_token(settings, state_dir)
+        autoscaling = ApplicationAutoScaling(
+            orchestrator,
+            queue_names={aws.queue_url.rstrip("/").rsplit("/", 1)[-1]},
+            region=aws.region,
+            account=account,
+            state_dir=state_dir,
+        )
         ecs = EcsControlPlane(orchestrator, region=aws.region, account=account, state_path=state_dir / "ecs.json")
         signers = [admin_signer(admin_token, account)]
         if settings.admin_access_key_id and settings.admin_secret_access_key:
@@ -99,7 +107,7 @@ async def serve(settings: OrchestratorSettings) -> int:
                 )
             )
         aws_api = create_aws_endpoint(
-            aws_tables(orchestrator, ecs),
+            aws_tables(orchestrator, ecs, autoscaling),
             signers,
             region=aws.region,
             state_dir=state_dir,
@@ -112,6 +120,7 @@ async def serve(settings: OrchestratorSettings) -> int:
         stack.push_async_callback(runner.cleanup)
         log.info("orchestrator API on http://%s:%d", settings.host, settings.port)
         await orchestrator.start()
+        autoscaling.apply_saved()  # before the control loop's first tick (start() only scheduled it)
 
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

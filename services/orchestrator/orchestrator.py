@@ -45,7 +45,7 @@ from services.orchestrator.model import (
 )
 from services.orchestrator.planner import DeploymentView, Plan, ServiceSnapshot, TaskView, Verdict, plan
 from services.orchestrator.runtime import Runtime
-from services.orchestrator.scaling import QueueMetrics, decide
+from services.orchestrator.scaling import Decision, QueueMetrics, ScalingPolicy, decide
 from services.orchestrator.services_file import scaling_problems
 from services.orchestrator.state import StateStore
 from services.orchestrator.supervisor import Sleep, TaskSupervisor
@@ -58,6 +58,9 @@ STABLE_AFTER = 10.0  # a task without a health check that ran this long started 
 METRIC_FAILURE_EVENT_AFTER = 5
 FAILED_SHOWN_FOR = 10.0  # a deployment the circuit breaker failed stays visible this long after the rollback
 DEFAULT_THROTTLE = ThrottlePolicy()
+
+# Told every scaler tick of a service: (service, its count before the tick, the decision).
+ScalingListener = Callable[[Service, int, Decision], None]
 
 
 class Orchestrator:
@@ -112,6 +115,7 @@ class Orchestrator:
         self.services: dict[str, Service] = {}
         for config in services:
             self.services[config.name] = self._new_service(config)
+        self.scaling_listeners: list[ScalingListener] = []  # e.g. Application Auto Scaling's activities
         self.queue: QueueMetrics | None = None
         self.dead_letters: int | None = None
         self._loop_task: asyncio.Task[None] | None = None
@@ -245,6 +249,8 @@ class Orchestrator:
             service.desired_count = decision.desired
             self.metrics.decisions.labels(service.name, decision.action).inc()
             self.events.add(service.name, f"{verb} from {current} to {decision.desired} tasks: {decision.reason}.")
+        for listener in self.scaling_listeners:
+            listener(service, current, decision)
         failures = decision.state.failures
         if failures and failures % METRIC_FAILURE_EVENT_AFTER == 0:
             self.events.add(
@@ -497,6 +503,26 @@ class Orchestrator:
                 service.deployments.append(started)
                 service.steady = False
                 self.events.add(name, f"deployment {started.deployment_id} started: {taskdef.key}.")
+        self.save()
+        self._wake.set()
+        return service
+
+    def set_scaling(self, name: str, policy: ScalingPolicy | None, why: str) -> Service:
+        """Replace a service's scaling policy at run time (Application Auto Scaling's calls). The count is
+        clamped into the new limits at once; ``None`` turns the scaler off and the count holds."""
+        service = self.services.get(name)
+        if service is None:
+            raise KeyError(f"no service {name!r}; services: {', '.join(self.services)}")
+        service.scaling = policy
+        if policy is None:
+            service.last_decision = ""
+            self.events.add(name, f"{why}; the scaler is off, desired count stays {service.desired_count}.")
+        else:
+            clamped = max(policy.min, min(policy.max, service.desired_count))
+            self.events.add(
+                name, f"{why}; min {policy.min}, max {policy.max}, desired {service.desired_count} → {clamped}."
+            )
+            service.desired_count = clamped
         self.save()
         self._wake.set()
         return service

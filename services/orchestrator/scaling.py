@@ -34,6 +34,7 @@ class ScalingPolicy:
     count_delayed: bool = False
     count_visible: bool = True
     disable_scale_in: bool = False  # Application Auto Scaling's DisableScaleIn: the scaler only scales out
+    disable_scale_out: bool = False  # a target's DynamicScalingOutSuspended: the scaler only scales in
 
     def target(self, mean_job_seconds: float | None) -> float:
         """Messages one task may have queued: given, or derived from the acceptable latency."""
@@ -115,6 +116,8 @@ def decide(
     )
     if wanted > current:
         state = replace(state, lower_since=None, lower_peak=0)
+        if policy.disable_scale_out:
+            return Decision(current, "hold", f"{why} wants {wanted}; scale-out is suspended", state, backlog)
         if state.last_scale_out is not None and now - state.last_scale_out < policy.scale_out_cooldown:
             return Decision(current, "hold", f"{why} wants {wanted}, in scale-out cooldown", state, backlog)
         return Decision(wanted, "scale_out", f"{why} wants {wanted}", replace(state, last_scale_out=now), backlog)

@@ -71,8 +71,16 @@ def scaling_policy(
     if not 0 <= low <= high:
         raise ScalingConfigError(f"MinCapacity {low} and MaxCapacity {high}: need 0 <= MinCapacity <= MaxCapacity")
     if policy is None:
-        # No policy yet: the count stays within min..max and nothing drives it (a huge target).
-        return ScalingPolicy(min=low, max=max(high, 1), target_backlog_per_task=1e12, count_in_flight=False)
+        # No policy (yet, or deleted): the count is kept within min..max and otherwise holds: the backlog counts
+        # nothing, so demand is MinCapacity, and scale-in is off.
+        return ScalingPolicy(
+            min=low,
+            max=max(high, 1),
+            target_backlog_per_task=1e12,
+            count_visible=False,
+            count_in_flight=False,
+            disable_scale_in=True,
+        )
     if policy.get("PolicyType", "StepScaling") != "TargetTrackingScaling":
         raise ScalingConfigError("pixfleet evaluates TargetTrackingScaling policies only")
     config = policy.get("TargetTrackingScalingPolicyConfiguration") or {}

@@ -49,6 +49,7 @@ class AutoScaling(_Model):
     count_delayed: bool = ScalingPolicy.count_delayed
     count_visible: bool = ScalingPolicy.count_visible
     disable_scale_in: bool = ScalingPolicy.disable_scale_in
+    disable_scale_out: bool = ScalingPolicy.disable_scale_out
 
     @model_validator(mode="after")
     def _limits(self) -> AutoScaling:

@@ -5,6 +5,9 @@
   same field paths), answers are shaped by them, errors are AWS's ``{"__type", "message"}``;
 * :mod:`.signing` — SigV4 verification with botocore's signer, against the control plane's admin keys;
 * :mod:`.audit` — a CloudTrail-like record of every call;
+* :mod:`.autoscaling` — Application Auto Scaling's actions (scalable targets, policies, activities), as a
+  table for the endpoint; what they change is the orchestrator's (its services' scaling policies);
+  :mod:`.scaling_activities` keeps what the scaler did.
 * :mod:`.ecs` — the ECS actions over the orchestrator (:mod:`.ecs_views` shapes its answers, :mod:`.arns`
   names its resources);
 * :mod:`.endpoint` — the one table of the APIs served on ``POST /`` and the admin key pair.

@@ -14,18 +14,21 @@ from collections.abc import Callable
 from pathlib import Path
 
 from services.orchestrator.awsapi.audit import AuditLog
+from services.orchestrator.awsapi.autoscaling import ApplicationAutoScaling
 from services.orchestrator.awsapi.ecs import EcsControlPlane
 from services.orchestrator.awsapi.protocol import AwsJsonEndpoint, AwsService
 from services.orchestrator.awsapi.signing import Signer
 from services.orchestrator.orchestrator import Orchestrator
 
 
-def aws_tables(orchestrator: Orchestrator, ecs: EcsControlPlane) -> dict[str, AwsService]:
+def aws_tables(
+    orchestrator: Orchestrator, ecs: EcsControlPlane, autoscaling: ApplicationAutoScaling | None = None
+) -> dict[str, AwsService]:
     """Every AWS API served on ``POST /``, by botocore service name. Add a table here to serve another."""
-    return {
-        "ecs": ecs.table(),
-        # "application-autoscaling": autoscaling table (services/orchestrator/awsapi/autoscaling.py)
-    }
+    tables = {"ecs": ecs.table()}
+    if autoscaling is not None:
+        tables["application-autoscaling"] = autoscaling.service()
+    return tables
 
 
 def admin_signer(admin_token: str, account: str) -> Signer:
