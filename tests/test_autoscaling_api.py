@@ -348,7 +348,22 @@ async def test_register_put_with_the_cli_burst_scale_out_hold_delete_deregister(
     newest = activities[0]
     assert newest["Description"] == "Setting desired count to 3." and newest["ResourceId"] == WORKER
     assert "triggered policy sqs-backlog-per-task" in newest["Cause"] and "backlog" in newest["Cause"]
-    assert any("maximum capacity of 3" in a.get("StatusMessage", "") for a in activities), activities
+
+    # The ceiling shows: on the clamped scale-out itself, or (when demand grew step by step) as the
+    # not-scaled AlreadyAtMaxCapacity activity of the next tick that asks for more.
+    async def ceiling_shown() -> bool:
+        found = cli(
+            stack,
+            "describe-scaling-activities",
+            "--service-namespace",
+            "ecs",
+            "--resource-id",
+            WORKER,
+            "--include-not-scaled-activities",
+        )["ScalingActivities"]
+        return any("maximum capacity of 3" in a.get("StatusMessage", "") for a in found)
+
+    await until(ceiling_shown, 30, "an activity naming the maximum capacity")
 
     async def settled() -> dict[str, Any] | None:
         found = client.describe_scaling_activities(ServiceNamespace="ecs", ResourceId=WORKER)["ScalingActivities"]
