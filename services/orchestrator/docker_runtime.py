@@ -8,6 +8,9 @@
   (``169.254.170.0/24``, where the orchestrator answers at 169.254.170.2 with
   ECS-style credentials); only a task whose task definition publishes a host port
   (the API) is also attached to the edge network that publishes it.
+* Images as from ECR: one the engine lacks is pulled first, by digest when the task
+  definition names one (``127.0.0.1:5000/pixfleet/api@sha256:…``); a registry that does
+  not answer is a clear ``CannotPullContainerError`` (:func:`ensure_image`).
 * Stop as ECS: ``docker stop`` sends SIGTERM and SIGKILLs after the container
   definition's ``stopTimeout``. Stopped containers are removed after their log is
   saved, so ``docker compose down`` leaves nothing behind.
@@ -19,6 +22,7 @@ enough for one blocking ``wait`` per task.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import shlex
 from collections.abc import Callable
@@ -80,6 +84,7 @@ class DockerRuntime:
             **spec.labels,
         }
         first_network = self.edge_network if published and self.edge_network else self.task_network
+        await self._call(ensure_image, self.client, self.image_for(spec))
         container = await self._call(
             self.client.containers.create,
             self.image_for(spec),
@@ -146,10 +151,8 @@ class DockerRuntime:
         return await self.wait(handle)
 
     def kill(self, handle: dict[str, Any]) -> None:
-        try:
+        with contextlib.suppress(docker.errors.APIError):
             self.client.containers.get(handle["container_id"]).kill()
-        except docker.errors.APIError:
-            pass
 
     async def alive(self, handle: dict[str, Any]) -> bool:
         try:
@@ -185,3 +188,52 @@ class DockerRuntime:
             for c in containers
             if c.labels.get("pixfleet.task") not in known
         ]
+
+
+# --- images: pulled by digest when the engine lacks them (the ECR part) ---------------------------
+
+
+class ImagePullError(RuntimeError):
+    """The image is not on this engine and could not be pulled (ECS's CannotPullContainerError)."""
+
+    code = "CannotPullContainerError"
+
+
+def ensure_image(client: docker.DockerClient, reference: str) -> bool:
+    """Make sure the engine has ``reference``; pull it when it does not. True if it was pulled.
+
+    ``repo@sha256:…`` pulls exactly that manifest, so what runs is what the task definition
+    pinned, whatever a tag points to now.
+    """
+    try:
+        client.images.get(reference)
+        return False
+    except docker.errors.ImageNotFound:
+        pass
+    repository, at, digest = reference.partition("@")
+    if at:
+        tag = digest
+    else:
+        name, colon, tag = reference.rpartition(":")
+        repository, tag = (name, tag) if colon and "/" not in tag else (reference, "latest")
+    first = repository.split("/", 1)[0]
+    registry = first if "/" in repository and ("." in first or ":" in first or first == "localhost") else "Docker Hub"
+    try:
+        for chunk in client.api.pull(repository, tag=tag, stream=True, decode=True):
+            if "error" in chunk:
+                raise ImagePullError(f"CannotPullContainerError: pulling {reference}: {chunk['error']}")
+    except docker.errors.APIError as exc:
+        detail = str(exc.explanation or exc)
+        if "connection refused" in detail or "no such host" in detail or "i/o timeout" in detail:
+            hint = "start it: docker compose up -d registry" if registry != "Docker Hub" else "is the network up?"
+            raise ImagePullError(
+                f"CannotPullContainerError: {reference} is not on this engine and the registry {registry}"
+                f" does not answer ({hint})"
+            ) from None
+        if "manifest unknown" in detail or "not found" in detail:
+            raise ImagePullError(
+                f"CannotPullContainerError: {registry} has no {reference} (push it: pixfleet images build)"
+            ) from None
+        raise ImagePullError(f"CannotPullContainerError: pulling {reference} from {registry}: {detail}") from None
+    log.info("pulled %s", reference)
+    return True
