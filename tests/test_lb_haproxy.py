@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -337,6 +338,8 @@ async def test_path_rules_route_by_priority_and_change_at_runtime(load_balancer,
 
     with pytest.raises(LoadBalancerConfigError, match="TargetGroupNotFound"):
         await lb.set_rules(LISTENER, [rule(1, ["/x/*"], "nope")])
+    with pytest.raises(LoadBalancerConfigError, match="ListenerArn"):
+        await lb.set_rules(LISTENER, [{**rule(1, ["/x/*"], "v2"), "ListenerArn": "another"}])
     assert await lb.rules_in_effect() == [("^/v2/.*$", "v2"), ("^/v3/.$", "v2")]  # a refused change changes nothing
 
 
@@ -389,10 +392,11 @@ async def test_target_health_in_elbv2_states_and_reasons(load_balancer, backend)
         await lb.target_health("nope")
 
 
-async def test_a_listener_port_in_use_is_a_clear_start_error(load_balancer) -> None:
-    import socket
-
-    with socket.socket() as taken:
+async def test_haproxy_that_cannot_start_is_a_clear_error(load_balancer, tmp_path: Path) -> None:
+    missing = HAProxyLoadBalancer(spec(free_port(), ["api"]), tmp_path / "missing", executable="/nonexistent/haproxy")
+    with pytest.raises(LoadBalancerStartError, match="apt-get install haproxy"):
+        await missing.start()
+    with socket.socket() as taken:  # the listener's port is someone else's
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         with pytest.raises(LoadBalancerStartError, match="cannot bind socket"):

@@ -133,17 +133,21 @@ class HAProxyLoadBalancer:
             self.paths.socket.unlink()
         log_path = self.paths.run_dir / "haproxy.log"
         self._log = open(log_path, "ab")  # noqa: SIM115 - open for the process's lifetime, closed in close()
-        self.process = await asyncio.create_subprocess_exec(
-            self.executable,
-            "-W",
-            "-db",
-            "-f",
-            str(self.paths.config),
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: close() stops master and worker together
-        )
+        try:
+            self.process = await asyncio.create_subprocess_exec(
+                self.executable,
+                "-W",
+                "-db",
+                "-f",
+                str(self.paths.config),
+                stdin=subprocess.DEVNULL,
+                stdout=self._log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group: close() stops master and worker together
+            )
+        except OSError as exc:
+            await self.close()
+            raise LoadBalancerStartError(f"cannot run {self.executable} ({exc}); apt-get install haproxy") from None
         deadline = self.clock() + timeout
         while True:
             if self.process.returncode is not None:
@@ -313,7 +317,11 @@ class HAProxyLoadBalancer:
         current = self.spec.listener(listener)
         problems: list[str] = []
         names = {g.name for g in self.spec.target_groups}
-        parsed = parse_rules(list(rules), names, f"CreateRule[{current.ref}]", problems)
+        bodies = list(rules)
+        for i, body in enumerate(bodies):
+            if body.get("ListenerArn") != current.ref:
+                problems.append(f"CreateRule[{i}].ListenerArn: {body.get('ListenerArn')!r} is not {current.ref!r}")
+        parsed = parse_rules(bodies, names, f"CreateRule[{current.ref}]", problems)
         if problems:
             raise LoadBalancerConfigError(problems)
         lines = map_lines(parsed)
