@@ -12,3 +12,10 @@ INFRA_DIR = Path(__file__).resolve().parent
 REPO_ROOT = INFRA_DIR.parent
 TASKDEFS_DIR = INFRA_DIR / "taskdefs"
 SERVICES_FILE = INFRA_DIR / "services.json"
+
+# Task definition family → the variable that names its image in a deployment (compose, the orchestrator).
+TASK_IMAGE_VARIABLES = {
+    "pixfleet-api": "PIXFLEET_API_IMAGE",
+    "pixfleet-worker": "PIXFLEET_WORKER_IMAGE",
+    "pixfleet-deadletter": "PIXFLEET_WORKER_IMAGE",  # the worker image runs the dead-letter recorder
+}

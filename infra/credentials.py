@@ -87,7 +87,14 @@ async def assume_role(
     """
     session = get_session()
     async with session.create_client("sts", **client_kwargs(endpoint_url, region, credentials)) as sts:
-        answer = await sts.assume_role(RoleArn=role_arn, RoleSessionName=session_name, DurationSeconds=duration_seconds)
+        return await assume_role_with(sts, role_arn, session_name, duration_seconds)
+
+
+async def assume_role_with(
+    sts: Any, role_arn: str, session_name: str, duration_seconds: int = 3600
+) -> TemporaryCredentials:
+    """:func:`assume_role` through an STS client the caller keeps (creating one per call costs CPU)."""
+    answer = await sts.assume_role(RoleArn=role_arn, RoleSessionName=session_name, DurationSeconds=duration_seconds)
     creds = answer["Credentials"]
     return TemporaryCredentials(
         access_key_id=creds["AccessKeyId"],

@@ -23,6 +23,8 @@ parent's side: start, wait, bootstrap, enforce, stop.
 
 from __future__ import annotations
 
+import contextlib
+
 import asyncio
 import dataclasses
 import http.client
@@ -113,7 +115,7 @@ class MotoServer:
 
     @property
     def pid(self) -> int:
-        """The server process's id (e.g. to SIGSTOP it in a fault drill)."""
+        """The server process's id (a fault drill SIGSTOPs it; the benchmarks measure its CPU)."""
         if self._process is None:
             raise EmulatorUnavailable("the moto server has not been started")
         return self._process.pid
@@ -275,10 +277,8 @@ def bootstrap_admin(endpoint_url: str, region: str) -> dict[str, str]:
         aws_secret_access_key=EMULATOR_DUMMY_CREDENTIALS["secret_access_key"],
     )
     try:
-        try:
+        with contextlib.suppress(iam.exceptions.EntityAlreadyExistsException):
             iam.create_user(UserName=BOOTSTRAP_USER)
-        except iam.exceptions.EntityAlreadyExistsException:
-            pass
         iam.put_user_policy(
             UserName=BOOTSTRAP_USER, PolicyName="administrator", PolicyDocument=json.dumps(_ADMIN_POLICY)
         )

@@ -178,7 +178,7 @@ def role_policies(spec: StackSpec, account_id: str, region: str) -> dict[str, di
         ),
         "worker": _policy(
             _statement("ReadSources", ["s3:GetObject"], [uploads, incoming]),
-            _statement("WriteResults", ["s3:PutObject", "s3:GetObject"], [results]),
+            _statement("WriteResults", ["s3:PutObject", "s3:GetObject", "s3:DeleteObject"], [results]),
             _statement(
                 "ConsumeJobs",
                 [
@@ -192,12 +192,13 @@ def role_policies(spec: StackSpec, account_id: str, region: str) -> dict[str, di
             _statement("DeadLetterJobs", ["sqs:SendMessage"], [dlq]),
         ),
         "deadletter": _policy(
-            _statement("RecordFailedJobs", ["s3:GetObject", "s3:PutObject"], [results]),
+            _statement("RecordFailedJobs", ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"], [results]),
             _statement(
                 "WatchDeadLetters",
                 ["sqs:ReceiveMessage", "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes"],
                 [dlq],
             ),
+            _statement("ReadJobQueueSettings", ["sqs:GetQueueAttributes"], [jobs]),  # its maxReceiveCount
         ),
         "orchestrator": _policy(
             _statement("WatchQueues", ["sqs:GetQueueAttributes"], [jobs, dlq]),

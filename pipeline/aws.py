@@ -8,9 +8,11 @@ task's own role; explicit keys are only passed by tools and tests.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
@@ -70,3 +72,53 @@ async def aws_clients(
             for service in services
         ]
         yield clients[0] if len(clients) == 1 else tuple(clients)
+
+
+# --- what a queue says about itself ------------------------------------------------------------
+
+_DEPTH_ATTRIBUTES = (
+    "ApproximateNumberOfMessages",
+    "ApproximateNumberOfMessagesNotVisible",
+    "ApproximateNumberOfMessagesDelayed",
+)
+
+
+class QueueDepth(NamedTuple):
+    """A queue's approximate message counts: waiting, received but not deleted, delayed."""
+
+    visible: int
+    in_flight: int
+    delayed: int
+
+    @property
+    def total(self) -> int:
+        return self.visible + self.in_flight + self.delayed
+
+
+async def queue_depth(sqs: Any, queue_url: str) -> QueueDepth:
+    """One ``GetQueueAttributes`` call: the queue's depth (the API's fleet view, the scaler, the recorder)."""
+    answer = await sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=list(_DEPTH_ATTRIBUTES))
+    attrs = answer.get("Attributes", {})
+    return QueueDepth(*(int(attrs.get(name, 0)) for name in _DEPTH_ATTRIBUTES))
+
+
+NO_REDRIVE_RECEIVE_COUNT = 3  # deliveries a worker allows a job when its queue has no redrive policy
+
+
+@dataclass(frozen=True)
+class QueueConfig:
+    """What the stack set on a queue; services read it at startup, so no task definition holds a copy."""
+
+    visibility_timeout: int
+    max_receive_count: int  # the redrive policy's maxReceiveCount (NO_REDRIVE_RECEIVE_COUNT without one)
+
+
+async def queue_config(sqs: Any, queue_url: str) -> QueueConfig:
+    """The queue's ``VisibilityTimeout`` and its ``RedrivePolicy``'s ``maxReceiveCount``."""
+    answer = await sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["VisibilityTimeout", "RedrivePolicy"])
+    attrs = answer.get("Attributes", {})
+    redrive = json.loads(attrs.get("RedrivePolicy") or "{}")
+    return QueueConfig(
+        visibility_timeout=int(attrs.get("VisibilityTimeout", 30)),  # 30 s: SQS's default
+        max_receive_count=int(redrive.get("maxReceiveCount", NO_REDRIVE_RECEIVE_COUNT)),
+    )

@@ -23,12 +23,8 @@ whatever they raise into a :class:`PermanentError` at their boundary (see
 from __future__ import annotations
 
 import asyncio
-import random
-from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any
 
-T = TypeVar("T")
 # botocore and aiohttp are imported inside the functions that need them: the transform
 # engine (and so every pool process) imports this module and should stay light.
 
@@ -42,6 +38,7 @@ class PixfleetError(Exception):
     def __init__(self, message: str, *, code: str | None = None, http_status: int | None = None):
         super().__init__(message)
         self.message = message
+        self.extra: dict[str, Any] = {}  # context for the API's error body, e.g. which file of an upload
         if code is not None:
             self.code = code
         if http_status is not None:
@@ -50,6 +47,12 @@ class PixfleetError(Exception):
     def to_dict(self) -> dict[str, str]:
         """The public JSON shape: ``{"code", "message"}``."""
         return {"code": self.code, "message": self.message}
+
+
+def problem_list(problems: list[str], limit: int = 20) -> str:
+    """Problems as one public message: the first ``limit`` of them, then how many more (hostile input has many)."""
+    shown = "; ".join(problems[:limit])
+    return shown + (f"; and {len(problems) - limit} more" if len(problems) > limit else "")
 
 
 class PermanentError(PixfleetError):
@@ -257,55 +260,3 @@ def classify(exc: BaseException) -> PixfleetError:
             return RetryableError(f"AWS denied the request ({code})", code="aws_access_denied")
         return RetryableError(f"AWS request failed ({code})", code="aws_error")
     return InternalError(f"unexpected error: {type(exc).__name__}")
-
-
-# --- backoff -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Backoff:
-    """Bounded exponential backoff with full jitter (AWS architecture blog's variant)."""
-
-    base: float = 0.2
-    cap: float = 10.0
-    attempts: int = 5
-
-    def delays(self, rng: random.Random | None = None) -> Iterator[float]:
-        """The sleep before each retry: ``attempts - 1`` values."""
-        rng = rng or random.Random()
-        for attempt in range(self.attempts - 1):
-            yield rng.uniform(0, min(self.cap, self.base * 2**attempt))
-
-    def delay_for(self, attempt: int) -> float:
-        """Deterministic upper bound of the delay before retry number ``attempt`` (0-based)."""
-        return min(self.cap, self.base * 2**attempt)
-
-
-async def retry_async(
-    fn: Callable[[], Awaitable[T]],
-    backoff: Backoff = Backoff(),
-    *,
-    on_retry: Callable[[int, PixfleetError], None] | None = None,
-) -> T:
-    """Await ``fn()``; retry retryable failures with backoff; re-raise permanent ones at once.
-
-    The last failure is raised as the classified :class:`PixfleetError`.
-    """
-    delays = backoff.delays()
-    attempt = 0
-    while True:
-        try:
-            return await fn()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            err = classify(exc)
-            if isinstance(err, PermanentError):
-                raise err from exc
-            delay = next(delays, None)
-            if delay is None:
-                raise err from exc
-            if on_retry:
-                on_retry(attempt, err)
-            attempt += 1
-            await asyncio.sleep(delay)

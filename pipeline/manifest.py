@@ -18,13 +18,18 @@ each other's outcome.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
-STATUSES = ("awaiting_upload", "queued", "processing", "succeeded", "failed")
+from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic.dataclasses import dataclass
+
+Status = Literal["awaiting_upload", "queued", "processing", "succeeded", "failed"]
+Outcome = Literal["succeeded", "failed", "error", "interrupted"]
+STATUSES: tuple[str, ...] = get_args(Status)
 TERMINAL = ("succeeded", "failed")
-ATTEMPT_OUTCOMES = ("succeeded", "failed", "error", "interrupted")
+ATTEMPT_OUTCOMES: tuple[str, ...] = get_args(Outcome)
 
 
 def results_prefix(job_id: str) -> str:
@@ -57,7 +62,11 @@ def incoming_key(job_id: str) -> str:
     return f"incoming/{job_id}/original"
 
 
-@dataclass
+# Records we wrote ourselves: a field a newer writer adds is kept out, not refused.
+_RECORD = ConfigDict(extra="ignore")
+
+
+@dataclass(config=_RECORD)
 class OutputRecord:
     variant: str
     format: str
@@ -68,23 +77,38 @@ class OutputRecord:
     content_type: str
 
 
-@dataclass
+@dataclass(frozen=True, config=_RECORD)
+class Attempt:
+    """One delivery of the job's message that started work, and how it ended."""
+
+    attempt: int
+    outcome: Outcome
+    worker_id: str | None = None
+    started_at: str | None = None
+    ended_at: str | None = None
+    error: dict[str, str] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(config=_RECORD)
 class Manifest:
     """The recorded state of one job."""
 
     job_id: str
-    status: str
-    source: dict[str, Any] = field(default_factory=dict)
+    status: Status
+    source: dict[str, Any] = Field(default_factory=dict)
     preset: str | None = None
-    outputs: list[OutputRecord] = field(default_factory=list)
+    outputs: list[OutputRecord] = Field(default_factory=list)
     error: dict[str, str] | None = None
     submitted_at: str | None = None
     started_at: str | None = None
     finished_at: str | None = None
     attempt: int = 1
     worker_id: str | None = None
-    timings_ms: dict[str, float] = field(default_factory=dict)
-    attempts: list[dict[str, Any]] = field(default_factory=list)
+    timings_ms: dict[str, float] = Field(default_factory=dict)
+    attempts: list[Attempt] = Field(default_factory=list)
     version: int = 1
 
     @property
@@ -92,38 +116,56 @@ class Manifest:
         return self.status in TERMINAL
 
     def attempt_record(
-        self, outcome: str, *, ended_at: str | None = None, error: dict[str, str] | None = None
-    ) -> dict[str, Any]:
+        self, outcome: Outcome, *, ended_at: str | None = None, error: dict[str, str] | None = None
+    ) -> Attempt:
         """This manifest's current attempt as a history entry that ended with ``outcome``."""
-        return {
-            "attempt": self.attempt,
-            "worker_id": self.worker_id,
-            "started_at": self.started_at,
-            "ended_at": ended_at,
-            "outcome": outcome,
-            "error": error,
-        }
+        return Attempt(
+            attempt=self.attempt,
+            worker_id=self.worker_id,
+            started_at=self.started_at,
+            ended_at=ended_at,
+            outcome=outcome,
+            error=error,
+        )
 
-    def history(self) -> list[dict[str, Any]]:
+    def history(self) -> list[Attempt]:
         """Every attempt so far; an attempt still recorded as running counts as interrupted (nobody finished it)."""
         attempts = list(self.attempts)
-        if self.status == "processing" and not any(a.get("attempt") == self.attempt for a in attempts):
+        if self.status == "processing" and not any(a.attempt == self.attempt for a in attempts):
             attempts.append(self.attempt_record("interrupted"))
         return attempts
 
     def to_json(self) -> bytes:
-        return json.dumps(asdict(self), separators=(",", ":")).encode()
+        return json.dumps(dataclasses.asdict(self), separators=(",", ":")).encode()
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> Manifest:
-        doc = json.loads(raw)
-        outputs = [OutputRecord(**o) for o in doc.pop("outputs", [])]
-        known = {f for f in cls.__dataclass_fields__}
-        return cls(outputs=outputs, **{k: v for k, v in doc.items() if k in known})
+        """Validate a stored manifest (raises pydantic's ``ValidationError`` for one that is not)."""
+        return _MANIFEST.validate_json(raw)
+
+
+_MANIFEST = TypeAdapter(Manifest)
 
 
 class ManifestConflict(Exception):
     """A conditional manifest write lost: someone else wrote the manifest since it was read."""
+
+
+def planned_output_keys(job_id: str, preset: str | None, operations: Any = None) -> list[str]:
+    """The keys a job's variants are written to (what a failed job must not leave behind).
+
+    ``operations`` are the job's explicit variants (VariantSpecs), else the preset's; an unknown preset plans none.
+    """
+    from pipeline.errors import PermanentError
+    from pipeline.transform.presets import DEFAULT_PRESET, get_preset
+
+    variants = operations
+    if not variants:
+        try:
+            variants = get_preset(preset or DEFAULT_PRESET)
+        except PermanentError:
+            return []
+    return [output_key(job_id, spec.name, spec.extension) for spec in variants]
 
 
 class ManifestStore:
@@ -139,7 +181,7 @@ class ManifestStore:
 
     async def read(self, job_id: str) -> tuple[Manifest | None, str | None]:
         """The job's manifest and its ETag, or ``(None, None)`` when there is none yet."""
-        from pipeline.errors import is_missing_readable_object
+        from pipeline.errors import InternalError, is_missing_readable_object
 
         try:
             obj = await self._call(self.s3.get_object(Bucket=self.bucket, Key=manifest_key(job_id)))
@@ -149,7 +191,15 @@ class ManifestStore:
             raise
         async with obj["Body"] as body:
             raw = await self._call(body.read())
-        return Manifest.from_json(raw), obj.get("ETag")
+        try:
+            return Manifest.from_json(raw), obj.get("ETag")
+        except ValidationError as exc:  # our own record, so a bug (or someone else's write) if it is not one
+            fields = sorted({".".join(map(str, e["loc"])) or "(the document)" for e in exc.errors()})
+            raise InternalError(f"the manifest of job {job_id} is malformed: {', '.join(fields)}") from None
+
+    async def remove(self, keys: list[str]) -> None:
+        """Delete objects (a failed job's partial outputs); a key that is not there is no error."""
+        await asyncio.gather(*(self._call(self.s3.delete_object(Bucket=self.bucket, Key=key)) for key in keys))
 
     async def get(self, job_id: str) -> Manifest | None:
         return (await self.read(job_id))[0]

@@ -1,20 +1,29 @@
 """Per-process settings, read once from environment variables at the entry point.
 
-Each service builds its own frozen settings object with ``from_env()`` and passes
-it down into constructors; nothing reads the environment at import time. Every
-invalid value is collected, then reported together in one :class:`SettingsError`.
+Each service declares its settings as a pydantic-settings model (a subclass of
+:class:`ServiceSettings`): one field per environment variable, its bounds beside it,
+``aws`` and ``limits`` as sections read from the same variables. ``from_env()`` builds
+the frozen object once and the entry point passes it down into constructors; nothing
+reads the environment at import time, and an object built by hand (``ApiSettings(aws=...)``)
+reads no environment at all.
+
+Every invalid variable is reported together in one :class:`SettingsError`, by its name and
+value (``PIXFLEET_API_PORT='http': not a valid int``). A rule that spans two variables is
+written as a validator of the later one, so it is checked along with everything else.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from collections.abc import Mapping
+from typing import Annotated, Any, Self
 
-from pipeline.transform.spec import Limits
+from pydantic import AliasChoices, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic.dataclasses import dataclass, is_pydantic_dataclass
+from pydantic.fields import FieldInfo
+from pydantic_core import ErrorDetails, PydanticUndefined
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-T = TypeVar("T")
 MiB = 1024 * 1024
 
 
@@ -26,103 +35,33 @@ class SettingsError(ValueError):
         super().__init__("invalid settings:\n  - " + "\n  - ".join(problems))
 
 
-class EnvReader:
-    """Reads typed values from an environment mapping and remembers every problem."""
-
-    def __init__(self, env: Mapping[str, str] | None = None):
-        self.env = os.environ if env is None else env
-        self.problems: list[str] = []
-
-    def _get(self, name: str, default: T, parse: Callable[[str], T], check: Callable[[T], str | None] | None) -> T:
-        raw = self.env.get(name)
-        if raw is None or raw == "":
-            return default
-        try:
-            value = parse(raw.strip())
-        except (TypeError, ValueError):
-            self.problems.append(f"{name}={raw!r}: not a valid {getattr(parse, '__name__', 'value')}")
-            return default
-        problem = check(value) if check else None
-        if problem:
-            self.problems.append(f"{name}={raw!r}: {problem}")
-            return default
-        return value
-
-    def str(self, name: str, default: Any = None) -> Any:
-        return self._get(name, default, str, None)
-
-    def required(self, name: str) -> str:
-        value = self.env.get(name, "").strip()
-        if not value:
-            self.problems.append(f"{name} is required")
-        return value
-
-    def int(self, name: str, default: Any, *, min: float | None = None, max: float | None = None) -> Any:
-        return self._get(name, default, int, _range(min, max))
-
-    def float(self, name: str, default: Any, *, min: float | None = None, max: float | None = None) -> Any:
-        return self._get(name, default, float, _range(min, max))
-
-    def bool(self, name: str, default: bool) -> bool:
-        return self._get(name, default, _parse_bool, None)
-
-    def list(self, name: str) -> tuple[str, ...]:
-        raw = self.env.get(name, "")
-        return tuple(item.strip() for item in raw.split(",") if item.strip())
-
-    def check(self, ok: bool, problem: str) -> None:
-        if not ok:
-            self.problems.append(problem)
-
-    def raise_if_problems(self) -> None:
-        if self.problems:
-            raise SettingsError(self.problems)
+def env(name: str | AliasChoices, default: Any = PydanticUndefined, **constraints: Any) -> Any:
+    """A field read from the environment variable ``name`` (or the first set of several); no default: required."""
+    return Field(default, validation_alias=name, **constraints)
 
 
-def _parse_bool(raw: str) -> bool:
-    lowered = raw.lower()
-    if lowered in {"1", "true", "yes", "on"}:
-        return True
-    if lowered in {"0", "false", "no", "off"}:
-        return False
-    raise ValueError(raw)
+def _comma_list(value: Any) -> Any:
+    return tuple(item.strip() for item in value.split(",") if item.strip()) if isinstance(value, str) else value
 
 
-_parse_bool.__name__ = "boolean"
+CommaList = Annotated[tuple[str, ...], BeforeValidator(_comma_list)]  # "a, b" → ("a", "b")
 
 
-def _range(lo: float | None, hi: float | None) -> Callable[[Any], str | None]:
-    def check(value: Any) -> str | None:
-        if lo is not None and value < lo:
-            return f"must be >= {lo}"
-        if hi is not None and value > hi:
-            return f"must be <= {hi}"
-        return None
-
-    return check
+# A section: a group of fields several services share, read from the same variables as the rest
+# (and built by hand by their field names).
+SECTION = ConfigDict(validate_by_name=True, extra="ignore")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=SECTION)
 class AwsSettings:
     """Where the stack lives. ``endpoint_url`` is None on real AWS."""
 
-    region: str
-    input_bucket: str
-    output_bucket: str
-    queue_url: str
-    dlq_url: str
-    endpoint_url: str | None = None
-
-    @classmethod
-    def read(cls, r: EnvReader) -> AwsSettings:
-        return cls(
-            endpoint_url=r.str("AWS_ENDPOINT_URL"),
-            region=r.str("AWS_REGION") or r.str("AWS_DEFAULT_REGION", "us-east-1"),
-            input_bucket=r.str("PIXFLEET_INPUT_BUCKET", "pixfleet-input"),
-            output_bucket=r.str("PIXFLEET_OUTPUT_BUCKET", "pixfleet-output"),
-            queue_url=r.required("PIXFLEET_QUEUE_URL"),
-            dlq_url=r.str("PIXFLEET_DLQ_URL", ""),
-        )
+    region: str = env(AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION"), "us-east-1")
+    input_bucket: str = env("PIXFLEET_INPUT_BUCKET", "pixfleet-input")
+    output_bucket: str = env("PIXFLEET_OUTPUT_BUCKET", "pixfleet-output")
+    queue_url: str = env("PIXFLEET_QUEUE_URL")
+    dlq_url: str = env("PIXFLEET_DLQ_URL", "")
+    endpoint_url: str | None = env("AWS_ENDPOINT_URL", None)
 
     def env(self) -> dict[str, str]:
         """The environment variables that reproduce these settings in a child process."""
@@ -139,9 +78,97 @@ class AwsSettings:
         return env
 
 
-def read_limits(r: EnvReader) -> Limits:
-    return Limits(
-        max_bytes=r.int("PIXFLEET_MAX_BYTES", Limits.max_bytes, min=1),
-        max_pixels=r.int("PIXFLEET_MAX_PIXELS", Limits.max_pixels, min=1),
-        max_frames=r.int("PIXFLEET_MAX_FRAMES", Limits.max_frames, min=1),
-    )
+class ServiceSettings(BaseSettings):
+    """Base of every process's settings: frozen, fields named by their variables, sections included."""
+
+    model_config = SettingsConfigDict(frozen=True, validate_by_name=True, extra="ignore")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)  # only what it is given: from_env() gives it the environment's values
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Self:
+        """Read the settings from ``env`` (default: ``os.environ``); :class:`SettingsError` lists every problem."""
+        values = Environment(cls, os.environ if env is None else env)()  # keyed by variable, sections included
+        try:
+            return cls(**values)
+        except ValidationError as exc:
+            raise SettingsError([_problem(error) for error in exc.errors()]) from None
+
+
+class Environment(PydanticBaseSettingsSource):
+    """A settings source over one mapping: the variables a settings class declares; blank ones count as unset.
+
+    A section (a field whose type is a pydantic dataclass, like :class:`AwsSettings`) gets the
+    same variables, for its own fields to pick by their names. Variables nobody declares are
+    never read, so an unrelated ``port`` or ``host`` in the environment cannot leak in.
+    """
+
+    def __init__(self, settings_cls: type[BaseSettings], env: Mapping[str, str]):
+        super().__init__(settings_cls)
+        declared = _variables(settings_cls)
+        self.values = {name: value.strip() for name, value in env.items() if name in declared and value.strip()}
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # unused: __call__ answers for every field at once
+
+    def __call__(self) -> dict[str, Any]:
+        sections = {name: self.values for name, field in _fields(self.settings_cls).items() if _is_section(field)}
+        return {**self.values, **sections}
+
+
+def _fields(cls: type) -> dict[str, FieldInfo]:
+    return getattr(cls, "__pydantic_fields__", {})
+
+
+def _is_section(field: FieldInfo) -> bool:
+    return is_pydantic_dataclass(field.annotation)  # type: ignore[arg-type]
+
+
+def _variables(cls: type) -> set[str]:
+    """Every variable name the fields of ``cls`` (and of its sections) are read from."""
+    names: set[str] = set()
+    for field in _fields(cls).values():
+        alias = field.validation_alias
+        if isinstance(alias, str):
+            names.add(alias)
+        elif isinstance(alias, AliasChoices):
+            names.update(choice for choice in alias.choices if isinstance(choice, str))
+        if _is_section(field):
+            names |= _variables(field.annotation)  # type: ignore[arg-type]
+    return names
+
+
+_WORDING = {
+    "int_parsing": "not a valid int",
+    "int_from_float": "not a valid int",
+    "float_parsing": "not a valid float",
+    "bool_parsing": "not a valid boolean",
+    "greater_than_equal": "must be >= {ge}",
+    "less_than_equal": "must be <= {le}",
+    "greater_than": "must be > {gt}",
+    "less_than": "must be < {lt}",
+    "literal_error": "must be {expected}",
+}
+
+
+def _problem(error: ErrorDetails) -> str:
+    """One line of a :class:`SettingsError`: the variable, its value, and what it must be."""
+    loc = error["loc"]
+    if error["type"] == "value_error":  # a rule of our own: its message names the variables
+        return str(error.get("ctx", {}).get("error", error["msg"]))
+    name = str(loc[-1]) if loc else "settings"
+    if error["type"] == "missing":
+        return f"{name} is required"
+    wording = _WORDING.get(error["type"])
+    bounds = {k: int(v) if isinstance(v, float) and v.is_integer() else v for k, v in error.get("ctx", {}).items()}
+    text = wording.format(**bounds) if wording else error["msg"][:1].lower() + error["msg"][1:]
+    return f"{name}={error['input']!r}: {text}"

@@ -35,6 +35,7 @@ from typing import Any, Protocol
 import aiohttp
 
 from pipeline.manifest import TERMINAL
+from pixfleet.orchestrator_client import OrchestratorClient
 
 FOLLOW_WINDOW = 40
 
@@ -92,13 +93,25 @@ async def audit_bucket(s3: Any, bucket: str, job_ids: list[str], *, whole_bucket
     async for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="results/"):
         for obj in page.get("Contents", []):
             objects[obj["Key"]] = obj["Size"]
-    for job_id in job_ids:
+    slots = asyncio.Semaphore(8)
+
+    async def read(job_id: str) -> None:
         key = f"results/{job_id}/manifest.json"
         if key not in objects:
-            continue
-        answer = await s3.get_object(Bucket=bucket, Key=key)
-        async with answer["Body"] as body:
-            audit.manifests[job_id] = json.loads(await body.read())
+            return
+        async with slots:
+            for attempt in range(5):  # a busy emulator may stall a read: the audit must not give up on it
+                try:
+                    answer = await s3.get_object(Bucket=bucket, Key=key)
+                    async with answer["Body"] as body:
+                        audit.manifests[job_id] = json.loads(await body.read())
+                    return
+                except Exception:
+                    if attempt == 4:
+                        raise
+                    await asyncio.sleep(1 + attempt)
+
+    await asyncio.gather(*(read(job_id) for job_id in job_ids))
     expected: set[str] = set()
     for job_id, manifest in audit.manifests.items():
         expected.add(f"results/{job_id}/manifest.json")
@@ -126,10 +139,10 @@ class EmbeddedTarget:
         self.api_url = stack.api_url
 
     async def status(self) -> dict[str, Any]:
-        return await self.stack.request("GET", "/v1/status")
+        return await self.stack.control.status()
 
     async def kill(self, task: dict[str, Any]) -> None:
-        await self.stack.request("POST", f"/v1/tasks/{task['taskId']}/kill")
+        await self.stack.control.kill_task(task["taskId"])
 
     async def pause(self) -> None:
         os.kill(self.stack.emulator.pid, signal.SIGSTOP)
@@ -176,12 +189,7 @@ class DockerTarget:
         return found[0]
 
     async def status(self) -> dict[str, Any]:
-        async with (
-            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http,
-            http.get(f"{self.orchestrator_url}/v1/status") as r,
-        ):
-            r.raise_for_status()
-            return await r.json()
+        return await OrchestratorClient(self.orchestrator_url, timeout=5).status()
 
     async def kill(self, task: dict[str, Any]) -> None:
         await asyncio.to_thread(lambda: self.docker.containers.get(task["containerId"]).kill())
@@ -199,7 +207,8 @@ class DockerTarget:
         ]
         script = (
             "import asyncio, json, sys; from aiobotocore.session import get_session; "
-            "from dataclasses import asdict; from pipeline.aws import client_config; from pixfleet.chaos import audit_bucket\n"
+            "from dataclasses import asdict; from pipeline.aws import client_config; "
+            "from pixfleet.chaos import audit_bucket\n"
             "async def main():\n"
             "    ids = json.loads(sys.stdin.read())\n"
             "    async with get_session().create_client('s3', config=client_config()) as s3:\n"
@@ -405,7 +414,9 @@ class ChaosRun:
                 self.sample_failures += 1
                 last = now
                 continue
-            worker = next((s for s in status.get("services", []) if s.get("serviceName") == "worker"), {})
+            worker: dict[str, Any] = next(
+                (s for s in status.get("services", []) if s.get("serviceName") == "worker"), {}
+            )
             if int(worker.get("healthyCount") or 0) == 0:
                 self.zero_healthy_s += now - last
             last = now
@@ -452,7 +463,7 @@ class ChaosRun:
             by_code[code] = by_code.get(code, 0) + 1
         histories = [len(m.get("attempts") or []) for m in final.values()]
         dead = (status.get("queue") or {}).get("dead_letters")
-        report = {
+        report: dict[str, Any] = {
             "target": self.target.name,
             "settings": {**asdict(self.config), "kill_every": list(self.config.kill_every)},
             "submitted": self.submitted,
@@ -570,20 +581,24 @@ def _range(text: str) -> tuple[float, float]:
 
 
 @click.command("chaos")
-@click.option("--jobs", default=1000, show_default=True, type=click.IntRange(1))
+@click.option("--jobs", default=1000, show_default=True, type=click.IntRange(1), help="Uploads to submit.")
 @click.option("--rate", default=25.0, show_default=True, help="Jobs submitted per second.")
-@click.option("--concurrency", default=8, show_default=True, type=click.IntRange(1))
+@click.option("--concurrency", default=8, show_default=True, type=click.IntRange(1), help="Uploads in flight at once.")
 @click.option(
     "--kill-every", default="3-5", show_default=True, help="Seconds between kills of a busy worker (MIN-MAX)."
 )
-@click.option("--min-kills", default=15, show_default=True, type=click.IntRange(0))
+@click.option(
+    "--min-kills", default=15, show_default=True, type=click.IntRange(0), help="Kill workers at least this often."
+)
 @click.option("--pause", default=10.0, show_default=True, help="Seconds the emulator is frozen, once (0: never).")
 @click.option(
     "--pause-after", default=0.3, show_default=True, help="Fraction of the submissions sent before the pause."
 )
-@click.option("--preset", default="thumbs", show_default=True)
-@click.option("--drain-timeout", default=300.0, show_default=True)
-@click.option("--seed", default=0, show_default=True)
+@click.option("--preset", default="thumbs", show_default=True, help="Preset of variants to render.")
+@click.option(
+    "--drain-timeout", default=300.0, show_default=True, help="Seconds to wait for the last jobs after submitting."
+)
+@click.option("--seed", default=0, show_default=True, help="Seed of the images and of the kills' timing.")
 @click.option("--workers", default=2, show_default=True, help="Embedded stack: worker service minimum.")
 @click.option("--max-workers", default=4, show_default=True, help="Embedded stack: worker service maximum.")
 @click.option(
@@ -633,9 +648,9 @@ def chaos(
     """Soak the stack under faults: kill busy workers, freeze the emulator, lose nothing.
 
     \b
-    pixfleet chaos                      # 1000 jobs, a kill every 3-5 s, a 10 s pause
+    pixfleet chaos            # 1000 jobs, a kill every 3-5 s, a 10 s pause
     pixfleet chaos --jobs 200 --min-kills 5 --pause 5
-    pixfleet chaos --docker             # the compose stack (docker kill / docker pause)
+    pixfleet chaos --docker   # the compose stack: docker kill, docker pause
 
     Exit status 0 when every goal holds, 1 otherwise.
     """

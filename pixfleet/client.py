@@ -1,29 +1,17 @@
-"""A small HTTP client of the upload API, used by ``pixfleet submit`` (and the demo and load tools)."""
+"""A small HTTP client of the upload API, used by ``pixfleet submit``, the demo and the load tool."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn, TransferSpeedColumn
 
 from pipeline.manifest import TERMINAL
-
-CONTENT_TYPES = {
-    ".jpg": "image/jpeg",
-    ".jpeg": "image/jpeg",
-    ".png": "image/png",
-    ".gif": "image/gif",
-    ".webp": "image/webp",
-    ".avif": "image/avif",
-    ".tif": "image/tiff",
-    ".tiff": "image/tiff",
-    ".bmp": "image/bmp",
-}
+from pipeline.transform.media import SUFFIX_MEDIA_TYPES as CONTENT_TYPES
 
 
 async def upload(
@@ -63,8 +51,25 @@ async def wait_for(
         await asyncio.sleep(interval)
 
 
-async def download_outputs(http: aiohttp.ClientSession, job: dict[str, Any], out: Path) -> list[str]:
-    folder = out / job["job_id"]
+def output_names(files: Sequence[Path]) -> list[str]:
+    """A folder name per input: its file name without the extension, suffixed ``-2``, ``-3``… where taken.
+
+    Names are compared case-insensitively, so they stay distinct on case-insensitive file systems.
+    """
+    taken: set[str] = set()
+    names = []
+    for path in files:
+        base = path.stem or path.name
+        name, n = base, 2
+        while name.casefold() in taken:
+            name, n = f"{base}-{n}", n + 1
+        taken.add(name.casefold())
+        names.append(name)
+    return names
+
+
+async def download_outputs(http: aiohttp.ClientSession, job: dict[str, Any], folder: Path) -> list[str]:
+    """Save a succeeded job's variants as ``folder/{variant}.{ext}``; the paths, in the job's order of outputs."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for output in job.get("outputs", []):
@@ -74,50 +79,3 @@ async def download_outputs(http: aiohttp.ClientSession, job: dict[str, Any], out
             path.write_bytes(await response.read())
         paths.append(str(path))
     return paths
-
-
-async def submit_files(
-    api: str,
-    files: list[Path],
-    *,
-    preset: str,
-    wait: bool,
-    out: Path | None,
-    concurrency: int = 4,
-    timeout: float = 300,
-    console: Console | None = None,
-) -> list[dict[str, Any]]:
-    """Upload ``files`` with a progress bar; with ``wait``, poll to the end and download to ``out``."""
-    limit = asyncio.Semaphore(concurrency)
-    total = sum(p.stat().st_size for p in files)
-    results: list[dict[str, Any]] = [{} for _ in files]
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeElapsedColumn(),
-    )
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=10)) as http:
-        with Progress(*columns, console=console, transient=False) as progress:
-            bar = progress.add_task("uploading", total=total)
-
-            async def one(i: int, path: Path) -> None:
-                async with limit:
-                    results[i] = await upload(http, api, path, preset, lambda n: progress.advance(bar, n))
-
-            await asyncio.gather(*(one(i, p) for i, p in enumerate(files)))
-            if not wait:
-                return results
-            accepted = [r for r in results if r.get("status_url")]
-            jobs_bar = progress.add_task("processing", total=len(accepted))
-
-            async def follow(result: dict[str, Any]) -> None:
-                job = await wait_for(http, result["status_url"], timeout)
-                result.update(status=job.get("status"), outputs=job.get("outputs", []), error=job.get("error"))
-                if out is not None and job.get("status") == "succeeded":
-                    result["files"] = await download_outputs(http, job, out)
-                progress.advance(jobs_bar)
-
-            await asyncio.gather(*(follow(r) for r in accepted))
-    return results

@@ -32,8 +32,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from pixfleet.client import download_outputs, upload, wait_for
-from pixfleet.endpoints import compose_api_url, read_stack
+from pipeline.transform.presets import DEFAULT_PRESET
+from pixfleet.client import download_outputs, output_names, upload, wait_for
+from pixfleet.endpoints import compose_api_url, is_stale, read_stack
 from pixfleet.samples import Sample, demo_samples
 
 console = Console(stderr=True)
@@ -73,6 +74,7 @@ class Outcome:
 
     def public(self, out: Path) -> dict[str, Any]:
         outputs = self.job.get("outputs", [])
+        files: list[str | None] = [*self.files] or [None] * len(outputs)
         return {
             "input": self.sample.name,
             "description": self.sample.description,
@@ -86,8 +88,7 @@ class Outcome:
             "error": self.error,
             # download_outputs() returns the files in the order of the job's outputs
             "outputs": [
-                {**o, "file": os.path.relpath(f, out) if f else None}
-                for o, f in zip(outputs, self.files or [None] * len(outputs), strict=True)
+                {**o, "file": os.path.relpath(f, out) if f else None} for o, f in zip(outputs, files, strict=True)
             ],
             "timings": timings(self.job),
         }
@@ -120,6 +121,7 @@ async def run_demo(
     """Upload every sample, follow the jobs to their end, download the outputs into ``out``."""
     inputs = out / "inputs"
     outcomes = [Outcome(s, s.write(inputs)) for s in samples]
+    folders = dict(zip((o.sample.name for o in outcomes), output_names([o.path for o in outcomes]), strict=True))
     headers = {"X-API-Key": api_key} if api_key else {}
     columns = (
         TextColumn("{task.description:<11}"),
@@ -146,7 +148,8 @@ async def run_demo(
                 if outcome.upload.get("status_url"):
                     outcome.job = await wait_for(http, outcome.upload["status_url"], timeout)
                     if outcome.job.get("status") == "succeeded":
-                        outcome.files = await download_outputs(http, outcome.job, out / "outputs")
+                        folder = out / "outputs" / folders[outcome.sample.name]
+                        outcome.files = await download_outputs(http, outcome.job, folder)
                 progress.update(processing, advance=1, note=f"{outcome.sample.name}: {outcome.status}")
 
             await asyncio.gather(*(one(o) for o in outcomes))
@@ -191,7 +194,8 @@ section.job h2 { font-size: 1.1rem; margin: 0 0 .5rem; display: flex; gap: .75re
 figure { margin: 0 0 .5rem; max-width: 260px; } figure img { max-width: 100%; max-height: 180px; display: block;
   background: repeating-conic-gradient(#ccc 0 25%, #fff 0 50%) 0 0 / 16px 16px; border: 1px solid var(--line); }
 figcaption { font-size: .85rem; } .variants figure { max-width: 200px; }
-.error { background: #ffebe9; color: #82071e; border-radius: .4rem; padding: .5rem .75rem; font-family: ui-monospace, monospace; }
+.error { background: #ffebe9; color: #82071e; border-radius: .4rem; padding: .5rem .75rem;
+  font-family: ui-monospace, monospace; }
 dl { display: grid; grid-template-columns: max-content auto; gap: .1rem .8rem; margin: 0; font-size: .85rem; }
 dt { color: var(--muted); } dd { margin: 0; overflow-wrap: anywhere; }
 """
@@ -214,20 +218,25 @@ def render_report(doc: dict[str, Any]) -> str:
         error = item["error"]
         outcome = f'<span class="badge {e(status)}">{e(status)}</span>'
         note = "" if item["as_expected"] else " <strong>(not as expected: wanted " + e(item["expected"]) + ")</strong>"
+        name = e(item["input"])
+        summary = f"{len(item['outputs'])} variants" if status == "succeeded" else e((error or {}).get("code", ""))
         rows.append(
-            f'<tr data-input="{e(item["input"])}" data-status="{e(status)}"><td><a href="#{anchor}">{e(item["input"])}</a></td>'
+            f'<tr data-input="{name}" data-status="{e(status)}"><td><a href="#{anchor}">{name}</a></td>'
             f"<td>{e(item['description'])}</td><td>{_kib(item['bytes'])}</td><td>{outcome}{note}</td>"
-            f"<td>{str(len(item['outputs'])) + ' variants' if status == 'succeeded' else e((error or {}).get('code', ''))}</td><td>{_s(item['timings']['total_s'])}</td></tr>"
+            f"<td>{summary}</td><td>{_s(item['timings']['total_s'])}</td></tr>"
         )
         figures = [
-            f'<figure><a href="{e(o["file"])}"><img src="{e(o["file"])}" alt="{e(o["variant"])} of {e(item["input"])}" loading="lazy"></a>'
-            f"<figcaption><strong>{e(o['variant'])}</strong> · {e(o['format'])} {o['width']}×{o['height']} · {_kib(o['bytes'])}</figcaption></figure>"
+            f'<figure><a href="{e(o["file"])}">'
+            f'<img src="{e(o["file"])}" alt="{e(o["variant"])} of {name}" loading="lazy"></a>'
+            f"<figcaption><strong>{e(o['variant'])}</strong> · {e(o['format'])} {o['width']}×{o['height']} · "
+            f"{_kib(o['bytes'])}</figcaption></figure>"
             for o in item["outputs"]
             if o.get("file")
         ]
         timing = item["timings"]
         details = (
-            f"<dl><dt>size</dt><dd>{_kib(item['bytes'])}, {item['width']}×{item['height']}</dd><dt>job</dt><dd>{e(item['job_id'] or '–')}</dd>"
+            f"<dl><dt>size</dt><dd>{_kib(item['bytes'])}, {item['width']}×{item['height']}</dd>"
+            f"<dt>job</dt><dd>{e(item['job_id'] or '–')}</dd>"
             f"<dt>queued</dt><dd>{_s(timing['queued_s'])}</dd><dt>processing</dt><dd>{_s(timing['processing_s'])}</dd>"
             f"<dt>accepted → done</dt><dd>{_s(timing['total_s'])}</dd></dl>"
         )
@@ -237,10 +246,12 @@ def render_report(doc: dict[str, Any]) -> str:
             else ""
         )
         sections.append(
-            f'<section class="job" id="{anchor}" data-input="{e(item["input"])}" data-status="{e(status)}">'
-            f'<h2>{e(item["input"])} {outcome}</h2><p class="muted">{e(item["description"])}</p>{error_html}'
-            f'<div class="row"><div class="input"><figure><a href="inputs/{e(item["input"])}"><img src="inputs/{e(item["input"])}" alt="input {e(item["input"])}" loading="lazy"></a>'
-            f'<figcaption><strong>input</strong></figcaption></figure>{details}</div><div class="variants">{"".join(figures)}</div></div></section>'
+            f'<section class="job" id="{anchor}" data-input="{name}" data-status="{e(status)}">'
+            f'<h2>{name} {outcome}</h2><p class="muted">{e(item["description"])}</p>{error_html}'
+            f'<div class="row"><div class="input"><figure><a href="inputs/{name}">'
+            f'<img src="inputs/{name}" alt="input {name}" loading="lazy"></a>'
+            f"<figcaption><strong>input</strong></figcaption></figure>{details}</div>"
+            f'<div class="variants">{"".join(figures)}</div></div></section>'
         )
     succeeded = sum(1 for i in doc["inputs"] if i["status"] == "succeeded")
     verdict = "every input ended as expected" if doc["all_as_expected"] else "some inputs did not end as expected"
@@ -249,9 +260,11 @@ def render_report(doc: dict[str, Any]) -> str:
 <title>pixfleet demo report</title><style>{_CSS}</style></head>
 <body><main>
 <h1>pixfleet demo</h1>
-<p class="muted">{len(doc["inputs"])} inputs, {succeeded} succeeded · preset <code>{e(doc["preset"])}</code> · {e(doc["stack"])} stack at {e(doc["api"])} ·
+<p class="muted">{len(doc["inputs"])} inputs, {succeeded} succeeded · preset <code>{e(doc["preset"])}</code> · \
+{e(doc["stack"])} stack at {e(doc["api"])} ·
 started {e(doc["started_at"])}, {doc["wall_s"]} s · {verdict}</p>
-<table class="summary"><thead><tr><th>input</th><th>what it is</th><th>size</th><th>outcome</th><th>variants / error</th><th>accepted → done</th></tr></thead>
+<table class="summary"><thead><tr><th>input</th><th>what it is</th><th>size</th><th>outcome</th>\
+<th>variants / error</th><th>accepted → done</th></tr></thead>
 <tbody>{"".join(rows)}</tbody></table>
 {"".join(sections)}
 </main></body></html>
@@ -259,9 +272,12 @@ started {e(doc["started_at"])}, {doc["wall_s"]} s · {verdict}</p>
 
 
 def print_outcomes(outcomes: list[Outcome]) -> None:
-    table = Table(title="demo", title_justify="left")
-    for column in ("input", "outcome", "variants / error", "accepted → done"):
-        table.add_column(column)
+    """The outcome of every input; long cells wrap (names in full), none is cut short."""
+    table = Table(title="demo", title_justify="left", box=None, padding=(0, 1), pad_edge=False, header_style="bold")
+    table.add_column("input", overflow="fold", min_width=12)
+    table.add_column("outcome", no_wrap=True)
+    table.add_column("variants / error", overflow="fold", ratio=1)
+    table.add_column("done in", no_wrap=True, justify="right")
     for o in outcomes:
         style = "green" if o.as_expected else "red"
         detail = (
@@ -311,7 +327,7 @@ async def _wait_for_signal() -> None:
 )
 @click.option("--api", help="Run against the API at this URL instead of starting a stack.")
 @click.option("--api-key", envvar="PIXFLEET_API_KEY", help="X-API-Key to send (when the API has PIXFLEET_API_KEYS).")
-@click.option("--preset", default="web", show_default=True)
+@click.option("--preset", default=DEFAULT_PRESET, show_default=True, help="Preset of variants to render.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the generated images.")
 @click.option("--port", default=0, show_default=True, help="API port of the embedded stack (0 picks a free one).")
 @click.option(
@@ -320,6 +336,7 @@ async def _wait_for_signal() -> None:
     envvar="PIXFLEET_STATE_DIR",
     default=".pixfleet",
     show_default=True,
+    help="State directory of the embedded stack (stack.json, logs).",
 )
 @click.option("--timeout", default=180.0, show_default=True, help="Seconds to wait for the jobs.")
 def demo(
@@ -337,6 +354,8 @@ def demo(
     """Start the stack, upload a varied set of images (one of them poison), and write a report of the results."""
     if docker and api:
         raise click.UsageError("--docker and --api are alternatives")
+    if keep and (docker or api):
+        raise click.UsageError("--keep keeps the embedded stack running; with --docker or --api there is none")
     if docker:
         api = compose_api_url()
     samples = demo_samples(seed)
@@ -351,7 +370,7 @@ def demo(
         return
 
     running = read_stack(state_dir)
-    if running and asyncio.run(_healthy(running["api_url"])):
+    if running and not is_stale(running) and asyncio.run(_healthy(running["api_url"])):
         raise BadInput(
             f"a stack is already running at {running['api_url']} ({state_dir / 'stack.json'}): "
             f"run `pixfleet demo --api {running['api_url']}` against it, or stop it first"
@@ -369,8 +388,10 @@ def demo(
             outcomes = await run_demo(stack.api_url, samples, out, preset=preset, timeout=timeout, api_key=api_key)
             _finish(out, outcomes, api=stack.api_url, preset=preset, started=started, stack="embedded")
             if keep:
+                console.print(f"upload page: {stack.api_url}/")
                 console.print(
-                    "[bold]the stack keeps running[/] (try `pixfleet status`, `pixfleet load`); Ctrl-C stops it"
+                    "[bold]the stack keeps running[/] (try `pixfleet status`, `pixfleet load`); "
+                    "Ctrl-C or `pixfleet down` stops it"
                 )
                 await _wait_for_signal()
             return outcomes
@@ -379,6 +400,10 @@ def demo(
                 await stack.stop(timeout=30)
 
     outcomes = asyncio.run(embedded())
+    if not keep:
+        console.print(
+            "the stack is stopped; for the upload page keep one running: `pixfleet demo --keep`, or `pixfleet up`"
+        )
     if not all(o.as_expected for o in outcomes):
         raise SystemExit(1)
 
@@ -387,6 +412,7 @@ def _finish(out: Path, outcomes: list[Outcome], *, api: str, preset: str, starte
     json_path, report = write_results(out, outcomes, api=api, preset=preset, started=started, stack=stack)
     print_outcomes(outcomes)
     console.print(f"report: [bold]{report.resolve().as_uri()}[/]  (data: {json_path})")
-    console.print(f"upload page: {api}/")
+    if stack != "embedded":
+        console.print(f"upload page: {api}/")
     if stack != "embedded" and not all(o.as_expected for o in outcomes):
         raise SystemExit(1)

@@ -35,6 +35,7 @@ from pipeline.aws import client_config, credential_kwargs
 from pipeline.errors import PermanentError
 from pipeline.manifest import ManifestStore
 from pipeline.messages import parse_message
+from pixfleet.endpoints import read_stack, require_stack
 
 console = Console()
 err = Console(stderr=True)
@@ -54,14 +55,7 @@ def discover(
     state_dir: Path, endpoint_url: str | None, dlq_url: str | None, queue_url: str | None, region: str | None
 ) -> DlqTarget:
     """The DLQ to work on: the options, else the running stack's ``stack.json``."""
-    stack: dict[str, Any] = {}
-    path = state_dir / "stack.json"
-    if path.exists():
-        stack = json.loads(path.read_text())
-    elif not dlq_url:
-        raise click.ClickException(
-            f"no running stack: {path} not found (start one with `pixfleet up`, or pass --dlq-url)"
-        )
+    stack: dict[str, Any] = (read_stack(state_dir) or {}) if dlq_url else require_stack(state_dir, instead="--dlq-url")
     creds = stack.get("bootstrap_credentials") if not dlq_url else None
     return DlqTarget(
         endpoint_url=endpoint_url or stack.get("aws_endpoint_url"),
@@ -225,13 +219,16 @@ dlq_options = [
         default=Path(".pixfleet"),
         envvar="PIXFLEET_STATE_DIR",
         show_default=True,
+        help="State directory of the running stack (its stack.json).",
     ),
     click.option(
-        "--endpoint-url", envvar="AWS_ENDPOINT_URL", help="Emulator URL (default: the running stack's; none for AWS)."
+        "--endpoint-url",
+        envvar="AWS_ENDPOINT_URL",
+        help="Emulator URL ($AWS_ENDPOINT_URL, else the running stack's; none for AWS).",
     ),
     click.option("--dlq-url", help="The dead-letter queue (default: the running stack's)."),
     click.option("--queue-url", help="Where redrive sends messages (default: the running stack's job queue)."),
-    click.option("--region", envvar="AWS_REGION"),
+    click.option("--region", envvar="AWS_REGION", help="Region ($AWS_REGION, else the running stack's)."),
 ]
 
 
@@ -249,7 +246,7 @@ def dlq() -> None:
 @dlq.command("list")
 @_with_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-@click.option("--limit", default=1000, show_default=True)
+@click.option("--limit", default=1000, show_default=True, help="Read at most this many messages.")
 def list_command(
     state_dir: Path,
     endpoint_url: str | None,

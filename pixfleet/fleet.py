@@ -1,164 +1,97 @@
-"""``pixfleet status | events | service | run-task | taskdef | task`` — the orchestrator's command line."""
+"""``pixfleet status | events | service | run-task | taskdef | task`` — the orchestrator's command line.
+
+Each command is a few calls of :class:`~pixfleet.orchestrator_client.OrchestratorClient` and a
+rendering from :mod:`pixfleet.fleet_view`; neither knows about the other.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-import os
-import time
+from collections.abc import Coroutine
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-import aiohttp
 import click
 from rich.console import Console
-from rich.table import Table
+
+from pixfleet.endpoints import require_stack
+from pixfleet.fleet_view import EventLine, FleetStatus, render_events, render_status
+from pixfleet.orchestrator_client import OrchestratorClient, OrchestratorError, OrchestratorUnreachable
 
 console = Console()
 err = Console(stderr=True)
+T = TypeVar("T")
 
 
-class Orchestrator:
-    """A thin client of the orchestrator's HTTP API (found through ``.pixfleet/stack.json``)."""
+def _client(url: str | None) -> OrchestratorClient:
+    """The orchestrator at ``--orchestrator URL``, else the running stack's (from stack.json)."""
+    if url:
+        return OrchestratorClient.from_stack({}, url)
+    return OrchestratorClient.from_stack(require_stack(instead="--orchestrator URL"))
 
-    def __init__(self, url: str, token: str | None):
-        self.url = url.rstrip("/")
-        self.token = token
 
-    @classmethod
-    def discover(cls, url: str | None = None) -> Orchestrator:
-        if url:
-            return cls(url, os.environ.get("PIXFLEET_ORCHESTRATOR_TOKEN"))
-        path = Path(os.environ.get("PIXFLEET_STATE_DIR", ".pixfleet")) / "stack.json"
-        try:
-            stack = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise click.ClickException(
-                f"no running stack: {path} not found (start one with `pixfleet up`, or pass --orchestrator)"
-            ) from None
-        return cls(stack["orchestrator_url"], stack.get("orchestrator_token"))
-
-    def call(self, method: str, path: str, body: Any = None) -> Any:
-        async def go() -> Any:
-            headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
-                async with http.request(method, f"{self.url}{path}", json=body, headers=headers) as r:
-                    data = await r.json(content_type=None)
-                    if r.status >= 400:
-                        message = (data or {}).get("error", {}).get("message", r.reason)
-                        raise click.ClickException(f"{method} {path}: {r.status} {message}")
-                    return data
-
-        try:
-            return asyncio.run(go())
-        except aiohttp.ClientError as exc:
-            raise click.ClickException(f"cannot reach the orchestrator at {self.url}: {exc}") from None
+def _run(call: Coroutine[Any, Any, T]) -> T:
+    """Run one client call; a refusal or no answer becomes a one-line error, not a traceback."""
+    try:
+        return asyncio.run(call)
+    except OrchestratorUnreachable as exc:
+        raise click.ClickException(f"{exc} (is the stack running? `pixfleet status` reads stack.json)") from None
+    except OrchestratorError as exc:
+        raise click.ClickException(f"{exc.message} ({exc.status} {exc.code})") from None
 
 
 orchestrator_option = click.option(
-    "--orchestrator", "orchestrator_url", help="Orchestrator URL (default: the running stack's)."
+    "--orchestrator", "orchestrator_url", help="Orchestrator URL (default: the running stack's, from stack.json)."
 )
 
 
-def _age(ts: float | None) -> str:
-    if not ts:
-        return "-"
-    seconds = time.time() - ts
-    return f"{seconds:.0f}s" if seconds < 120 else f"{seconds / 60:.0f}m"
-
-
 @click.command()
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
+@click.option("--json", "as_json", is_flag=True, help="Print the orchestrator's status as one JSON object.")
+@click.option(
+    "--wide",
+    is_flag=True,
+    help="Every column in full (task ids, counts, process ids), however wide: for wide terminals or `less -S`.",
+)
 @orchestrator_option
-def status(as_json: bool, orchestrator_url: str | None) -> None:
-    """Services, tasks and queue depth."""
-    data = Orchestrator.discover(orchestrator_url).call("GET", "/v1/status")
+def status(as_json: bool, wide: bool, orchestrator_url: str | None) -> None:
+    """Queue depth, services (tasks, scaling, deployment) and their tasks."""
+    data = _run(_client(orchestrator_url).status())
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
-    queue = data.get("queue")
-    if queue:
-        console.print(
-            f"[bold]queue[/]: {queue['visible']} visible, {queue['in_flight']} in flight, {queue['delayed']} delayed, {queue.get('dead_letters')} in the DLQ"
-        )
-    else:
-        console.print("[bold]queue[/]: [red]metrics unavailable[/]")
-    services = Table(title="services", title_justify="left")
-    for col in (
-        "service",
-        "task definition",
-        "desired",
-        "running",
-        "healthy",
-        "pending",
-        "stopping",
-        "scaling",
-        "deployments",
-    ):
-        services.add_column(col)
-    for s in data["services"]:
-        scaling = s["autoScaling"]
-        services.add_row(
-            s["serviceName"],
-            s["taskDefinition"],
-            str(s["desiredCount"]),
-            str(s["runningCount"]),
-            str(s["healthyCount"]),
-            str(s["pendingCount"]),
-            str(s["stoppingCount"]),
-            f"{scaling['min']}..{scaling['max']}" if scaling else "-",
-            ", ".join(
-                f"{d['taskDefinition']} {d['status'].lower()} {d['rolloutState'].lower()}" for d in s["deployments"]
-            ),
-        )
-    console.print(services)
-    tasks = Table(title="tasks", title_justify="left")
-    for col in ("task", "group", "task definition", "status", "health", "in flight", "up", "pid / container"):
-        tasks.add_column(col)
-    for t in data["tasks"]:
-        tasks.add_row(
-            t["taskId"][:8],
-            t["group"],
-            t["taskDefinition"],
-            t["lastStatus"],
-            t["healthStatus"],
-            "-" if t["inFlight"] is None else str(t["inFlight"]),
-            _age(t["startedAt"]),
-            str(t["containerId"] or t["pid"] or "-"),
-        )
-    console.print(tasks)
+    parts = render_status(FleetStatus.from_v1(data), wide=wide)
+    # --wide: every cell in full, as wide as that takes (the terminal or `less -S` wraps or scrolls it)
+    unbounded = console.options.update_width(10_000)
+    out = (
+        console
+        if not wide
+        else Console(width=max(console.width, *(console.measure(p, options=unbounded).maximum for p in parts)))
+    )
+    for part in parts:
+        out.print(part)
 
 
 @click.command()
-@click.option("--follow", "-f", is_flag=True, help="Keep printing new events.")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new events as they happen (Ctrl-C stops).")
 @click.option("--service", help="Only this service's events.")
-@click.option("--limit", default=30, show_default=True)
+@click.option("--limit", default=30, show_default=True, help="How many of the latest events to show.")
 @orchestrator_option
 def events(follow: bool, service: str | None, limit: int, orchestrator_url: str | None) -> None:
-    """ECS-style service events, newest first (or oldest first while following)."""
-    orch = Orchestrator.discover(orchestrator_url)
-    query = f"?limit={limit}" + (f"&service={service}" if service else "")
-
-    def show(e: dict[str, Any]) -> None:
-        stamp = time.strftime("%H:%M:%S", time.localtime(e["createdAt"]))
-        console.print(f"[dim]{stamp}[/] {e['message']}", highlight=False)
-
+    """ECS-style service events, newest first (oldest first while following)."""
+    client = _client(orchestrator_url)
     if not follow:
-        for e in orch.call("GET", f"/v1/events{query}")["events"]:
-            show(e)
+        console.print(render_events([EventLine.from_v1(e) for e in _run(client.events(service, limit))]))
         return
 
     async def stream() -> None:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None)) as http:
-            async with http.get(f"{orch.url}/v1/events{query}&follow=1") as r:
-                async for line in r.content:
-                    if line.startswith(b"data: "):
-                        show(json.loads(line[6:]))
+        async for event in client.follow_events(service, limit):
+            console.print(render_events([EventLine.from_v1(event)]))
 
-    try:
-        asyncio.run(stream())
-    except KeyboardInterrupt:
-        pass
+    with contextlib.suppress(KeyboardInterrupt):
+        _run(stream())
 
 
 @click.group()
@@ -166,23 +99,102 @@ def service() -> None:
     """Change a service: scaling limits, desired count, task definition (deploy / roll back)."""
 
 
+@dataclass(frozen=True)
+class ScaleChange:
+    """What ``service scale`` asks of the orchestrator, and how to say it."""
+
+    desired_count: int | None = None
+    minimum: int | None = None
+    maximum: int | None = None
+
+
+def plan_scale(
+    name: str,
+    scaling: tuple[int, int] | None,
+    *,
+    minimum: int | None = None,
+    maximum: int | None = None,
+    desired: int | None = None,
+    pin: bool = False,
+) -> ScaleChange:
+    """The change to make, or a UsageError saying why not (``scaling``: the service's current min..max).
+
+    A desired count set by hand on an autoscaled service would be undone by its scaler within
+    seconds, so it is refused, unless ``pin`` fixes the range at it (min = max = desired).
+    """
+    if pin and (desired is None or minimum is not None or maximum is not None):
+        raise click.UsageError("--pin goes with --desired N alone (it sets min = max = N)")
+    if minimum is None and maximum is None and desired is None:
+        raise click.UsageError("give --min and/or --max (autoscaling range), or --desired N")
+    if (desired is not None and desired < 0) or any(v is not None and v < 0 for v in (minimum, maximum)):
+        raise click.UsageError("counts must be 0 or more")
+    if scaling is None:
+        if minimum is not None or maximum is not None:
+            raise click.UsageError(f"{name} is not autoscaled: --min/--max do not apply; --desired N sets its count")
+        return ScaleChange(desired_count=desired)
+    if desired is not None and not pin:
+        low, high = scaling
+        raise click.UsageError(
+            f"{name} is autoscaled ({low}..{high}): its scaler sets the desired count and would undo "
+            f"--desired {desired} within seconds. Change the range with --min/--max, or fix the count "
+            f"with --desired {desired} --pin (min = max = {desired})."
+        )
+    if pin:
+        return ScaleChange(minimum=desired, maximum=desired)
+    low, high = minimum if minimum is not None else scaling[0], maximum if maximum is not None else scaling[1]
+    if low > high:
+        raise click.UsageError(f"--min {low} is above --max {high}")
+    return ScaleChange(minimum=minimum, maximum=maximum)
+
+
 @service.command("scale")
 @click.argument("name")
-@click.option("--min", "minimum", type=int, help="Autoscaling minimum.")
-@click.option("--max", "maximum", type=int, help="Autoscaling maximum.")
-@click.option("--desired", type=int, help="Desired count (clamped to min..max when autoscaled).")
+@click.option("--min", "minimum", type=int, help="Autoscaling minimum (the scaler never goes below).")
+@click.option("--max", "maximum", type=int, help="Autoscaling maximum (the scaler never goes above).")
+@click.option(
+    "--desired",
+    type=int,
+    help="Desired count of a service that is not autoscaled (an autoscaled one needs --pin).",
+)
+@click.option("--pin", is_flag=True, help="With --desired N on an autoscaled service: set min = max = N.")
 @orchestrator_option
 def service_scale(
-    name: str, minimum: int | None, maximum: int | None, desired: int | None, orchestrator_url: str | None
+    name: str,
+    minimum: int | None,
+    maximum: int | None,
+    desired: int | None,
+    pin: bool,
+    orchestrator_url: str | None,
 ) -> None:
-    """Change a service's scaling at run time."""
-    if minimum is None and maximum is None and desired is None:
-        raise click.UsageError("give --min, --max and/or --desired")
-    body = {k: v for k, v in (("min", minimum), ("max", maximum), ("desiredCount", desired)) if v is not None}
-    s = Orchestrator.discover(orchestrator_url).call("PATCH", f"/v1/services/{name}", body)
-    scaling = s["autoScaling"]
-    console.print(
-        f"{name}: desired {s['desiredCount']}" + (f", scaling {scaling['min']}..{scaling['max']}" if scaling else "")
+    """Change a service's task count at run time: the autoscaling range, or a fixed count."""
+    client = _client(orchestrator_url)
+    before = _run(client.service(name))
+    was: tuple[int, int] | None = None
+    if before.get("autoScaling"):
+        was = (before["autoScaling"]["min"], before["autoScaling"]["max"])
+    change = plan_scale(name, was, minimum=minimum, maximum=maximum, desired=desired, pin=pin)
+    after = _run(
+        client.update_service(name, desired_count=change.desired_count, minimum=change.minimum, maximum=change.maximum)
+    )
+    console.print(scale_report(name, was, before["desiredCount"], after, pinned=pin))
+
+
+def scale_report(
+    name: str, was: tuple[int, int] | None, desired_before: int, after: dict[str, Any], *, pinned: bool = False
+) -> str:
+    """What changed, and (after a pin) how to undo it."""
+    scaling = after.get("autoScaling")
+    if not scaling or was is None:
+        return f"{name}: desired count {after['desiredCount']} (was {desired_before})"
+    now = f"{scaling['min']}..{scaling['max']}"
+    if pinned:
+        return (
+            f"{name}: pinned at {scaling['min']} tasks (autoscaling {now}, was {was[0]}..{was[1]}).\n"
+            f"Let the scaler work again: pixfleet service scale {name} --min {was[0]} --max {was[1]}"
+        )
+    return (
+        f"{name}: autoscaling {now} (was {was[0]}..{was[1]}); desired now {after['desiredCount']}, "
+        "and the scaler moves it within the range."
     )
 
 
@@ -192,31 +204,31 @@ def service_scale(
 @orchestrator_option
 def service_update(name: str, taskdef: str, orchestrator_url: str | None) -> None:
     """Deploy another task definition revision, rolling (and rolled back if its tasks fail)."""
-    s = Orchestrator.discover(orchestrator_url).call("PATCH", f"/v1/services/{name}", {"taskDefinition": taskdef})
-    console.print(f"{name}: deploying {s['taskDefinition']} — follow with `pixfleet events -f --service {name}`")
+    s = _run(_client(orchestrator_url).update_service(name, task_definition=taskdef))
+    console.print(f"{name}: deploying {s['taskDefinition']}; follow it with `pixfleet events -f --service {name}`")
 
 
 @click.command("run-task")
 @click.argument("family")
-@click.option("--count", default=1, show_default=True)
+@click.option("--count", default=1, show_default=True, help="How many tasks to start (1..50).")
 @click.option(
-    "--idle-exit", default=5.0, show_default=True, help="Worker tasks exit after the queue stayed empty this long."
+    "--idle-exit",
+    default=5.0,
+    show_default=True,
+    help="Seconds a worker task waits on an empty queue before it exits (sets PIXFLEET_WORKER_IDLE_EXIT_AFTER).",
 )
-@click.option("--env", "env", multiple=True, help="NAME=VALUE overrides.")
+@click.option("--env", "env", multiple=True, help="NAME=VALUE added to the task's environment (repeatable).")
 @orchestrator_option
 def run_task(family: str, count: int, idle_exit: float, env: tuple[str, ...], orchestrator_url: str | None) -> None:
-    """Start one-off tasks (batch mode: a worker drains the queue, then exits)."""
+    """Start one-off tasks of FAMILY[:REV] (batch mode: a worker drains the queue, then exits)."""
     overrides = {"PIXFLEET_WORKER_IDLE_EXIT_AFTER": str(idle_exit)}
     for item in env:
         key, sep, value = item.partition("=")
         if not sep:
             raise click.UsageError(f"--env needs NAME=VALUE, got {item!r}")
         overrides[key] = value
-    data = Orchestrator.discover(orchestrator_url).call(
-        "POST", "/v1/tasks", {"taskDefinition": family, "count": count, "environment": overrides}
-    )
-    for t in data["tasks"]:
-        console.print(f"started {t['taskId']} ({t['taskDefinition']}) {t['lastStatus']}")
+    for t in _run(_client(orchestrator_url).run_task(family, count, overrides)):
+        console.print(f"started {t['taskId'][:8]} ({t['taskDefinition']}), {t['lastStatus'].lower()}")
 
 
 @click.group()
@@ -233,14 +245,14 @@ def taskdef_register(file: Path, orchestrator_url: str | None) -> None:
         doc = json.loads(file.read_text())
     except ValueError as exc:
         raise click.ClickException(f"{file}: not valid JSON: {exc}") from None
-    data = Orchestrator.discover(orchestrator_url).call("POST", "/v1/task-definitions", doc)
-    console.print(data["taskDefinition"])
+    console.print(_run(_client(orchestrator_url).register_task_definition(doc)))
 
 
 @taskdef.command("list")
 @orchestrator_option
 def taskdef_list(orchestrator_url: str | None) -> None:
-    for key in Orchestrator.discover(orchestrator_url).call("GET", "/v1/task-definitions")["taskDefinitions"]:
+    """Every registered revision (FAMILY:REV)."""
+    for key in _run(_client(orchestrator_url).task_definitions()):
         console.print(key)
 
 
@@ -253,13 +265,16 @@ def task() -> None:
 @click.argument("task_id")
 @orchestrator_option
 def task_kill(task_id: str, orchestrator_url: str | None) -> None:
-    """SIGKILL a task (a failure drill): the service replaces it."""
-    orch = Orchestrator.discover(orchestrator_url)
-    matches = [t["taskId"] for t in orch.call("GET", "/v1/tasks")["tasks"] if t["taskId"].startswith(task_id)]
-    if len(matches) != 1:
-        raise click.ClickException(f"{task_id!r} matches {len(matches)} tasks")
-    orch.call("POST", f"/v1/tasks/{matches[0]}/kill")
-    console.print(f"killed {matches[0]}")
+    """SIGKILL the task whose id starts with TASK_ID (a failure drill): its service replaces it."""
+    client = _client(orchestrator_url)
+    live = [t["taskId"] for t in _run(client.tasks(status=None)) if t["lastStatus"] != "STOPPED"]
+    matches = [t for t in live if t.startswith(task_id)]
+    if not matches:
+        raise click.ClickException(f"no running task's id starts with {task_id!r} (see `pixfleet status`)")
+    if len(matches) > 1:
+        raise click.ClickException(f"{task_id!r} matches {len(matches)} tasks: {', '.join(m[:12] for m in matches)}")
+    _run(client.kill_task(matches[0]))
+    console.print(f"killed {matches[0][:8]}; its service starts a replacement (`pixfleet events` says so)")
 
 
 COMMANDS = [status, events, service, run_task, taskdef, task]

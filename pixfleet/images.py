@@ -31,8 +31,8 @@ def images() -> None:
 @click.option(
     "--ca-bundle",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Extra CA certificates pip trusts in the build stages (a TLS-intercepting proxy's)."
-    " Default: the host's bundle.",
+    help="Extra CA certificates pip trusts in the build stages (a TLS-intercepting proxy's). "
+    "Default: the host's bundle.",
 )
 @click.option(
     "--host-ca/--no-host-ca",

@@ -20,8 +20,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFilter
 
-CONTENT_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
-EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}
+from pipeline.transform.media import EXTENSIONS, MEDIA_TYPES
+
 
 # How a stored image must be transposed so that a viewer honouring the EXIF tag shows it upright.
 _STORE_TRANSPOSE = {
@@ -224,8 +224,8 @@ def load_pool(seed: int = 0, count: int = 12) -> list[Sample]:
         w, h = rng.choice(LOAD_SIZES[:4] if fmt == "PNG" else LOAD_SIZES)
         orientation = rng.choice((None, None, None, 6, 8)) if fmt == "JPEG" else None
         data = photo(w, h, fmt, seed=seed * 1000 + i, orientation=orientation)
-        name = f"load-{i:03d}-{w}x{h}.{EXTENSIONS[fmt]}"
-        pool.append(Sample(name, data, CONTENT_TYPES[fmt], f"photo-like {fmt} {w}×{h}", w, h))
+        name = f"load-{i:03d}-{w}x{h}.{EXTENSIONS[fmt.lower()]}"
+        pool.append(Sample(name, data, MEDIA_TYPES[fmt.lower()], f"photo-like {fmt} {w}×{h}", w, h))
     return pool
 
 

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 from aiohttp import web
 
 from infra.credentials import assume_role
@@ -32,9 +31,12 @@ from infra.provision import StackOutputs
 from infra.stack import StackSpec
 from infra import SERVICES_FILE, TASKDEFS_DIR
 from pipeline.settings import AwsSettings
+from pixfleet.endpoints import stack_path
+from pixfleet.orchestrator_client import OrchestratorClient
+from pixfleet.processes import ProcessRecord
 from services.orchestrator.credentials import CredentialVault, credentials_routes
 from services.orchestrator.process_runtime import ProcessRuntime
-from services.orchestrator.runtime import LaunchSpec
+from services.orchestrator.runtime import LaunchSpec, TaskHandle
 
 log = logging.getLogger("pixfleet.embedded")
 
@@ -78,12 +80,13 @@ class EmbeddedStack:
         self.api_url = ""
         self.orchestrator_url = ""
         self.admin_token = secrets.token_urlsafe(24)
-        self.orchestrator: dict[str, Any] | None = None
+        self.orchestrator: TaskHandle | None = None
         self._orchestrator_port = 0
         self._vault: CredentialVault | None = None
         self._credentials_url = ""
         self._runner: web.AppRunner | None = None
         self.runtime = ProcessRuntime(config.state_dir / "logs")
+        self.owner = ProcessRecord.current()
 
     # --- start / stop ----------------------------------------------------------------------
 
@@ -109,7 +112,7 @@ class EmbeddedStack:
         if self.emulator:
             await asyncio.to_thread(self.emulator.stop)
         with suppress(FileNotFoundError):
-            (self.state_dir / "stack.json").unlink()
+            stack_path(self.state_dir).unlink()
 
     async def __aenter__(self) -> EmbeddedStack:
         try:
@@ -141,17 +144,13 @@ class EmbeddedStack:
         worker = json.loads((SHIPPED_TASKDEFS / "worker.json").read_text())
         _set_env(
             worker["containerDefinitions"][0],
-            {
-                "PIXFLEET_VISIBILITY_TIMEOUT": str(cfg.spec.visibility_timeout),
-                "PIXFLEET_MAX_RECEIVE_COUNT": str(cfg.spec.max_receive_count),
-                **cfg.worker_env,
-            },
+            cfg.worker_env,  # the queue's visibility and maxReceiveCount: the worker reads them from the queue
         )
         (folder / "worker.json").write_text(json.dumps(worker, indent=2))
         deadletter = json.loads((SHIPPED_TASKDEFS / "deadletter.json").read_text())
         _set_env(
             deadletter["containerDefinitions"][0],
-            {"PIXFLEET_MAX_RECEIVE_COUNT": str(cfg.spec.max_receive_count), **cfg.deadletter_env},
+            cfg.deadletter_env,
         )
         (folder / "deadletter.json").write_text(json.dumps(deadletter, indent=2))
         services = json.loads(SHIPPED_SERVICES.read_text())
@@ -224,7 +223,9 @@ class EmbeddedStack:
             memory_mib=0,
         )
         self.orchestrator = await self.runtime.start(spec, lambda ports: env)
-        await self._wait_http(f"{self.orchestrator_url}/healthz", self.orchestrator)
+        await self._wait_healthy(self.orchestrator)
+        if stack_path(self.state_dir).exists():  # a restart: stack.json names the new orchestrator process
+            self.write_stack_json()
 
     async def stop_orchestrator(self, timeout: float = 60.0) -> int | None:
         """SIGTERM the orchestrator; it drains and stops its tasks (its stop timeout covers theirs)."""
@@ -236,41 +237,36 @@ class EmbeddedStack:
 
     def kill_orchestrator(self) -> None:
         """SIGKILL only the orchestrator process (not its tasks): a crash, for adoption drills."""
-        assert self.orchestrator is not None
-        os.kill(self.orchestrator["pid"], signal.SIGKILL)
+        assert self.orchestrator is not None and self.orchestrator.pid is not None
+        os.kill(self.orchestrator.pid, signal.SIGKILL)
 
-    async def _wait_http(self, url: str, handle: dict[str, Any], timeout: float = 60.0) -> None:
+    async def _wait_healthy(self, handle: TaskHandle, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as http:
-            while True:
-                if not await self.runtime.alive(handle):
-                    tail = Path(handle["log"]).read_text(errors="replace")[-3000:]
-                    raise RuntimeError(f"the orchestrator exited:\n{tail}")
-                with suppress(aiohttp.ClientError, TimeoutError):
-                    async with http.get(url) as response:
-                        if response.status == 200:
-                            return
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"{url} not up after {timeout:.0f}s")
-                await asyncio.sleep(0.1)
+        control = self.control
+        while not await control.healthy():
+            if not await self.runtime.alive(handle):
+                tail = Path(handle.log or "").read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"the orchestrator exited:\n{tail}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the orchestrator at {self.orchestrator_url} not up after {timeout:.0f}s")
+            await asyncio.sleep(0.1)
 
     # --- talking to the orchestrator ---------------------------------------------------------
 
+    @property
+    def control(self) -> OrchestratorClient:
+        """The orchestrator's control API, with the admin token."""
+        return OrchestratorClient(self.orchestrator_url, self.admin_token)
+
     async def request(self, method: str, path: str, body: Any = None) -> Any:
-        headers = {"Authorization": f"Bearer {self.admin_token}"}
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
-            async with http.request(method, f"{self.orchestrator_url}{path}", json=body, headers=headers) as response:
-                data = await response.json()
-                if response.status >= 400:
-                    raise RuntimeError(f"{method} {path}: {response.status} {data}")
-                return data
+        """One raw call of the control API (tests and drills); OrchestratorError when refused."""
+        return await self.control.request(method, path, body)
 
     async def services(self) -> dict[str, dict[str, Any]]:
-        return {s["serviceName"]: s for s in (await self.request("GET", "/v1/services"))["services"]}
+        return {s["serviceName"]: s for s in await self.control.services()}
 
     async def tasks(self, service: str | None = None, status: str | None = "RUNNING") -> list[dict[str, Any]]:
-        query = "&".join(f"{k}={v}" for k, v in (("service", service), ("status", status)) if v)
-        return (await self.request("GET", f"/v1/tasks?{query}"))["tasks"]
+        return await self.control.tasks(service, status)
 
     async def wait_steady(self, timeout: float = 90.0) -> None:
         """Until every service is steady (desired count of healthy primary tasks); then learn the API's URL."""
@@ -310,10 +306,16 @@ class EmbeddedStack:
             "orchestrator_token": self.admin_token,
             "logs": str((self.state_dir / "logs").resolve()),
             "task_logs": str((self.state_dir / "orchestrator" / "logs").resolve()),
+            "taskdefs": str((self.state_dir / "config" / "taskdefs").resolve()),
+            # who owns the stack (`pixfleet down` signals it) and its orchestrator (stopped if the owner died)
+            "process": self.owner.to_json(),
+            "orchestrator_process": None
+            if self.orchestrator is None
+            else {"pid": self.orchestrator.pid, "task_id": self.orchestrator.task_id},
         }
 
     def write_stack_json(self) -> Path:
-        path = self.state_dir / "stack.json"
+        path = stack_path(self.state_dir)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # holds the admin token
         with open(fd, "w") as f:
             f.write(json.dumps(self.stack_info(), indent=2) + "\n")

@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -292,7 +293,7 @@ async def test_api_task_has_no_static_aws_keys(client: StackClient) -> None:
     tasks = await client.stack.tasks()
     assert {t["service"] for t in tasks} == {"api", "worker", "deadletter"}
     for task in tasks:
-        environ = open(f"/proc/{task['pid']}/environ", "rb").read().split(b"\0")
+        environ = Path(f"/proc/{task['pid']}/environ").read_bytes().split(b"\0")
         names = {e.split(b"=", 1)[0].decode() for e in environ if e}
         assert "AWS_SECRET_ACCESS_KEY" not in names and "AWS_ACCESS_KEY_ID" not in names
         assert {"AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_CONTAINER_AUTHORIZATION_TOKEN"} <= names

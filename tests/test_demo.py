@@ -1,4 +1,4 @@
-"""``pixfleet demo`` end to end: it starts its own embedded stack, runs the samples through, writes the report, stops."""
+"""``pixfleet demo`` end to end: it starts its own embedded stack, runs the samples through, reports, stops."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from html.parser import HTMLParser
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from rich.cells import cell_len
 
 from pipeline.net import free_port
 from pixfleet.samples import demo_samples
@@ -43,7 +45,7 @@ class ReportParser(HTMLParser):
 @pytest.mark.slow
 def test_demo_runs_end_to_end_and_reports_every_input(tmp_path: Path) -> None:
     out, state = tmp_path / "demo", tmp_path / "state"
-    env = {**os.environ, "COLUMNS": "120"}
+    env = {**os.environ, "COLUMNS": "80"}
     run = subprocess.run(
         [*PIXFLEET, "demo", "--out", str(out), "--state-dir", str(state)],
         env=env,
@@ -54,6 +56,11 @@ def test_demo_runs_end_to_end_and_reports_every_input(tmp_path: Path) -> None:
     assert run.returncode == 0, run.stderr[-4000:]
     report = out / "report.html"
     assert f"report: {report.resolve().as_uri()}" in run.stderr.replace("\n", "")
+    too_wide = [line for line in run.stderr.splitlines() if cell_len(line.rstrip()) > 80]
+    assert not too_wide, too_wide
+    assert "…" not in run.stderr  # no name or error cut short in the table
+    # The stack is gone: no URL of a page that no longer answers, but how to get one.
+    assert "upload page:" not in run.stderr and "pixfleet demo --keep" in " ".join(run.stderr.split())
 
     samples = {s.name: s for s in demo_samples()}
     doc = json.loads((out / "demo.json").read_text())
@@ -66,7 +73,8 @@ def test_demo_runs_end_to_end_and_reports_every_input(tmp_path: Path) -> None:
         assert (out / "inputs" / name).read_bytes() == sample.data
         if sample.expect == "succeeded":
             assert item["outputs"] and item["error"] is None
-            for output in item["outputs"]:
+            for output in item["outputs"]:  # in a folder named after the input
+                assert output["file"].startswith(f"outputs/{Path(name).stem}/"), output
                 with Image.open(out / output["file"]) as im:
                     assert im.size == (output["width"], output["height"])
             assert item["timings"]["total_s"] is not None
@@ -91,6 +99,38 @@ def test_demo_runs_end_to_end_and_reports_every_input(tmp_path: Path) -> None:
     assert not (state / "stack.json").exists()
     with pytest.raises(urllib.error.URLError):
         urllib.request.urlopen(doc["api"] + "/healthz", timeout=2)
+
+
+@pytest.mark.slow
+def test_demo_keep_prints_the_upload_page_while_it_answers_and_down_stops_it(tmp_path: Path) -> None:
+    out, state, log = tmp_path / "demo", tmp_path / "state", tmp_path / "demo.log"
+    env = {**os.environ, "COLUMNS": "80"}
+    with log.open("w") as stderr:
+        demo = subprocess.Popen(
+            [*PIXFLEET, "demo", "--keep", "--out", str(out), "--state-dir", str(state)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+    try:
+        deadline = time.monotonic() + 400
+        while not (page := re.search(r"upload page: (\S+)", log.read_text())):
+            assert demo.poll() is None, log.read_text()[-4000:]
+            assert time.monotonic() < deadline, log.read_text()[-4000:]
+            time.sleep(0.2)
+        with urllib.request.urlopen(page.group(1), timeout=10) as response:  # the URL works while it is printed
+            assert response.status == 200 and b"<form" in response.read()
+        down = subprocess.run(
+            [*PIXFLEET, "down", "--state-dir", str(state)], env=env, capture_output=True, text=True, timeout=120
+        )
+        assert down.returncode == 0, down.stderr
+        assert demo.wait(30) == 0, log.read_text()[-4000:]
+        assert not (state / "stack.json").exists()
+        with pytest.raises(urllib.error.URLError):
+            urllib.request.urlopen(page.group(1), timeout=2)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
 
 
 def test_demo_against_an_api_that_does_not_answer_exits_2(tmp_path: Path) -> None:

@@ -116,6 +116,8 @@ CASES = [
     Case("worker", "put output results/", put("output_bucket", "results/iam/worker.png"), True),
     Case("worker", "get output results/", get("output_bucket", f"results/{SEED}"), True),
     Case("worker", "put output elsewhere", put("output_bucket", "elsewhere/worker.png"), False),
+    Case("worker", "delete output results/", delete("output_bucket", "results/iam/partial.png"), True),
+    Case("api", "delete output results/", delete("output_bucket", "results/iam/partial.png"), False),
     Case("worker", "receive from job queue", receive("queue_url"), True),
     Case("worker", "job queue attributes", queue_attributes("queue_url"), True),
     Case("worker", "send to job queue", send("queue_url"), False),
@@ -126,7 +128,9 @@ CASES = [
     Case("deadletter", "DLQ attributes", queue_attributes("dlq_url"), True),
     Case("deadletter", "get output results/", get("output_bucket", f"results/{SEED}"), True),
     Case("deadletter", "put output results/", put("output_bucket", "results/iam/deadletter.json"), True),
+    Case("deadletter", "delete output results/", delete("output_bucket", "results/iam/partial.png"), True),
     Case("deadletter", "receive from job queue", receive("queue_url"), False),
+    Case("deadletter", "job queue attributes", queue_attributes("queue_url"), True),  # its maxReceiveCount
     Case("deadletter", "send to job queue", send("queue_url"), False),
     Case("deadletter", "send to DLQ", send("dlq_url"), False),
     Case("deadletter", "get input uploads/", get("input_bucket", f"uploads/{SEED}"), False),

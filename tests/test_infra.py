@@ -87,6 +87,8 @@ ROLE = f"arn:aws:iam::{ACCOUNT}:role/pixfleet-"
         ("worker", "s3:PutObject", f"{OUT}/elsewhere/a.png", False),
         ("worker", "s3:GetObject", f"{OUT}/results/a.png", True),
         ("worker", "s3:DeleteObject", f"{IN}/uploads/a.png", False),
+        ("worker", "s3:DeleteObject", f"{OUT}/results/a.png", True),  # a failed job's partial outputs
+        ("deadletter", "s3:DeleteObject", f"{OUT}/results/a.png", True),
         ("worker", "sqs:ReceiveMessage", JOBS, True),
         ("worker", "sqs:DeleteMessage", JOBS, True),
         ("worker", "sqs:ChangeMessageVisibility", JOBS, True),
@@ -98,6 +100,8 @@ ROLE = f"arn:aws:iam::{ACCOUNT}:role/pixfleet-"
         ("deadletter", "sqs:ChangeMessageVisibility", DLQ, True),
         ("deadletter", "sqs:DeleteMessage", DLQ, False),
         ("deadletter", "sqs:ReceiveMessage", JOBS, False),
+        ("deadletter", "sqs:GetQueueAttributes", JOBS, True),  # the redrive policy's maxReceiveCount
+        ("deadletter", "sqs:ChangeMessageVisibility", JOBS, False),
         ("deadletter", "sqs:SendMessage", JOBS, False),
         ("deadletter", "s3:GetObject", f"{OUT}/results/a/manifest.json", True),
         ("deadletter", "s3:PutObject", f"{OUT}/results/a/manifest.json", True),
@@ -245,9 +249,7 @@ def test_stack_outputs_round_trip() -> None:
 
 
 def test_container_credentials_shape() -> None:
-    creds = TemporaryCredentials(
-        "ASIA1", "secret", "token", datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC), "arn:r"
-    )
+    creds = TemporaryCredentials("ASIA1", "secret", "token", datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC), "arn:r")
     assert creds.to_container_json() == {
         "AccessKeyId": "ASIA1",
         "SecretAccessKey": "secret",

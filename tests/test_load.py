@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import asyncio
 import json
 import os
@@ -14,7 +16,7 @@ import pytest
 from PIL import Image
 
 from pipeline.net import free_port
-from pixfleet.loadtest.report import PLOT_SIZE, percentile
+from pixfleet.loadtest.report import PLOT_SIZE
 from pixfleet.loadtest.schedule import Burst, Constant, Ramp, parse_schedule
 from pixfleet.stack import EmbeddedConfig, EmbeddedStack
 
@@ -71,20 +73,6 @@ def test_schedule_due(schedule: object, checkpoints: dict[float, int], total: in
     for t, due in checkpoints.items():
         assert schedule.due(t) == min(due, total), t  # type: ignore[attr-defined]
     assert schedule.due(-1) == 0  # type: ignore[attr-defined]
-
-
-@pytest.mark.parametrize(
-    ("values", "q", "expected"),
-    [
-        ([], 50, None),
-        ([3.0], 99, 3.0),
-        ([1.0, 2.0, 3.0, 4.0], 50, 2.5),
-        ([1.0, 2.0, 3.0, 4.0, 5.0], 95, 4.8),
-        ([5.0, 1.0], 0, 1.0),
-    ],
-)
-def test_percentile(values: list[float], q: float, expected: float | None) -> None:
-    assert percentile(values, q) == (pytest.approx(expected) if expected is not None else None)
 
 
 # --- bad input: a clear message and exit status 2 ----------------------------------------------
@@ -181,7 +169,7 @@ async def test_a_ramp_draws_the_timeline_and_passes(load_stack: EmbeddedStack, t
         assert s["queue_depth"] == s["queue_visible"] + s["queue_in_flight"] + s["queue_delayed"]
         assert s["dead_letters"] == 0 and s["running_workers"] >= 1
     # Every completion falls in exactly one sample's interval.
-    spans = [1] + [b - a for a, b in zip(ts, ts[1:], strict=False)]
+    spans = [1] + [b - a for a, b in itertools.pairwise(ts)]
     assert round(sum(s["completed_per_s"] * span for s, span in zip(samples, spans, strict=True))) == total
     assert samples[-1]["succeeded"] == total and samples[-1]["submitted"] == total
 

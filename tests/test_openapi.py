@@ -29,10 +29,9 @@ from pydantic import ValidationError
 import images
 from pipeline.errors import InvalidSpec
 from services.api.settings import ApiSettings
-from pipeline.transform.spec import parse_operations
+from pipeline.transform.spec import Operations, parse_operations
 from services.api.app import create_app
 from services.api.openapi import openapi_document
-from services.api.schemas import Operations
 from stack_fixtures import StackClient, queue_drained
 
 on_the_stack = pytest.mark.asyncio(loop_scope="session")  # the session's event loop runs the shared stack
@@ -127,8 +126,9 @@ def test_limits_and_enums_come_from_the_code_that_owns_them() -> None:
     assert (quality["type"], quality["minimum"], quality["maximum"], quality["default"]) == ("integer", 1, 100, 82)
 
 
-# The pydantic model describes operations; parse_operations (which the worker runs too) decides.
-# Both must give the same verdict, or the document lies.
+# One model: the document renders it, parse_operations (the API and the worker) runs it on the
+# decoded JSON. Its JSON-mode verdict (what a client holding the document expects) and its verdict
+# on the decoded value must agree, or the document lies.
 OPERATION_CASES = [
     ("minimal", [{"name": "a"}], True),
     (

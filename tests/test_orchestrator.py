@@ -203,7 +203,7 @@ async def test_a_bad_rollout_rolls_back_automatically(fleet: StackClient) -> Non
     failed = [t for t in await stack.tasks("worker", status="STOPPED") if t["taskDefinition"] == registered]
     assert len(failed) >= 3 and all(t["exitCode"] == 2 for t in failed)
     # The service kept serving on the old revision throughout.
-    status, body = await fleet.upload(images.photo_jpeg(300, 200), preset="thumbs")
+    _, body = await fleet.upload(images.photo_jpeg(300, 200), preset="thumbs")
     assert (await fleet.wait(body["job_id"]))["status"] == "succeeded"
 
 

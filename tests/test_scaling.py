@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from services.orchestrator.scaling import QueueMetrics, ScalingPolicy, ScalingState, decide, demand
+from services.orchestrator.services_file import scaling_problems
 
 P = ScalingPolicy(min=0, max=5, target_backlog_per_task=10, scale_in_cooldown=30, activation_threshold=3)
 
@@ -123,4 +124,4 @@ def test_a_failed_metric_read_holds_and_counts(current: int, policy: ScalingPoli
     ],
 )
 def test_policy_validation(policy: ScalingPolicy, is_error: bool) -> None:
-    assert bool(policy.problems()) is is_error
+    assert bool(scaling_problems(policy)) is is_error

@@ -339,9 +339,8 @@ def test_shipped_task_definitions() -> None:
         "PIXFLEET_WORKER_PROCESSES": "1",
         "PIXFLEET_WORKER_CONCURRENCY": "2",
         "PIXFLEET_WORKER_WAIT_TIME": "10",
-        "PIXFLEET_VISIBILITY_TIMEOUT": "60",
-        "PIXFLEET_MAX_RECEIVE_COUNT": "3",
-    }
+        "GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=268435456",
+    }  # no visibility timeout or receive count: the worker reads them from the queue (one source: the stack)
 
     assert (deadletter.key, deadletter.task_role_arn, deadletter.cpu, deadletter.memory) == (
         "pixfleet-deadletter:1",
@@ -351,10 +350,7 @@ def test_shipped_task_definitions() -> None:
     )
     d = deadletter.main_container
     assert (d.image, d.command) == ("pixfleet-worker:latest", ("python", "-m", "services.deadletter"))
-    assert d.resolved({8082: 41235}).environment == {
-        "PIXFLEET_DEADLETTER_HEALTH_PORT": "41235",
-        "PIXFLEET_MAX_RECEIVE_COUNT": "3",
-    }
+    assert d.resolved({8082: 41235}).environment == {"PIXFLEET_DEADLETTER_HEALTH_PORT": "41235"}
 
 
 @pytest.mark.parametrize("file", sorted(SHIPPED_DIR.glob("*.json")), ids=lambda p: p.name)
@@ -560,7 +556,8 @@ ROLE_ARNS = {
         (
             "pixfleet-orchestrator",
             True,
-            "task role 'pixfleet-orchestrator' is neither an ARN nor one of the stack's roles: api (pixfleet-api), worker (pixfleet-worker)",
+            "task role 'pixfleet-orchestrator' is neither an ARN nor one of the stack's roles: "
+            "api (pixfleet-api), worker (pixfleet-worker)",
         ),
     ],
 )

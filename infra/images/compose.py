@@ -33,12 +33,13 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from infra import TASKDEFS_DIR
-from pipeline.settings import EnvReader, SettingsError
+from pydantic import AliasChoices
+
+from infra import TASK_IMAGE_VARIABLES, TASKDEFS_DIR
+from pipeline.settings import ServiceSettings, SettingsError, env
 
 STACK_DIR = "/var/lib/pixfleet/stack"
 OUTPUTS_FILE = "outputs.json"
@@ -46,45 +47,28 @@ AWS_CONFIG_FILE = "aws-config"
 BOOTSTRAP_PROFILE = "pixfleet-bootstrap"
 ORCHESTRATOR_PROFILE = "pixfleet-orchestrator"
 LOCALSTACK_KEYS = {"access_key_id": "test", "secret_access_key": "test"}
-EMULATORS = ("localstack", "moto")
-# Task definition family → the variable naming its image in this deployment.
-TASK_IMAGES = {
-    "pixfleet-api": "PIXFLEET_API_IMAGE",
-    "pixfleet-worker": "PIXFLEET_WORKER_IMAGE",
-    "pixfleet-deadletter": "PIXFLEET_WORKER_IMAGE",  # the worker image runs the dead-letter recorder
-}
+Emulator = Literal["localstack", "moto"]
 
 
-@dataclass(frozen=True)
-class ProvisionSettings:
-    """Settings of the provision container."""
+class ProvisionSettings(ServiceSettings):
+    """Settings of the provision container (the queue's two settings are the stack's: tasks read them back)."""
 
-    endpoint_url: str
-    region: str
-    emulator: str
-    stack_dir: Path
-    max_receive_count: int
-    visibility_timeout: int
-    wait: float
+    endpoint_url: str = env("AWS_ENDPOINT_URL")
+    region: str = env(AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION"), "us-east-1")
+    emulator: Emulator = env("PIXFLEET_EMULATOR", "localstack")
+    stack_dir: Path = env("PIXFLEET_STACK_DIR", Path(STACK_DIR))
+    max_receive_count: int = env("PIXFLEET_MAX_RECEIVE_COUNT", 3, ge=1, le=1000)
+    visibility_timeout: int = env("PIXFLEET_VISIBILITY_TIMEOUT", 60, ge=5, le=43200)
+    wait: float = env("PIXFLEET_EMULATOR_WAIT", 120.0, ge=0)
 
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> ProvisionSettings:
-        r = EnvReader(env)
-        settings = cls(
-            endpoint_url=r.required("AWS_ENDPOINT_URL"),
-            region=r.str("AWS_REGION") or r.str("AWS_DEFAULT_REGION", "us-east-1"),
-            emulator=r.str("PIXFLEET_EMULATOR", "localstack"),
-            stack_dir=Path(r.str("PIXFLEET_STACK_DIR", STACK_DIR)),
-            max_receive_count=r.int("PIXFLEET_MAX_RECEIVE_COUNT", 3, min=1, max=1000),
-            visibility_timeout=r.int("PIXFLEET_VISIBILITY_TIMEOUT", 60, min=5, max=43200),
-            wait=r.float("PIXFLEET_EMULATOR_WAIT", 120.0, min=0),
-        )
-        r.check(
-            settings.emulator in EMULATORS,
-            f"PIXFLEET_EMULATOR={settings.emulator!r}: must be one of {', '.join(EMULATORS)}",
-        )
-        r.raise_if_problems()
-        return settings
+
+class DeploymentSettings(ServiceSettings):
+    """Settings of the orchestrator container's start: where the stack's outputs are, what to write where."""
+
+    stack_dir: Path = env("PIXFLEET_STACK_DIR", Path(STACK_DIR))
+    state_dir: Path = env("PIXFLEET_ORCH_STATE_DIR", Path("/var/lib/pixfleet/orchestrator"))
+    shipped_taskdefs: Path = env("PIXFLEET_SHIPPED_TASKDEFS_DIR", TASKDEFS_DIR)
+    api_host_port: int = env("PIXFLEET_API_HOST_PORT", 8080, ge=1, le=65535)
 
 
 # --- provision -------------------------------------------------------------------------------
@@ -233,17 +217,11 @@ def deployment_taskdefs(shipped: Path, target: Path, env: Mapping[str, str]) -> 
     target.mkdir(parents=True, exist_ok=True)
     for path in sorted(shipped.glob("*.json")):
         doc = json.loads(path.read_text())
-        image = env.get(TASK_IMAGES.get(doc.get("family", ""), ""), "")
+        image = env.get(TASK_IMAGE_VARIABLES.get(doc.get("family", ""), ""), "")
         for container in doc.get("containerDefinitions", []):
             if image:
                 container["image"] = image
-            if doc.get("family") == "pixfleet-worker" and env.get("PIXFLEET_VISIBILITY_TIMEOUT"):
-                variables = {e["name"]: e for e in container.get("environment", [])}
-                variables["PIXFLEET_VISIBILITY_TIMEOUT"] = {
-                    "name": "PIXFLEET_VISIBILITY_TIMEOUT",
-                    "value": env["PIXFLEET_VISIBILITY_TIMEOUT"],
-                }
-                container["environment"] = list(variables.values())
+            # No queue settings here: the workers read them from the queue the provision step made.
             if doc.get("family") == "pixfleet-api":
                 variables = {e["name"]: e for e in container.get("environment", [])}
                 variables["PIXFLEET_API_HOST"] = {
@@ -283,12 +261,8 @@ def deployment_services(shipped: Path, target: Path, env: Mapping[str, str]) -> 
 
 
 def orchestrator_main(env: Mapping[str, str]) -> int:
-    r = EnvReader(env)
-    stack_dir = Path(r.str("PIXFLEET_STACK_DIR", STACK_DIR))
-    state_dir = Path(r.str("PIXFLEET_ORCH_STATE_DIR", "/var/lib/pixfleet/orchestrator"))
-    shipped = Path(r.str("PIXFLEET_SHIPPED_TASKDEFS_DIR", str(TASKDEFS_DIR)))
-    r.int("PIXFLEET_API_HOST_PORT", 8080, min=1, max=65535)
-    r.raise_if_problems()
+    settings = DeploymentSettings.from_env(env)
+    stack_dir, state_dir, shipped = settings.stack_dir, settings.state_dir, settings.shipped_taskdefs
     try:
         outputs = json.loads((stack_dir / OUTPUTS_FILE).read_text())
     except FileNotFoundError:

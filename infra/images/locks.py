@@ -30,6 +30,7 @@ _SERVICE_DEPS = (
     "aiobotocore",
     "aiohttp",
     "pillow",
+    "pyspng",
     "prometheus-client",
     "pydantic",
     "pydantic-settings",

@@ -63,7 +63,7 @@ def sweep(day_seconds: float) -> int:
                     started = getattr(upload, "pixfleet_initiated_at", now)
                     expired = any(
                         upload.key_name.startswith(_rule_prefix(rule))
-                        and now - started >= float(rule.aimu_days) * day_seconds
+                        and now - started >= float(rule.aimu_days or 0) * day_seconds
                         for rule in rules
                     )
                     if expired:

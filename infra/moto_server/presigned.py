@@ -94,7 +94,8 @@ def _authorize_presigned(response: Any, bucket: str | None, key: str | None) -> 
         raise S3SignatureDoesNotMatchError()
     if is_post_upload:
         policy = json.loads(base64.b64decode(form["policy"]))
-        violation = post_policy_problem(policy, {**form, "key": key}, bucket or "", len(response.raw_body or b""), now)
+        fields = {**form, "key": key or ""}
+        violation = post_policy_problem(policy, fields, bucket or "", len(response.raw_body or b""), now)
         if violation is not None:
             raise S3ClientError(violation.code, violation.message)  # moto: AccessDenied → 403, others → 400
     target = f"{bucket}/{key}" if bucket and key else (bucket or "*")

@@ -102,7 +102,8 @@ def install_sqs_message_move_tasks() -> None:
         with _LOCK:
             if any(t.status in ("RUNNING", "CANCELLING") for t in _TASKS.get(source_arn, [])):
                 raise InvalidParameterValue(
-                    "There is already a task running. Only one active task is allowed for a source queue arn at a given time."
+                    "There is already a task running. "
+                    "Only one active task is allowed for a source queue arn at a given time."
                 )
             to_move = len(source.messages)
             handle = base64.b64encode(

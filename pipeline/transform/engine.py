@@ -7,16 +7,17 @@ The pipeline, in order (each step lives in :mod:`pipeline.transform.steps`):
 2. **Plan** — every variant's geometry (:func:`plan_geometry`) is computed
    from the upright source size; together they give the smallest resolution the
    decoder must deliver (:func:`plan_decode_size`).
-3. **Decode once**, JPEGs at draft scale: ``draft()`` makes libjpeg scale by
-   1/2, 1/4 or 1/8 during the IDCT (it never goes below the requested size, so
-   quality holds), with the request rotated into stored axes when EXIF says
-   the image is rotated.
+3. **Decode once**, JPEGs at a draft scale: ``draft()`` makes libjpeg scale by
+   1/2, 1/4 or 1/8 during the IDCT, but only by what :func:`pre_shrink` allows
+   (enough ratio must be left for the final resample, or fine detail aliases),
+   with the request rotated into stored axes when EXIF says the image is
+   rotated. Plain 8-bit PNGs decode through libspng (:mod:`pipeline.transform.png`).
 4. **Source steps** once: orientation, ICC → sRGB, working pixel mode.
 5. **Resize chain**: variants are rendered largest first, each from the
    smallest already-resized *clean* intermediate that still has enough
    resolution (so ``w320`` is made from ``w800``, not from the 12 MP source):
-   an integer box ``reduce()`` where the ratio allows, then BICUBIC (see
-   :data:`RESAMPLE`). Identical geometries are
+   an integer box ``reduce()`` where :func:`pre_shrink` allows, then LANCZOS
+   (see :data:`RESAMPLE`). Identical geometries are
    resized once (``w320`` JPEG and WebP share pixels). Fill crops are folded into
    the resize (``box=``), so cropped-away pixels are never resampled.
 6. **Finishing steps** per variant on a new image (never on a shared
@@ -48,26 +49,26 @@ from pipeline.errors import (
     TooManyFrames,
     TooManyPixels,
 )
-from pipeline.transform import steps
+from pipeline.transform import png, steps
 from pipeline.transform.probe import PILLOW_FORMATS, decoding, detect_format, pillow_guard, too_many_pixels
 from pipeline.transform.spec import Limits, VariantSpec
 from pipeline.transform.steps import Canvas, SourceInfo
 
-# Resampling, chosen with `pixfleet bench transform` (SSIM of lossless renders against naive
-# Pillow's full-size LANCZOS, and CPU against the decode+encode floor):
-# * BICUBIC, not LANCZOS: what is left to resample after a draft or a reduce is a ratio below
-#   ~2, where the narrower kernel scores SSIM ≥ 0.985 and costs ~25 % less (40 vs 51 ms for
-#   2000×1500 → 1600×1200; Pillow's resampler is scalar, so kernel taps are the cost).
-# * From the decoded source, below a 4× ratio, box-reduce by the largest integer factor (2 or
-#   3) that keeps at least the output size (gap 1.0), as a JPEG draft does in the IDCT: for
-#   PNG/WebP sources of the web preset this saves 10-25 % at SSIM ≥ 0.99.
-# * Otherwise reduce only past a 2× gap: box factors of 4+ straight down to the output size
-#   (thumbnails from full-size PNG) alias (SSIM 0.977), and so does a 2× box reduce of an
-#   already resized, band-limited intermediate (w800 from w1600: 0.973 on sharp photos).
-RESAMPLE = Image.Resampling.BICUBIC
-SOURCE_REDUCING_GAP = 1.0
-SOURCE_REDUCE_BELOW = 4.0
-DERIVED_REDUCING_GAP = 2.0
+# Resampling, chosen with `pixfleet bench transform` on a real-photo corpus (SSIM of lossless
+# renders against naive Pillow's full-size LANCZOS) and with generated worst cases (zone plate,
+# fine stripes, text, thin waves; tests/test_quality.py):
+# * LANCZOS for every resample. BICUBIC scores 0.92 on text shrunk 12× and 0.88 on coloured
+#   stripes near the source's Nyquist, against the reference's own kernel; LANCZOS costs ~35 %
+#   more taps, paid back by the cheap pre-shrinks it makes safe.
+# * Pre-shrinking by an integer factor K before that — a JPEG's DCT scaling (``draft``: 2, 4, 8)
+#   or Pillow's box ``reduce()`` (any K) — is nearly free but a poor low-pass filter: both alias
+#   like a K×K box. LANCZOS cleans up after it only if enough ratio is left: K = 2 needs ≥ 3×
+#   left (SSIM ≥ 0.989 on every worst case; 2× left: 0.948), K ≥ 3 needs ≥ 6× (K = 4 with 4×
+#   left: 0.970 on text; the old draft to 1/8 with ~1× left: 0.31 on fine stripes, 0.93 on a
+#   real 1680×1050 photo of dunes). libvips leaves 2× after shrink-on-load.
+RESAMPLE = Image.Resampling.LANCZOS
+PRE_SHRINK_2_KEEPS = 3.0
+PRE_SHRINK_KEEPS = 6.0
 _GRAVITY = {  # (x, y) anchor of the crop window: 0 = left/top, 0.5 = centre, 1 = right/bottom
     "center": (0.5, 0.5),
     "north": (0.5, 0.0),
@@ -186,6 +187,24 @@ def plan_decode_size(width: int, height: int, geometries: Sequence[Geometry], or
     return (size[1], size[0]) if orientation in steps.SWAPS_AXES else size
 
 
+def pre_shrink(ratio: float) -> int:
+    """The largest integer factor to box-shrink by (DCT scale or ``reduce()``) for a resize of ``ratio``.
+
+    ``ratio`` is source pixels per output pixel along one axis; what is left after the
+    shrink is resampled with LANCZOS and must stay at least :data:`PRE_SHRINK_2_KEEPS`
+    (factor 2) or :data:`PRE_SHRINK_KEEPS` (larger factors).
+    """
+    if ratio >= 3 * PRE_SHRINK_KEEPS:
+        return int(ratio / PRE_SHRINK_KEEPS + 1e-9)
+    return 2 if ratio >= 2 * PRE_SHRINK_2_KEEPS - 1e-9 else 1
+
+
+def draft_scale(width: int, height: int, need: tuple[int, int]) -> int:
+    """The DCT scale-down (1, 2, 4 or 8) a JPEG of ``width × height`` is decoded at to serve ``need``."""
+    factor = min(pre_shrink(width / need[0]), pre_shrink(height / need[1]))
+    return next(k for k in (8, 4, 2, 1) if k <= factor)
+
+
 def draft_request(im: Image.Image, variants: Sequence[VariantSpec]) -> tuple[int, int]:
     """The decode size (stored axes) the engine asks of ``im``, an opened but not loaded image.
 
@@ -194,7 +213,9 @@ def draft_request(im: Image.Image, variants: Sequence[VariantSpec]) -> tuple[int
     The benchmark's "floor" decodes at exactly this size.
     """
     early = _orientation(im) if im.format in ("JPEG", "MPO") else 1
-    return plan_decode_size(*_upright(im.size, early), _plans(im.size, early, variants), early)
+    need = plan_decode_size(*_upright(im.size, early), _plans(im.size, early, variants), early)
+    k = draft_scale(im.width, im.height, need)
+    return (im.width // k, im.height // k)  # Image.draft() picks the largest scale that stays at or above this
 
 
 # --- the job ------------------------------------------------------------------------------------
@@ -231,7 +252,7 @@ def transform(
         if frames > limits.max_frames:
             raise TooManyFrames(f"image has {frames} frames; the limit is {limits.max_frames}")
         stored = (stored_w, stored_h)
-        canvas = _decode(im, draft_request(im, variants))
+        canvas = _decode(im, draft_request(im, variants), data)
         orientation = _orientation(im)  # after load(): other formats may keep EXIF after the pixels
         width, height = _upright(stored, orientation)
         geometries = _plans(stored, orientation, variants)
@@ -303,6 +324,7 @@ class _ResizeChain:
     def __init__(self, source: Canvas, width: int, height: int):
         self.width, self.height = width, height
         self.nodes = [source]
+        self.source_scale = max(1.0, width / (source.box[2] - source.box[0]))  # the DCT scale-down, if any
         self.cache: dict[tuple, Image.Image] = {}
 
     def render(self, g: Geometry) -> Image.Image:
@@ -321,11 +343,18 @@ class _ResizeChain:
             self.nodes.append(Canvas.whole(pixels))
         return pixels
 
-    def _gap(self, src: Canvas, box: tuple[float, float, float, float], out: tuple[int, int]) -> float:
-        ratio = min((box[2] - box[0]) / out[0], (box[3] - box[1]) / out[1])
-        if src is self.nodes[0] and ratio < SOURCE_REDUCE_BELOW:
-            return SOURCE_REDUCING_GAP
-        return DERIVED_REDUCING_GAP
+    def _gap(self, src: Canvas, box: tuple[float, float, float, float], out: tuple[int, int]) -> float | None:
+        """Pillow's ``reducing_gap`` that makes it box-reduce by :func:`pre_shrink`'s factor, or None.
+
+        The decoded source may already be DCT-scaled by ``k``: a further reduce counts with it
+        (2 then 2 aliases like 4), so the factor is taken on the ratio to the full-size image.
+        """
+        rx, ry = (box[2] - box[0]) / out[0], (box[3] - box[1]) / out[1]
+        k = self.source_scale if src is self.nodes[0] else 1.0
+        fx, fy = (max(1, int(pre_shrink(r * k) / k + 1e-9)) for r in (rx, ry))
+        if fx == 1 and fy == 1:
+            return None
+        return max(rx / (fx + 0.999), ry / (fy + 0.999))  # Pillow reduces by int(ratio / gap) per axis
 
     def _source_for(self, g: Geometry) -> Canvas:
         """The smallest node whose resolution is at least what ``g`` needs (else the source)."""
@@ -409,9 +438,11 @@ def _kept_exif(im: Image.Image) -> bytes | None:
         return None
 
 
-def _decode(im: Image.Image, request: tuple[int, int]) -> Canvas:
-    """Decode the first frame, JPEGs at the coarsest DCT scale still ≥ ``request``."""
+def _decode(im: Image.Image, request: tuple[int, int], data: bytes) -> Canvas:
+    """Decode the first frame, JPEGs at the coarsest DCT scale still ≥ ``request``, plain PNGs with libspng."""
     box: tuple[float, float, float, float] = (0.0, 0.0, float(im.width), float(im.height))
+    if im.format == "PNG" and (pixels := png.decode(im, data)) is not None:
+        return Canvas(pixels, box)
     if im.format in ("JPEG", "MPO"):
         drafted = im.draft("RGB", request)
         if drafted is not None:

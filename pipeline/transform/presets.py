@@ -58,7 +58,7 @@ _PRESETS = (
     ),
 )
 
-PRESET_OBJECTS: Mapping[str, Preset] = MappingProxyType({p.name: p for p in _PRESETS})
+DEFAULT_PRESET = "web"  # what a job renders when it names neither a preset nor operations
 PRESETS: Mapping[str, tuple[VariantSpec, ...]] = MappingProxyType({p.name: p.variants for p in _PRESETS})
 PRESET_DESCRIPTIONS: Mapping[str, str] = MappingProxyType({p.name: p.description for p in _PRESETS})
 

@@ -26,6 +26,7 @@ import io
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import lru_cache
+from typing import cast
 
 from PIL import Image, ImageCms, ImageColor, ImageDraw, ImageFilter, ImageFont
 
@@ -124,7 +125,8 @@ def to_srgb(canvas: Canvas, info: SourceInfo) -> Canvas:
     transform = _srgb_transform(info.icc_profile, canvas.image.mode)
     if transform is None:
         return canvas
-    return replace(canvas, image=ImageCms.applyTransform(canvas.image, transform))
+    converted = ImageCms.applyTransform(canvas.image, transform)
+    return canvas if converted is None else replace(canvas, image=converted)
 
 
 @lru_cache(maxsize=1)
@@ -156,7 +158,9 @@ def _is_identity(transform: ImageCms.ImageCmsTransform, mode: str) -> bool:
     if mode == "RGBA":
         probe = probe.convert("RGBA")
     out = ImageCms.applyTransform(probe, transform)
-    return max(abs(a - b) for a, b in zip(probe.tobytes(), out.tobytes())) <= 1
+    if out is None:
+        return False
+    return max(abs(a - b) for a, b in zip(probe.tobytes(), out.tobytes(), strict=True)) <= 1
 
 
 def normalize_mode(canvas: Canvas, info: SourceInfo) -> Canvas:
@@ -179,18 +183,18 @@ def _working_mode(im: Image.Image) -> Image.Image:
     if mode.startswith("I;16"):
         return im.point(lambda v: v / 257).convert("L")
     if mode == "I":
-        low, high = im.getextrema()
+        _, high = cast(tuple[int, int], im.getextrema())
         return (im.point(lambda v: v / 257) if high > 255 else im).convert("L")
     if mode == "F":
-        low, high = im.getextrema()
-        return (im.point(lambda v: v * 255) if high <= 1.0 else im).convert("L")
+        _, high_f = cast(tuple[float, float], im.getextrema())
+        return (im.point(lambda v: v * 255) if high_f <= 1.0 else im).convert("L")
     if mode == "1":
         return im.convert("L")
     if mode in ("P", "PA") or "transparency" in im.info:
         im = im.convert("RGBA" if im.has_transparency_data else "RGB")
         mode = im.mode
     if mode in ("RGBA", "LA"):
-        if im.getextrema()[-1][0] == 255:  # alpha is fully opaque: drop it
+        if cast(tuple[tuple[int, int], ...], im.getextrema())[-1][0] == 255:  # alpha is fully opaque: drop it
             return im.convert("RGB" if mode == "RGBA" else "L")
         return im.convert(PREMULTIPLIED[mode])
     if mode in ("RGB", "L"):
@@ -252,7 +256,7 @@ def watermark(im: Image.Image, spec: VariantSpec) -> Image.Image:
         size = max(4.0, size * (w - 2 * margin) / width)
         font = ImageFont.load_default(size=size)
     stroke = max(1, round(size / 12))
-    left, top, right, bottom = font.getbbox(spec.watermark, stroke_width=stroke)
+    left, top, right, bottom = (int(v) for v in font.getbbox(spec.watermark, stroke_width=stroke))
     tw, th = right - left, bottom - top
     if tw <= 0 or th <= 0:
         return im

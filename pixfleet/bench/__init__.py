@@ -20,6 +20,8 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from pipeline.transform.presets import DEFAULT_PRESET
+
 console = Console(stderr=True)
 _JSON = click.option(
     "--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Also write the report as JSON here."
@@ -110,7 +112,7 @@ def transform_command(
     help="Images to submit (default: generated 12 MP JPEGs).",
 )
 @click.option("--jobs", default=24, show_default=True, help="Jobs per run.")
-@click.option("--preset", default="web", show_default=True)
+@click.option("--preset", default=DEFAULT_PRESET, show_default=True, help="Preset of variants to render.")
 @click.option(
     "--workers", "worker_counts", multiple=True, type=int, help="Worker counts to measure (default: 1 and 2)."
 )
@@ -131,9 +133,9 @@ def pipeline_command(
 
 
 @bench.command("api")
-@click.option("--requests", default=400, show_default=True, help="256 KB uploads in the throughput run.")
+@click.option("--requests", default=400, show_default=True, help="Uploads in the throughput run.")
 @click.option("--concurrency", default=16, show_default=True, help="Concurrent clients in the throughput run.")
-@click.option("--image-kb", default=256, show_default=True)
+@click.option("--image-kb", default=256, show_default=True, help="KB of each upload in the throughput run.")
 @click.option("--big-clients", default=50, show_default=True, help="Clients uploading at once in the memory run.")
 @click.option("--big-mb", default=50.0, show_default=True, help="MB (10^6 bytes) each of them uploads.")
 @click.option(

@@ -24,8 +24,9 @@ from typing import Any
 import aiohttp
 
 from pixfleet.bench.corpus import photo
-from pixfleet.bench.measure import machine, peak_rss_mb, percentile, reset_peak_rss, status_kib
+from pixfleet.bench.measure import machine, peak_rss_mb, reset_peak_rss, status_kib
 from pixfleet.bench.stack import running_stack, task_pids
+from pixfleet.stats import percentile
 
 RSS_GOAL_MB = 150.0
 STREAM_CHUNK = 256 * 1024
@@ -89,9 +90,18 @@ async def throughput(
         "statuses": {str(k): v for k, v in statuses.items()},
         "accepted_per_s": round(accepted / elapsed, 2),
         "mb_per_s": round(accepted * len(body) / elapsed / 1e6, 2),
-        "latency_ms": {f"p{q}": round(percentile(latencies, q), 1) for q in (50, 90, 99)}
-        | {"max": round(max(latencies, default=0), 1)},
+        # None when no upload answered: an empty sample has no latency
+        "latency_ms": {f"p{q}": _ms(percentile(latencies, q)) for q in (50, 90, 99)}
+        | {"max": _ms(max(latencies, default=None))},
     }
+
+
+def _ms(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
+
+
+def _whole(value: float | None) -> str:
+    return "–" if value is None else f"{value:.0f}"
 
 
 async def memory(api_url: str, api_pid: int, clients: int, size: int, progress: Any = None) -> dict[str, Any]:
@@ -174,10 +184,10 @@ def render_tables(report: dict[str, Any]) -> list[Any]:
     fast.add_row(
         f"{t['accepted_per_s']:.1f}",
         f"{t['mb_per_s']:.1f}",
-        f"{lat['p50']:.0f}",
-        f"{lat['p90']:.0f}",
-        f"{lat['p99']:.0f}",
-        f"{lat['max']:.0f}",
+        _whole(lat["p50"]),
+        _whole(lat["p90"]),
+        _whole(lat["p99"]),
+        _whole(lat["max"]),
         str(t["statuses"]),
     )
     tables = [fast]

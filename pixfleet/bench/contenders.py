@@ -7,13 +7,14 @@ each contender's memory is measured alone.
 
 * ``pixfleet`` — :func:`pipeline.transform.engine.transform`.
 * ``pillow_naive`` — open, load at full size, resize every variant from the full
-  image with LANCZOS, save (EXIF rotation applied so the outputs are the same).
+  image with LANCZOS, save (EXIF rotation applied and transparent images flattened
+  onto the background for JPEG, so the outputs are the same).
 * ``pyvips`` — ``thumbnail_buffer`` once per variant (shrink-on-load), one
   thread (``VIPS_CONCURRENCY=1``), operation cache off: the libvips author's
   recommended way to make thumbnails.
-* ``floor`` — one decode at the draft scale our engine uses, plus the encodes of
-  the outputs: only those two are timed (the output-sized pixels they encode are
-  prepared untimed).
+* ``floor`` — one decode the way our engine decodes (JPEG at its draft scale, plain
+  PNGs with libspng), plus the encodes of the outputs: only those two are timed (the
+  output-sized pixels they encode are prepared untimed).
 
 All write the same outputs: sizes from the engine's geometry, the preset's format,
 quality and progressive flag, JPEG 4:2:0, metadata stripped.
@@ -57,19 +58,19 @@ def render_pillow_naive(data: bytes, variants: Sequence[Any]) -> tuple[float, li
     from PIL import Image, ImageOps
 
     from pipeline.transform.engine import plan_geometry
-    from pipeline.transform.steps import encode
+    from pipeline.transform.steps import encode, flatten
 
     started = time.process_time()
-    im = Image.open(io.BytesIO(data))
+    im: Image.Image = Image.open(io.BytesIO(data))
     im.load()
     if im.getexif().get(0x0112, 1) != 1:
         im = ImageOps.exif_transpose(im)
-    if im.mode not in ("RGB", "L"):
-        im = im.convert("RGB")
+    if im.mode not in ("RGB", "L", "RGBA"):
+        im = im.convert("RGBA" if im.has_transparency_data else "RGB")
     outputs = []
     for spec in variants:
         g = plan_geometry(im.width, im.height, spec)
-        pixels = im.resize(g.out, Image.Resampling.LANCZOS, box=g.region)
+        pixels = flatten(im.resize(g.out, Image.Resampling.LANCZOS, box=g.region), spec)  # RGBA: onto the background
         outputs.append((spec.name, spec.extension, pixels.width, pixels.height, encode(pixels, spec)))
     return time.process_time() - started, outputs
 
@@ -77,25 +78,30 @@ def render_pillow_naive(data: bytes, variants: Sequence[Any]) -> tuple[float, li
 def render_floor(data: bytes, variants: Sequence[Any]) -> tuple[float, list]:
     from PIL import Image
 
+    from pipeline.transform import png
     from pipeline.transform.engine import draft_request, plan_geometry
-    from pipeline.transform.steps import SWAPS_AXES, encode
+    from pipeline.transform.steps import SWAPS_AXES, encode, flatten
 
     started = time.process_time()
     im = Image.open(io.BytesIO(data))
     if im.format in ("JPEG", "MPO"):
         im.draft("RGB", draft_request(im, variants))
-    im.load()
+    decoded = png.decode(im, data) if im.format == "PNG" else None  # the engine's PNG decoder where it applies
+    if decoded is None:
+        im.load()
     cpu = time.process_time() - started
     # Untimed: output-sized pixels to encode, and the upright size the geometry is planned on.
     orientation = im.getexif().get(0x0112, 1)
-    source = im if im.mode in ("RGB", "L") else im.convert("RGB")
+    source = decoded if decoded is not None else im
+    if source.mode not in ("RGB", "L", "RGBA"):
+        source = source.convert("RGBA" if source.has_transparency_data else "RGB")
     width, height = Image.open(io.BytesIO(data)).size
     if orientation in SWAPS_AXES:
         width, height = height, width
     outputs = []
     for spec in variants:
         g = plan_geometry(width, height, spec)
-        pixels = source.resize(g.out, Image.Resampling.BICUBIC)
+        pixels = flatten(source.resize(g.out, Image.Resampling.BICUBIC), spec)
         started = time.process_time()
         payload = encode(pixels, spec)
         cpu += time.process_time() - started
@@ -105,6 +111,8 @@ def render_floor(data: bytes, variants: Sequence[Any]) -> tuple[float, list]:
 
 def render_pyvips(data: bytes, variants: Sequence[Any]) -> tuple[float, list]:
     import pyvips
+
+    from pipeline.transform.steps import WEBP_METHOD
 
     started = time.process_time()
     outputs = []
@@ -119,7 +127,7 @@ def render_pyvips(data: bytes, variants: Sequence[Any]) -> tuple[float, list]:
                 Q=spec.quality, interlace=spec.progressive, subsample_mode="on", optimize_coding=False, keep="none"
             )
         elif spec.format == "webp":
-            payload = im.webpsave_buffer(Q=spec.quality, effort=4, keep="none")
+            payload = im.webpsave_buffer(Q=spec.quality, effort=WEBP_METHOD, keep="none")
         elif spec.format == "png":
             payload = im.pngsave_buffer(compression=6, keep="none")
         else:
@@ -150,6 +158,13 @@ def pyvips_unavailable() -> str | None:
     return None
 
 
+def input_kind(im: Any) -> str:
+    """How the benchmark groups an input: ``JPEG baseline``, ``JPEG progressive``, ``PNG``, or Pillow's format name."""
+    if im.format in ("JPEG", "MPO"):
+        return "JPEG progressive" if im.info.get("progressive") or im.info.get("progression") else "JPEG baseline"
+    return str(im.format)
+
+
 def save_outputs(directory: Path, source: str, preset: str, outputs: list) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     for variant, ext, _, _, payload in outputs:
@@ -172,6 +187,7 @@ def run(contender: str, preset: str, files: Sequence[Path], repeat: int, save: P
         data = path.read_bytes()
         with Image.open(io.BytesIO(data)) as im:
             megapixels = im.width * im.height / 1e6
+            kind = input_kind(im)
         best, outputs = min((render(data, variants) for _ in range(repeat)), key=lambda r: r[0])
         if save is not None:
             save_outputs(save / "encoded", path.name, preset, outputs)
@@ -180,6 +196,7 @@ def run(contender: str, preset: str, files: Sequence[Path], repeat: int, save: P
         report["images"].append(
             {
                 "file": path.name,
+                "format": kind,
                 "megapixels": round(megapixels, 3),
                 "cpu_ms": round(best * 1000, 2),
                 "outputs": [{"variant": v, "width": w, "height": h, "bytes": len(p)} for v, _, w, h, p in outputs],

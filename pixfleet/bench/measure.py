@@ -1,4 +1,4 @@
-"""Small measuring helpers shared by the benchmarks: memory and CPU of processes, percentiles, the machine."""
+"""Small measuring helpers shared by the benchmarks: memory and CPU of processes, the machine."""
 
 from __future__ import annotations
 
@@ -62,16 +62,6 @@ def tree_cpu_seconds(pid: int) -> float:
             total += utime + stime + cutime + cstime
         stack.extend(children.get(p, []))
     return total / _TICK
-
-
-def percentile(values: list[float], q: float) -> float:
-    """The ``q``-th percentile (0..100) with linear interpolation; 0 for no values."""
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    k = (len(ordered) - 1) * q / 100
-    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
 def machine() -> dict[str, Any]:

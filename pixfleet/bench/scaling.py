@@ -33,6 +33,7 @@ from rich.table import Table
 from pipeline.aws import credential_kwargs
 from pipeline.manifest import manifest_key, upload_key
 from pipeline.messages import JobMessage, new_job_id
+from pipeline.transform.presets import DEFAULT_PRESET
 
 console = Console(stderr=True)
 
@@ -131,7 +132,7 @@ async def run_burst(
             finished = {m.job_id: await read(m.job_id) for m in messages}
         result.drain_s = max(_ts(d["finished_at"]) for d in finished.values()) - t0
         if not pinned:
-            events = (await stack.request("GET", "/v1/events?service=worker&limit=1000"))["events"]
+            events = await stack.control.events("worker", limit=1000)
             decisions = [e["createdAt"] for e in events if "scaled out" in e["message"] and e["createdAt"] >= t0]
             result.decision_s = min(decisions) - t0 if decisions else None
             new_starts = [
@@ -148,10 +149,10 @@ async def run_burst(
 
 @click.command("scaling")
 @click.option("--jobs", default=200, show_default=True, help="Messages in the burst.")
-@click.option("--min-workers", default=1, show_default=True)
-@click.option("--max-workers", default=4, show_default=True)
+@click.option("--min-workers", default=1, show_default=True, help="Autoscaling floor of the autoscaled run.")
+@click.option("--max-workers", default=4, show_default=True, help="Workers of the pinned run; the autoscaled ceiling.")
 @click.option("--target", default=10, show_default=True, help="Target backlog per task.")
-@click.option("--preset", default="web", show_default=True)
+@click.option("--preset", default=DEFAULT_PRESET, show_default=True, help="Preset of variants to render.")
 @click.option("--size", default="1200x900", show_default=True, help="Source image WxH.")
 @click.option(
     "--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Also write the results here."
@@ -170,9 +171,8 @@ def scaling(
         results = []
         with tempfile.TemporaryDirectory(prefix="pixfleet-bench-") as tmp:
             for mode in ("pinned", "autoscaled"):
-                with console.status(
-                    f"{mode} run: {jobs} jobs, workers {max_workers if mode == 'pinned' else f'{min_workers}..{max_workers}'}…"
-                ):
+                workers = str(max_workers) if mode == "pinned" else f"{min_workers}..{max_workers}"
+                with console.status(f"{mode} run: {jobs} jobs, workers {workers}…"):
                     results.append(
                         await run_burst(
                             mode=mode,
@@ -190,7 +190,8 @@ def scaling(
     pinned, auto = asyncio.run(both())
     ratio = auto.drain_s / pinned.drain_s
     table = Table(
-        title=f"bench scaling: {jobs} jobs ({preset}, {size}), workers {min_workers}..{max_workers}, target {target}/task",
+        title=f"bench scaling: {jobs} jobs ({preset}, {size}), workers {min_workers}..{max_workers}, "
+        f"target {target}/task",
         title_justify="left",
     )
     for col in ("measure", "value", "goal", "met"):

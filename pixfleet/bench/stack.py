@@ -17,29 +17,27 @@ from pixfleet.stack import EmbeddedConfig, EmbeddedStack
 @asynccontextmanager
 async def running_stack(state_dir: Path, *, workers: int, **config: Any) -> AsyncIterator[EmbeddedStack]:
     """An embedded stack with exactly ``workers`` worker tasks (autoscaling pinned), API on a free port."""
-    pinned = {"max_workers": max(1, workers)} if "max_workers" in EmbeddedConfig.__dataclass_fields__ else {}
-    if workers == 0 and "scaling" in EmbeddedConfig.__dataclass_fields__:
-        pinned["scaling"] = {"activationThreshold": 1_000_000_000}  # never start one for the backlog
+    scaling = {"activationThreshold": 1_000_000_000} if workers == 0 else {}  # 0: never start one for the backlog
     async with EmbeddedStack(
-        EmbeddedConfig(state_dir=state_dir, workers=workers, api_port=0, **pinned, **config)
+        EmbeddedConfig(
+            state_dir=state_dir, workers=workers, max_workers=max(1, workers), api_port=0, scaling=scaling, **config
+        )
     ) as stack:
         yield stack
 
 
 async def task_pids(stack: EmbeddedStack, service: str) -> list[int]:
     """Process ids of a service's running tasks (``api`` or ``worker``)."""
-    if hasattr(stack, "tasks"):  # the orchestrator runs the tasks
-        return [t["pid"] for t in await stack.tasks(service) if t.get("pid")]
-    if service == "api":  # pragma: no cover - the embedded stack before the orchestrator
-        return [stack.api.task.pid]  # type: ignore[attr-defined]
-    return [w.task.pid for w in stack.workers]  # type: ignore[attr-defined]  # pragma: no cover
+    return [t["pid"] for t in await stack.control.tasks(service) if t.get("pid")]
 
 
 async def upload(http: aiohttp.ClientSession, api_url: str, data: bytes, preset: str) -> str:
-    """POST one image as a raw body; the job id."""
-    async with http.post(
-        f"{api_url}/v1/images?preset={preset}", data=data, headers={"Content-Type": "image/jpeg"}
-    ) as r:
+    """POST one image as a raw body (Content-Type from its magic bytes); the job id."""
+    from pipeline.transform.probe import detect_format
+
+    content_type = f"image/{detect_format(data[:4096])}"
+    headers = {"Content-Type": content_type}
+    async with http.post(f"{api_url}/v1/images?preset={preset}", data=data, headers=headers) as r:
         body = await r.json()
         if r.status != 202:
             raise RuntimeError(f"upload refused: {r.status} {body}")

@@ -19,8 +19,8 @@ import click
 from rich.console import Console
 from rich.live import Live
 
-from pixfleet.endpoints import read_stack
-from pixfleet.loadtest.probes import ApiProbe, FleetProbe, OrchestratorProbe
+from pixfleet.endpoints import NoRunningStack, read_stack, require_stack
+from pixfleet.loadtest.probes import READ_ERRORS, ApiProbe, FleetProbe, OrchestratorProbe
 from pixfleet.loadtest.schedule import parse_schedule
 
 console = Console(stderr=True)
@@ -33,13 +33,13 @@ class BadInput(click.ClickException):
 
 
 def _endpoints(api: str | None, orchestrator: str | None, state_dir: Path) -> tuple[str, str | None]:
-    stack = read_stack(state_dir)
     if api is None:
-        if stack is None:
-            raise BadInput(
-                f"no running stack: {state_dir / 'stack.json'} not found (start one with `pixfleet up`, or pass --api URL)"
-            )
-        api = stack["api_url"]
+        try:
+            running = require_stack(state_dir, instead="--api URL")
+        except NoRunningStack as exc:
+            raise BadInput(exc.message) from None
+        api = running["api_url"]
+    stack = read_stack(state_dir)
     api = api.rstrip("/")
     if orchestrator is None and stack is not None and stack.get("api_url", "").rstrip("/") == api:
         orchestrator = stack.get("orchestrator_url")
@@ -66,7 +66,7 @@ async def _preflight(api: str, preset: str, api_key: str | None, probe: FleetPro
         if probe is not None:
             try:
                 await probe.read(http)
-            except (aiohttp.ClientError, TimeoutError, ValueError, KeyError) as exc:
+            except READ_ERRORS as exc:
                 where = getattr(probe, "url", "")
                 raise BadInput(
                     f"cannot read queue depth and workers from the {probe.name} at {where}: {exc or type(exc).__name__}"
@@ -86,6 +86,7 @@ async def _preflight(api: str, preset: str, api_key: str | None, probe: FleetPro
     envvar="PIXFLEET_STATE_DIR",
     default=".pixfleet",
     show_default=True,
+    help="State directory of the running stack (its stack.json).",
 )
 @click.option(
     "--images",
@@ -110,7 +111,7 @@ async def _preflight(api: str, preset: str, api_key: str | None, probe: FleetPro
 )
 @click.option("--duration", default=30.0, show_default=True, help="Seconds of submitting (ignored by burst).")
 @click.option("--concurrency", default=8, show_default=True, help="Uploads in flight at once.")
-@click.option("--preset", default="thumbs", show_default=True)
+@click.option("--preset", default="thumbs", show_default=True, help="Preset of variants to render.")
 @click.option(
     "--drain-timeout", default=300.0, show_default=True, help="Seconds to wait for the last jobs after submitting."
 )

@@ -12,6 +12,8 @@ from typing import Any, Protocol
 
 import aiohttp
 
+from pixfleet.orchestrator_client import OrchestratorClient, OrchestratorError
+
 
 @dataclass(frozen=True)
 class FleetReading:
@@ -27,7 +29,11 @@ class FleetProbe(Protocol):
     name: str
 
     async def read(self, http: aiohttp.ClientSession) -> FleetReading:
-        """One reading; raises on a failed read (the sample then records nothing)."""
+        """One reading; raises one of :data:`READ_ERRORS` on a failed read (the sample then records nothing)."""
+
+
+# What a failed read raises: no answer, a refusal, or an answer of the wrong shape.
+READ_ERRORS = (aiohttp.ClientError, TimeoutError, ValueError, KeyError, OrchestratorError)
 
 
 def _int(value: Any) -> int | None:
@@ -41,11 +47,9 @@ class OrchestratorProbe:
         self.url = url.rstrip("/")
 
     async def read(self, http: aiohttp.ClientSession) -> FleetReading:
-        async with http.get(f"{self.url}/v1/status", timeout=aiohttp.ClientTimeout(total=3)) as response:
-            response.raise_for_status()
-            status = await response.json()
+        status = await OrchestratorClient(self.url, http=http, timeout=3).status()
         queue = status.get("queue") or {}
-        worker = next((s for s in status.get("services", []) if s.get("serviceName") == "worker"), {})
+        worker: dict[str, Any] = next((s for s in status.get("services", []) if s.get("serviceName") == "worker"), {})
         return FleetReading(
             visible=_int(queue.get("visible")),
             in_flight=_int(queue.get("in_flight")),

@@ -21,6 +21,7 @@ from typing import Any
 from rich.table import Table
 
 from pixfleet.loadtest.runner import LoadTest
+from pixfleet.stats import percentile
 
 PLOT_SIZE = (1200, 700)  # pixels of timeline.png
 PLOT_DPI = 100
@@ -28,16 +29,6 @@ PLOT_DPI = 100
 
 def _iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    """The ``q``-th percentile (0..100) with linear interpolation between ranks; None for no values."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = (len(ordered) - 1) * q / 100
-    low, high = math.floor(rank), math.ceil(rank)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
 def build_timeline(test: LoadTest) -> dict[str, Any]:
@@ -102,7 +93,7 @@ def build_summary(
     accepted = [r for r in records if r.job_id]
     bad = [r for r in records if r.status in ("rejected", "failed", "unfinished")]
     failure_rate = len(bad) / len(records) if records else 0.0
-    last_finish = max((r.finished_at for r in ended), default=None)
+    last_finish = max((r.finished_at for r in ended if r.finished_at is not None), default=None)
     span = (last_finish - test.started) if last_finish else None
     last_answer = max((r.answered for r in accepted if r.answered), default=None)
     samples = timeline["samples"]
@@ -159,6 +150,10 @@ def build_summary(
         "metrics_source": timeline["metrics_source"],
         "metrics_read_failures": test.probe_failures,
     }
+
+
+def _dash(value: float | None) -> str:
+    return "–" if value is None else str(value)
 
 
 def _round(value: float | None) -> float | None:
@@ -230,7 +225,7 @@ def plot_timeline(timeline: dict[str, Any], summary: dict[str, Any], path: Path)
         f"pixfleet load — {summary.get('schedule', '')}, preset {summary.get('preset', '')}: "
         f"{summary['succeeded']}/{summary['submitted']} succeeded, "
         f"{throughput if throughput is not None else '–'} jobs/s, "
-        f"p50 {latency['p50'] if latency['p50'] is not None else '–'} s, p95 {latency['p95'] if latency['p95'] is not None else '–'} s",
+        f"p50 {_dash(latency['p50'])} s, p95 {_dash(latency['p95'])} s",
         fontsize=11,
     )
     fig.tight_layout()
@@ -272,7 +267,8 @@ def summary_table(summary: dict[str, Any]) -> Table:
     )
     table.add_row(
         "latency",
-        f"p50 {fmt(latency['p50'], ' s')}, p95 {fmt(latency['p95'], ' s')}, p99 {fmt(latency['p99'], ' s')}, max {fmt(latency['max'], ' s')}",
+        f"p50 {fmt(latency['p50'], ' s')}, p95 {fmt(latency['p95'], ' s')}, p99 {fmt(latency['p99'], ' s')}, "
+        f"max {fmt(latency['max'], ' s')}",
     )
     table.add_row(
         "queue / workers",

@@ -24,7 +24,7 @@ from typing import Any
 
 import aiohttp
 
-from pixfleet.loadtest.probes import FleetProbe, FleetReading
+from pixfleet.loadtest.probes import READ_ERRORS, FleetProbe, FleetReading
 from pixfleet.loadtest.schedule import Schedule
 from pixfleet.loadtest.sources import ImageSource
 from pipeline.manifest import TERMINAL
@@ -262,7 +262,7 @@ class LoadTest:
             try:
                 reading = await self.probe.read(http)
                 self.last_reading = reading
-            except (aiohttp.ClientError, TimeoutError, ValueError, KeyError):
+            except READ_ERRORS:
                 self.probe_failures += 1  # the sample records no reading; the plot shows a gap
         self.samples.append(
             {

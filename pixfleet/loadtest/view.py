@@ -7,7 +7,7 @@ from rich.table import Table
 from rich.text import Text
 
 from pixfleet.loadtest.runner import LoadTest
-from pixfleet.loadtest.report import percentile
+from pixfleet.stats import percentile
 
 
 def _n(value: int | None) -> str:
@@ -25,8 +25,9 @@ def render(test: LoadTest) -> RenderableType:
     grid.add_row("elapsed", Text.assemble(f"{test.elapsed:.1f} s · ", (test.phase, "cyan")))
     grid.add_row(
         "jobs",
-        f"submitted {len(test.records)} · accepted {sum(1 for r in test.records if r.job_id)} · rejected {test.count('rejected')} · "
-        f"completed {test.count('succeeded')} · failed {test.count('failed', 'unfinished')} · pending {test.count('queued', 'processing')}",
+        f"submitted {len(test.records)} · accepted {sum(1 for r in test.records if r.job_id)} · "
+        f"rejected {test.count('rejected')} · completed {test.count('succeeded')} · "
+        f"failed {test.count('failed', 'unfinished')} · pending {test.count('queued', 'processing')}",
     )
     if reading is None:
         grid.add_row("queue", "?")
@@ -34,7 +35,8 @@ def render(test: LoadTest) -> RenderableType:
     else:
         grid.add_row(
             "queue",
-            f"{_n(reading.visible)} visible · {_n(reading.in_flight)} in flight · {_n(reading.delayed)} delayed · {_n(reading.dead_letters)} in the DLQ",
+            f"{_n(reading.visible)} visible · {_n(reading.in_flight)} in flight · {_n(reading.delayed)} delayed · "
+            f"{_n(reading.dead_letters)} in the DLQ",
         )
         grid.add_row("workers", f"{_n(reading.running_workers)} running (desired {_n(reading.desired_workers)})")
     grid.add_row(

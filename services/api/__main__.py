@@ -1,4 +1,6 @@
-"""``python -m services.api`` — run the upload API with settings from the environment; ``--healthcheck`` probes a running one."""
+"""``python -m services.api`` — run the upload API with settings from the environment.
+
+``--healthcheck`` probes a running one."""
 
 from __future__ import annotations
 

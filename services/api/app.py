@@ -23,7 +23,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from pipeline.aws import aws_clients, client_config
+from pipeline.aws import aws_clients, client_config, queue_depth
 from pipeline.errors import (
     InternalError,
     InvalidRequest,
@@ -83,8 +83,8 @@ class FleetCache:
 
 
 SETTINGS = web.AppKey("settings", ApiSettings)
-S3 = web.AppKey("s3", Any)
-SQS = web.AppKey("sqs", Any)
+S3: web.AppKey[Any] = web.AppKey("s3")
+SQS: web.AppKey[Any] = web.AppKey("sqs")
 BUDGET = web.AppKey("budget", ByteBudget)
 METRICS = web.AppKey("metrics", Metrics)
 HTTP = web.AppKey("http", aiohttp.ClientSession)
@@ -454,7 +454,7 @@ async def _job_view(request: web.Request, job_id: str, key: str | None = None) -
             "timings_ms": manifest.timings_ms,
             "attempts": manifest.attempt,
             "worker_id": manifest.worker_id,
-            "history": manifest.history(),
+            "history": [attempt.to_dict() for attempt in manifest.history()],
         }
     )
     return web.json_response(dump(job))
@@ -535,7 +535,11 @@ async def healthz(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     budget = request.app[BUDGET]
     body = generate_latest(request.app[METRICS].registry)
-    body += f"# HELP pixfleet_api_buffer_bytes_in_use Upload buffer bytes in use\n# TYPE pixfleet_api_buffer_bytes_in_use gauge\npixfleet_api_buffer_bytes_in_use {budget.in_use}\n".encode()
+    body += (
+        "# HELP pixfleet_api_buffer_bytes_in_use Upload buffer bytes in use\n"
+        "# TYPE pixfleet_api_buffer_bytes_in_use gauge\n"
+        f"pixfleet_api_buffer_bytes_in_use {budget.in_use}\n"
+    ).encode()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
@@ -555,13 +559,7 @@ async def fleet(request: web.Request) -> web.Response:
 
 async def _read_fleet(app: web.Application) -> dict[str, Any]:
     settings = app[SETTINGS]
-    names = [
-        "ApproximateNumberOfMessages",
-        "ApproximateNumberOfMessagesNotVisible",
-        "ApproximateNumberOfMessagesDelayed",
-    ]
-    attrs = (await app[SQS].get_queue_attributes(QueueUrl=settings.aws.queue_url, AttributeNames=names))["Attributes"]
-    visible, in_flight, delayed = (int(attrs.get(name, 0)) for name in names)
+    depth = await queue_depth(app[SQS], settings.aws.queue_url)
     workers = desired = None
     if settings.orchestrator_url:
         # The orchestrator's reads need no token; if it does not answer, the panel shows "unknown".
@@ -573,7 +571,7 @@ async def _read_fleet(app: web.Application) -> dict[str, Any]:
         except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, TypeError, StopIteration) as exc:
             log.debug("orchestrator %s: %s", settings.orchestrator_url, exc)
     answer = schemas.Fleet(
-        queue=schemas.QueueDepth(visible=visible, in_flight=in_flight, delayed=delayed),
+        queue=schemas.QueueDepth(visible=depth.visible, in_flight=depth.in_flight, delayed=depth.delayed),
         workers=workers,
         desired_workers=desired,
         sampled_at=utcnow_iso(),

@@ -23,7 +23,8 @@ from pydantic.json_schema import models_json_schema
 
 from services.api.settings import ApiSettings
 from pipeline.transform.presets import preset_names
-from pipeline.transform.spec import CONTENT_TYPES, NAME_PATTERN
+from pipeline.transform.media import MEDIA_TYPES
+from pipeline.transform.spec import FORMATS, NAME_PATTERN
 from services.api import schemas
 from services.api.schemas import MAX_FILES_PER_REQUEST
 
@@ -176,7 +177,7 @@ def openapi_document(settings: ApiSettings) -> dict[str, Any]:
     """Describe every route, request and response the API serves, for these settings."""
     v1_security: list[dict[str, list[str]]] = [{"apiKey": []}] if settings.api_keys else []
     static = static_files()
-    output_types = {t: {"schema": {"type": "string", "contentMediaType": t}} for t in CONTENT_TYPES.values()}
+    output_types = {t: {"schema": {"type": "string", "contentMediaType": t}} for t in (MEDIA_TYPES[f] for f in FORMATS)}
     output_headers = {
         name: {"schema": {"type": "string"}, "description": text}
         for name, text in (
@@ -244,7 +245,8 @@ def openapi_document(settings: ApiSettings) -> dict[str, Any]:
                             "name": "content_type",
                             "in": "query",
                             "required": False,
-                            "description": "The file's media type, returned in `upload.fields` (the policy accepts any image/*).",
+                            "description": "The file's media type, returned in `upload.fields` "
+                            "(the policy accepts any image/*).",
                             "schema": {
                                 "type": "string",
                                 "pattern": "^image/[^\\x00-\\x1f]{1,94}$",

@@ -6,13 +6,11 @@ same classes, so the document cannot drift from what the API sends.
 
 What is guaranteed: a body a handler sends validates against its model (and so against
 the document). Enums come from the modules that own the values (job statuses from
-:mod:`pipeline.manifest`, formats, modes and gravities from :mod:`pipeline.transform.spec`,
-preset names from :mod:`pipeline.transform.presets`), never spelled twice.
-
-What is not: :class:`VariantSpec` here *describes* an operation; the validator of record
-is still :func:`pipeline.transform.spec.parse_operations` (the worker runs it too, and its
-message names every bad field at once). ``tests/test_openapi.py`` holds the two to the same
-verdicts, and the schemathesis run checks that every schema-valid operation list is accepted.
+:mod:`pipeline.manifest`, formats from :mod:`pipeline.transform.spec`, preset names from
+:mod:`pipeline.transform.presets`), never spelled twice. Operations are described by the
+models that validate them, :class:`~pipeline.transform.spec.VariantSpec` and
+:class:`~pipeline.transform.spec.Operations` (the worker runs the same validation), so the
+schemathesis run checks that every schema-valid operation list is accepted.
 """
 
 from __future__ import annotations
@@ -20,24 +18,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    GetCoreSchemaHandler,
-    RootModel,
-    Strict,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, GetCoreSchemaHandler
 from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import core_schema
 
 from pipeline.manifest import ATTEMPT_OUTCOMES, STATUSES
-from pipeline.transform.spec import COLOR_PATTERN, FORMATS, GRAVITIES, MAX_DIMENSION, MODES, NAME_PATTERN
+from pipeline.messages import JOB_ID_PATTERN
+from pipeline.transform.spec import FORMATS, NAME_PATTERN, Operations, VariantSpec
 
-JOB_ID_PATTERN = "^[0-9a-f]{32}$"
-MAX_OPERATIONS = 16  # parse_operations' limit
 MAX_FILES_PER_REQUEST = 20
 
 
@@ -61,15 +49,6 @@ Uri = Annotated[str, Field(json_schema_extra={"format": "uri"})]
 Timestamp = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
 JobId = Annotated[str, Field(pattern=JOB_ID_PATTERN)]
 
-
-def _integral(value: Any) -> Any:
-    return int(value) if isinstance(value, float) and value.is_integer() else value
-
-
-# Integers as JSON Schema (and parse_operations) read them: 24 or 24.0, never "24" or true. (The
-# bounds go before the validator, or pydantic cannot render them as minimum/maximum.)
-Dimension = Annotated[int, Field(ge=1, le=MAX_DIMENSION), BeforeValidator(_integral), Strict()]
-Quality = Annotated[int, Field(ge=1, le=100), BeforeValidator(_integral), Strict()]
 Pixels = Annotated[int, Field(ge=1)]
 Count = Annotated[int, Field(ge=0)]
 
@@ -117,61 +96,6 @@ class Error(Model):
     """The one error shape of every 4xx and 5xx answer."""
 
     error: ErrorDetail
-
-
-# --- operations (request) --------------------------------------------------------------------
-
-
-class VariantSpec(BaseModel):
-    """One output of a job (see :class:`pipeline.transform.spec.VariantSpec`, which validates it)."""
-
-    model_config = ConfigDict(
-        extra="forbid",
-        strict=True,
-        json_schema_extra={
-            "description": "One output of a job. `fill` and `exact` need both width and height; "
-            "`fit` bounds whichever are given. Images are never enlarged unless `upscale` is true.",
-            # The model validator below, as JSON Schema: mode fit (or left out), or both sides given.
-            # (anyOf rather than if/then: schemathesis' coverage phase cannot judge binary
-            # multipart parts against a schema holding if/then.)
-            "anyOf": [
-                {"properties": {"mode": {"const": "fit"}}},
-                {
-                    "required": ["width", "height"],
-                    "properties": {"width": {"type": "integer"}, "height": {"type": "integer"}},
-                },
-            ],
-        },
-    )
-
-    name: str = Field(pattern=NAME_PATTERN, description="Unique within the job; names the output.")
-    width: Dimension | None = None
-    height: Dimension | None = None
-    mode: Annotated[str, OneOf(MODES)] = "fit"
-    format: OutputFormat = "jpeg"
-    quality: Quality = 82
-    progressive: bool = False
-    gravity: Annotated[str, OneOf(GRAVITIES)] = "center"
-    upscale: bool = False
-    strip_metadata: bool = True
-    grayscale: bool = False
-    blur: float = Field(default=0.0, ge=0, le=100)
-    sharpen: float = Field(default=0.0, ge=0, le=10)
-    watermark: Annotated[str, Field(min_length=1, max_length=200)] | None = None
-    background: str = Field(default="#ffffff", pattern=COLOR_PATTERN)
-
-    @model_validator(mode="after")
-    def _box_for_fill_and_exact(self) -> VariantSpec:
-        if self.mode in ("fill", "exact") and (self.width is None or self.height is None):
-            raise ValueError(f"mode {self.mode!r} needs both width and height")
-        return self
-
-
-class Operations(RootModel[Annotated[list[VariantSpec], Field(min_length=1, max_length=MAX_OPERATIONS)]]):
-    """The ``operations`` field of an upload: a JSON list of variant specs, instead of a preset.
-
-    Names must be unique within the list (JSON Schema cannot say that of one field).
-    """
 
 
 # --- jobs ------------------------------------------------------------------------------------

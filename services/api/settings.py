@@ -2,51 +2,36 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from typing import Any
 
-from pipeline.settings import MiB, AwsSettings, EnvReader, read_limits
+from pydantic import Field, ValidationInfo, field_validator
+
+from pipeline.settings import MiB, AwsSettings, CommaList, ServiceSettings, env
+from pipeline.transform.presets import DEFAULT_PRESET
 from pipeline.transform.spec import Limits
 
 
-@dataclass(frozen=True)
-class ApiSettings:
+class ApiSettings(ServiceSettings):
     """Settings of the upload API process."""
 
     aws: AwsSettings
-    host: str = "127.0.0.1"
-    port: int = 8080
-    limits: Limits = field(default_factory=Limits)
-    part_size: int = 8 * MiB
-    buffer_budget: int = 16 * MiB
-    buffer_wait: float = 5.0
-    api_keys: tuple[str, ...] = ()
-    presign_expires: int = 900
-    default_preset: str = "web"
-    aws_timeout: float = 5.0
-    public_s3_url: str = ""
-    orchestrator_url: str = ""  # read-only fleet views (GET /v1/fleet); set for tasks by the orchestrator
+    host: str = env("PIXFLEET_API_HOST", "127.0.0.1")
+    port: int = env("PIXFLEET_API_PORT", 8080, ge=0, le=65535)
+    limits: Limits = Field(default_factory=Limits)
+    part_size: int = env("PIXFLEET_API_PART_SIZE", 8 * MiB, ge=5 * MiB, le=512 * MiB)
+    buffer_budget: int = env("PIXFLEET_API_BUFFER_BUDGET", 16 * MiB, ge=5 * MiB)
+    buffer_wait: float = env("PIXFLEET_API_BUFFER_WAIT", 5.0, ge=0.1, le=300)
+    api_keys: CommaList = env("PIXFLEET_API_KEYS", ())
+    presign_expires: int = env("PIXFLEET_PRESIGN_EXPIRES", 900, ge=60, le=7 * 24 * 3600)
+    default_preset: str = env("PIXFLEET_DEFAULT_PRESET", DEFAULT_PRESET)
+    aws_timeout: float = env("PIXFLEET_AWS_TIMEOUT", 5.0, ge=0.1)
+    public_s3_url: str = env("PIXFLEET_PUBLIC_S3_URL", "")
+    # Read-only fleet views (GET /v1/fleet); set for tasks by the orchestrator.
+    orchestrator_url: str = env("PIXFLEET_ORCHESTRATOR_URL", "")
 
+    @field_validator("buffer_budget")
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> ApiSettings:
-        r = EnvReader(env)
-        settings = cls(
-            aws=AwsSettings.read(r),
-            host=r.str("PIXFLEET_API_HOST", "127.0.0.1"),
-            port=r.int("PIXFLEET_API_PORT", 8080, min=0, max=65535),
-            limits=read_limits(r),
-            part_size=r.int("PIXFLEET_API_PART_SIZE", 8 * MiB, min=5 * MiB, max=512 * MiB),
-            buffer_budget=r.int("PIXFLEET_API_BUFFER_BUDGET", 16 * MiB, min=5 * MiB),
-            buffer_wait=r.float("PIXFLEET_API_BUFFER_WAIT", 5.0, min=0.1, max=300),
-            api_keys=r.list("PIXFLEET_API_KEYS"),
-            presign_expires=r.int("PIXFLEET_PRESIGN_EXPIRES", 900, min=60, max=7 * 24 * 3600),
-            default_preset=r.str("PIXFLEET_DEFAULT_PRESET", "web"),
-            aws_timeout=r.float("PIXFLEET_AWS_TIMEOUT", 5.0, min=0.1),
-            public_s3_url=r.str("PIXFLEET_PUBLIC_S3_URL", ""),
-            orchestrator_url=r.str("PIXFLEET_ORCHESTRATOR_URL", ""),
-        )
-        r.check(
-            settings.buffer_budget >= settings.part_size, "PIXFLEET_API_BUFFER_BUDGET must be >= PIXFLEET_API_PART_SIZE"
-        )
-        r.raise_if_problems()
-        return settings
+    def _budget_holds_a_part(cls, budget: int, info: ValidationInfo) -> Any:
+        if budget < info.data.get("part_size", 0):
+            raise ValueError("PIXFLEET_API_BUFFER_BUDGET must be >= PIXFLEET_API_PART_SIZE")
+        return budget

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.errors import PayloadTooLarge, RetryableError
+from pipeline.transform.media import media_type
 from pipeline.transform.probe import Probe, probe_header
 from pipeline.transform.spec import Limits
 
@@ -34,15 +35,6 @@ log = logging.getLogger(__name__)
 ReadChunk = Callable[[int], Awaitable[bytes]]
 CHUNK = 256 * 1024
 HEADER_BYTES = 256 * 1024
-FORMAT_CONTENT_TYPES = {
-    "jpeg": "image/jpeg",
-    "png": "image/png",
-    "gif": "image/gif",
-    "webp": "image/webp",
-    "avif": "image/avif",
-    "tiff": "image/tiff",
-    "bmp": "image/bmp",
-}
 
 
 FIRST_STEP = 1024 * 1024  # what an upload of unknown size reserves first
@@ -149,7 +141,7 @@ class StoredUpload:
 
     @property
     def content_type(self) -> str:
-        return FORMAT_CONTENT_TYPES.get(self.probe.format, "application/octet-stream")
+        return media_type(self.probe.format)
 
 
 class PartBody(io.RawIOBase):
@@ -264,8 +256,7 @@ async def store_upload(
         filled = await _fill(read, buffer, part_size, limits.max_bytes, 0, reservation)
         whole = filled < part_size and filled <= HEADER_BYTES  # the probe sees the whole file: unparseable is corrupt
         probe = probe_header(bytes(buffer[: min(filled, HEADER_BYTES)]), limits, complete=whole)
-        content_type = FORMAT_CONTENT_TYPES.get(probe.format, "application/octet-stream")
-        extra = {"ContentType": content_type, "Metadata": metadata or {}}
+        extra = {"ContentType": media_type(probe.format), "Metadata": metadata or {}}
         if filled < part_size:
             with PartBody(buffer, filled) as body:
                 await asyncio.wait_for(
@@ -276,7 +267,7 @@ async def store_upload(
             "UploadId"
         ]
         try:
-            size, parts = 0, []
+            size, parts = 0, list[dict[str, Any]]()
             while filled:
                 size += filled
                 with PartBody(buffer, filled) as body:

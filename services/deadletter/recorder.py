@@ -1,9 +1,10 @@
 """The dead-letter recorder: a small service that watches the DLQ and records what it finds.
 
 SQS moves a message to the dead-letter queue when it has been received
-``maxReceiveCount`` times without being deleted — typically because the workers that
-held it were killed mid-job. No worker sees that move, so without this service such a
-job would read ``processing`` forever. The recorder:
+``maxReceiveCount`` times (the job queue's redrive policy, which the recorder reads at
+startup) without being deleted — typically because the workers that held it were killed
+mid-job. No worker sees that move, so without this service such a job would read
+``processing`` forever. The recorder:
 
 * watches the DLQ's depth every ``poll_interval`` and, when it changed (or every
   ``full_pass_interval`` anyway), reads every message in it, holding each one invisible
@@ -31,9 +32,9 @@ from typing import Any
 
 from aiohttp import web
 
-from pipeline.aws import aws_clients, client_config
+from pipeline.aws import aws_clients, client_config, queue_config, queue_depth
 from pipeline.errors import PermanentError, classify
-from pipeline.manifest import Manifest, ManifestConflict, ManifestStore
+from pipeline.manifest import Manifest, ManifestConflict, ManifestStore, planned_output_keys
 from pipeline.messages import JobMessage, parse_message, utcnow_iso
 from services.deadletter.settings import DeadLetterSettings
 
@@ -67,6 +68,7 @@ class DeadLetterRecorder:
         self._last_poll = time.monotonic()
         self.recorded_total = 0
         self.health_url: str | None = None
+        self.max_receive_count = settings.max_receive_count or 0  # the job queue's unless set: read at startup
 
     def stop(self) -> None:
         self._stopping.set()
@@ -91,22 +93,17 @@ class DeadLetterRecorder:
                 aws_clients(s.aws, "s3", "sqs", config=config, credentials=self.credentials)
             )
             self.manifests = ManifestStore(s3, s.aws.output_bucket)
+            if s.max_receive_count is None:
+                self.max_receive_count = (await queue_config(self._sqs, s.aws.queue_url)).max_receive_count
             if s.health_port is not None:
                 await stack.enter_async_context(self._health_server())
             yield
 
     async def tick(self) -> PassResult | None:
         """One poll: read the DLQ's depth; run a pass when it changed (or is due anyway)."""
-        attrs = (
-            await self._sqs.get_queue_attributes(
-                QueueUrl=self.settings.aws.dlq_url,
-                AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-            )
-        )["Attributes"]
+        dlq = await queue_depth(self._sqs, self.settings.aws.dlq_url)
         self._last_poll = time.monotonic()
-        depth = int(attrs.get("ApproximateNumberOfMessages", 0)) + int(
-            attrs.get("ApproximateNumberOfMessagesNotVisible", 0)
-        )
+        depth = dlq.visible + dlq.in_flight
         due = time.monotonic() - self._last_pass > self.settings.full_pass_interval
         if depth == 0:
             self._known_depth = 0
@@ -119,7 +116,7 @@ class DeadLetterRecorder:
 
     async def run_pass(self) -> PassResult:
         """Read every message in the DLQ once, record the jobs not yet final, hand the messages back."""
-        s, result, receipts = self.settings, PassResult(), []
+        s, result, receipts = self.settings, PassResult(), list[str]()
         try:
             while len(receipts) < MAX_PER_PASS and not self._stopping.is_set():
                 answer = await self._sqs.receive_message(
@@ -180,7 +177,9 @@ class DeadLetterRecorder:
             current, etag = await self.manifests.read(job.job_id)
             if current is not None and current.terminal and current.source.get("object_version") == job.object_version:
                 return False
-            manifest = _failed_manifest(job, current, self.settings.max_receive_count, message)
+            manifest = _failed_manifest(job, current, self.max_receive_count, message)
+            # Its interrupted attempts may have written some outputs: a failed job keeps none.
+            await self.manifests.remove(planned_output_keys(job.job_id, manifest.preset, job.operations))
             try:
                 await self.manifests.write(manifest, if_match=etag, if_absent=current is None)
             except ManifestConflict:
@@ -230,11 +229,14 @@ def _failed_manifest(
     last = history[-1] if history else None
     if last is None:
         how = "no attempt got far enough to record itself (each worker was stopped first)"
-    elif last.get("outcome") == "interrupted":
-        how = f"the last attempt (#{last.get('attempt')}, {last.get('worker_id')}) was interrupted: its worker stopped without finishing"
+    elif last.outcome == "interrupted":
+        how = (
+            f"the last attempt (#{last.attempt}, {last.worker_id}) was interrupted: "
+            "its worker stopped without finishing"
+        )
     else:
-        error = last.get("error") or {}
-        how = f"the last attempt (#{last.get('attempt')}) ended with {last.get('outcome')}: {error.get('code', '?')}"
+        error = last.error or {}
+        how = f"the last attempt (#{last.attempt}) ended with {last.outcome}: {error.get('code', '?')}"
     deliveries = max(max_receive_count, len(history))
     base = current if current is not None else Manifest(job_id=job.job_id, status="failed")
     source = dict(base.source) or {

@@ -2,35 +2,28 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from pydantic import field_validator
 
-from pipeline.settings import AwsSettings, EnvReader
+from pipeline.settings import AwsSettings, ServiceSettings, env
 
 
-@dataclass(frozen=True)
-class DeadLetterSettings:
-    """Settings of the dead-letter recorder (services/deadletter)."""
+class DeadLetterSettings(ServiceSettings):
+    """Settings of the dead-letter recorder (services/deadletter).
+
+    ``max_receive_count`` is the job queue's (its redrive policy's ``maxReceiveCount``, read
+    at startup) unless the environment overrides it.
+    """
 
     aws: AwsSettings
-    max_receive_count: int = 3
-    poll_interval: float = 2.0
-    full_pass_interval: float = 60.0
-    health_host: str = "127.0.0.1"
-    health_port: int | None = None
+    max_receive_count: int | None = env("PIXFLEET_MAX_RECEIVE_COUNT", None, ge=1, le=1000)
+    poll_interval: float = env("PIXFLEET_DEADLETTER_POLL_INTERVAL", 2.0, ge=0.1, le=300)
+    full_pass_interval: float = env("PIXFLEET_DEADLETTER_FULL_PASS", 60.0, ge=1, le=86400)
+    health_host: str = env("PIXFLEET_DEADLETTER_HEALTH_HOST", "127.0.0.1")
+    health_port: int | None = env("PIXFLEET_DEADLETTER_HEALTH_PORT", None, ge=0, le=65535)
 
+    @field_validator("aws")
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> DeadLetterSettings:
-        r = EnvReader(env)
-        health_port = r.int("PIXFLEET_DEADLETTER_HEALTH_PORT", -1, min=-1, max=65535)
-        settings = cls(
-            aws=AwsSettings.read(r),
-            max_receive_count=r.int("PIXFLEET_MAX_RECEIVE_COUNT", 3, min=1, max=1000),
-            poll_interval=r.float("PIXFLEET_DEADLETTER_POLL_INTERVAL", 2.0, min=0.1, max=300),
-            full_pass_interval=r.float("PIXFLEET_DEADLETTER_FULL_PASS", 60.0, min=1, max=86400),
-            health_host=r.str("PIXFLEET_DEADLETTER_HEALTH_HOST", "127.0.0.1"),
-            health_port=None if health_port < 0 else health_port,
-        )
-        r.check(bool(settings.aws.dlq_url), "PIXFLEET_DLQ_URL is required")
-        r.raise_if_problems()
-        return settings
+    def _has_a_dlq(cls, aws: AwsSettings) -> AwsSettings:
+        if not aws.dlq_url:
+            raise ValueError("PIXFLEET_DLQ_URL is required")
+        return aws

@@ -8,24 +8,24 @@ import os
 import secrets
 import signal
 import sys
-from contextlib import AsyncExitStack
-from datetime import UTC
+from contextlib import AsyncExitStack, suppress
 from pathlib import Path
 
 from aiobotocore.session import get_session
 from aiohttp import web
 
-from infra.credentials import TemporaryCredentials
+from infra.credentials import assume_role_with
+from infra.stack import TASK_ROLE_KEYS, StackSpec, role_arn
 from pipeline.aws import client_config
 from pipeline.settings import SettingsError
-from services.orchestrator.settings import OrchestratorSettings
 from services.orchestrator.api import create_orchestrator_app
 from services.orchestrator.credentials import CredentialVault
 from services.orchestrator.metric_sources import SqsQueueDepth
-from services.orchestrator.model import load_services
 from services.orchestrator.orchestrator import Orchestrator
 from services.orchestrator.runtime import create_runtime
-from services.orchestrator.taskdefs import TaskDefinitionRegistry
+from services.orchestrator.services_file import load_services
+from services.orchestrator.settings import OrchestratorSettings
+from services.orchestrator.taskdefs import TaskDefinitionRegistry, resolve_role_arn
 
 log = logging.getLogger("pixfleet.orchestrator")
 
@@ -56,22 +56,9 @@ async def serve(settings: OrchestratorSettings) -> int:
         )
         identity = await sts.get_caller_identity()
         account, partition = identity["Account"], identity["Arn"].split(":")[1]
-
-        def role_arn(value: str) -> str:
-            return value if value.startswith("arn:") else f"arn:{partition}:iam::{account}:role/{value}"
-
-        async def assume(arn: str, session_name: str) -> TemporaryCredentials:
-            creds = (await sts.assume_role(RoleArn=arn, RoleSessionName=session_name, DurationSeconds=3600))[
-                "Credentials"
-            ]
-            expiration = creds["Expiration"]
-            return TemporaryCredentials(
-                creds["AccessKeyId"],
-                creds["SecretAccessKey"],
-                creds["SessionToken"],
-                expiration if expiration.tzinfo else expiration.replace(tzinfo=UTC),
-                arn,
-            )
+        # The roles tasks may have: the stack's task roles (never the orchestrator's own).
+        names = StackSpec().role_names()
+        task_roles = {key: role_arn(partition, account, names[key]) for key in TASK_ROLE_KEYS}
 
         registry = TaskDefinitionRegistry(state_dir / "taskdefs.json")
         registry.load_dir(Path(settings.taskdefs_dir))
@@ -87,12 +74,12 @@ async def serve(settings: OrchestratorSettings) -> int:
                 edge_network=settings.docker_edge_network,
                 images=dict(settings.task_images),
             ),
-            vault=CredentialVault(assume),
+            vault=CredentialVault(lambda arn, session_name: assume_role_with(sts, arn, session_name)),
             metric_source=SqsQueueDepth(sqs, aws.queue_url, aws.dlq_url or None),
             state_dir=state_dir,
             task_env=aws.env(),
             endpoint_url=settings.endpoint_for_tasks,
-            role_arn=role_arn,
+            role_arn=lambda value: resolve_role_arn(value, task_roles),
             tick_interval=settings.tick_interval,
         )
         runner = web.AppRunner(
@@ -114,9 +101,11 @@ async def serve(settings: OrchestratorSettings) -> int:
                 await asyncio.sleep(60)
                 await orchestrator.vault.refresh_due()
 
-        refresher = asyncio.create_task(refresh_credentials())
+        refresher = asyncio.create_task(refresh_credentials(), name="credential refresher")
         await stop.wait()
         refresher.cancel()
+        with suppress(asyncio.CancelledError):
+            await refresher
         log.info("shutting down (stop tasks: %s)", settings.stop_tasks_on_exit)
         await orchestrator.close(stop_tasks=settings.stop_tasks_on_exit)
     return 0

@@ -3,6 +3,9 @@
 Reads are open on loopback; changes (scale, update, run-task, register) need the
 admin token (``Authorization: Bearer …``) that ``pixfleet up`` writes to
 ``stack.json``. Task credentials need the task's own token (see credentials.py).
+
+The views (:func:`service_view`, :func:`task_view`, :func:`status_view`) are the JSON
+shapes of this API; the orchestrator itself knows nothing of them.
 """
 
 from __future__ import annotations
@@ -10,13 +13,16 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+from dataclasses import asdict
 from typing import Any
 
 from aiohttp import web
 from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from pydantic.alias_generators import to_camel
 
 from services.orchestrator.credentials import credentials_routes
+from services.orchestrator.model import Event, Service, Task, TaskState
 from services.orchestrator.orchestrator import Orchestrator
 from services.orchestrator.taskdefs import TaskDefinitionError, UnknownTaskDefinition
 
@@ -54,13 +60,87 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
     return body
 
 
+# --- views ---------------------------------------------------------------------------------------
+
+
+def task_view(task: Task) -> dict[str, Any]:
+    """The task as the API shows it (never the token)."""
+    handle = task.handle
+    return {
+        "taskId": task.task_id,
+        "group": task.group,
+        "service": task.service,
+        "taskDefinition": task.taskdef,
+        "lastStatus": task.state,
+        "desiredStatus": task.desired_status,
+        "healthStatus": task.health,
+        "createdAt": task.created_at,
+        "startedAt": task.started_at,
+        "stoppingAt": task.stopping_at,
+        "stoppedAt": task.stopped_at,
+        "stoppedReason": task.stop_reason,
+        "exitCode": task.exit_code,
+        "pid": handle.pid if handle else None,
+        "containerId": handle.container_id if handle else None,
+        "networkBindings": [{"containerPort": c, "hostPort": h} for c, h in (handle.ports if handle else {}).items()],
+        "inFlight": task.in_flight,
+    }
+
+
+def service_view(orch: Orchestrator, service: Service) -> dict[str, Any]:
+    alive = orch.alive_tasks(service)
+    return {
+        "serviceName": service.name,
+        "taskDefinition": service.primary.taskdef,
+        "desiredCount": service.desired_count,
+        "runningCount": sum(1 for t in alive if t.state == TaskState.RUNNING),
+        "pendingCount": sum(1 for t in alive if t.state == TaskState.PROVISIONING),
+        "healthyCount": sum(1 for t in alive if orch.is_healthy(t)),
+        "stoppingCount": sum(
+            1 for t in orch.tasks.values() if t.service == service.name and t.state == TaskState.STOPPING
+        ),
+        "steady": service.steady,
+        "autoScaling": None
+        if service.scaling is None
+        else {**{to_camel(k): v for k, v in asdict(service.scaling).items()}, "lastDecision": service.last_decision},
+        "deployments": [
+            {
+                "id": d.deployment_id,
+                "taskDefinition": d.taskdef,
+                "status": d.status,
+                "rolloutState": d.rollout_state,
+                "reason": d.reason,
+                "failedTasks": d.failed_tasks,
+                "createdAt": d.created_at,
+            }
+            for d in service.deployments
+        ],
+    }
+
+
+def status_view(orch: Orchestrator) -> dict[str, Any]:
+    return {
+        "cluster": orch.cluster,
+        "queue": None if orch.queue is None else {**vars(orch.queue), "dead_letters": orch.dead_letters},
+        "services": [service_view(orch, s) for s in orch.services.values()],
+        "tasks": [
+            task_view(t)
+            for t in sorted(orch.tasks.values(), key=lambda t: t.created_at, reverse=True)
+            if t.state != TaskState.STOPPED
+        ][:200],
+    }
+
+
+# --- handlers ------------------------------------------------------------------------------------
+
+
 async def status(request: web.Request) -> web.Response:
-    return web.json_response(request.app[ORCH].status())
+    return web.json_response(status_view(request.app[ORCH]))
 
 
 async def list_services(request: web.Request) -> web.Response:
     orch = request.app[ORCH]
-    return web.json_response({"services": [orch.service_view(s) for s in orch.services.values()]})
+    return web.json_response({"services": [service_view(orch, s) for s in orch.services.values()]})
 
 
 async def update_service(request: web.Request) -> web.Response:
@@ -80,7 +160,7 @@ async def update_service(request: web.Request) -> web.Response:
         return _error(404, "not_found", str(exc).strip("'\""))
     except (ValueError, UnknownTaskDefinition) as exc:
         return _error(400, "invalid_request", str(exc))
-    return web.json_response(orch.service_view(service))
+    return web.json_response(service_view(orch, service))
 
 
 async def list_tasks(request: web.Request) -> web.Response:
@@ -91,7 +171,7 @@ async def list_tasks(request: web.Request) -> web.Response:
     return web.json_response(
         {
             "tasks": [
-                t.public()
+                task_view(t)
                 for t in tasks
                 if (wanted is None or t.state == wanted.upper()) and (service is None or t.service == service)
             ]
@@ -113,7 +193,7 @@ async def run_task(request: web.Request) -> web.Response:
         )
     except UnknownTaskDefinition as exc:
         return _error(400, "unknown_task_definition", str(exc))
-    return web.json_response({"tasks": [t.public() for t in tasks]}, status=201)
+    return web.json_response({"tasks": [task_view(t) for t in tasks]}, status=201)
 
 
 async def kill_task(request: web.Request) -> web.Response:
@@ -150,7 +230,7 @@ async def events(request: web.Request) -> web.StreamResponse:
     if request.query.get("follow"):
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         await response.prepare(request)
-        queue: asyncio.Queue[Any] = asyncio.Queue()
+        queue: asyncio.Queue[Event] = asyncio.Queue()
         orch.events.listeners.append(queue)
         try:
             for event in reversed(orch.events.newest_first(limit, service)):
@@ -175,7 +255,7 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok", "last_tick": orch.last_tick})
 
 
-def _metadata(request: web.Request) -> tuple[Any, Any]:
+def _metadata(request: web.Request) -> tuple[Orchestrator, Task]:
     orch = request.app[ORCH]
     task = orch.tasks.get(request.match_info["task_id"])
     if task is None or task.task_id not in orch.vault:
@@ -191,9 +271,10 @@ async def container_metadata(request: web.Request) -> web.Response:
     orch, task = _metadata(request)
     taskdef = orch.registry.get(task.taskdef)
     container = taskdef.main_container
+    handle = task.handle
     return web.json_response(
         {
-            "DockerId": task.handle.get("container_id") or f"pid-{task.handle.get('pid')}",
+            "DockerId": (handle.container_id or f"pid-{handle.pid}") if handle else "pid-None",
             "Name": container.name,
             "Image": container.image,
             "Labels": {
@@ -207,7 +288,7 @@ async def container_metadata(request: web.Request) -> web.Response:
             "Limits": {"CPU": taskdef.cpu, "Memory": taskdef.memory},
             "Ports": [
                 {"ContainerPort": c, "HostPort": h, "Protocol": "tcp"}
-                for c, h in orch.runtime.port_bindings(task.handle).items()
+                for c, h in (handle.ports if handle else {}).items()
             ],
         }
     )

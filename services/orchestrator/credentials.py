@@ -79,12 +79,12 @@ class CredentialVault:
         async with grant.lock:
             creds = grant.credentials
             if creds is None or creds.expiration - datetime.now(UTC) < self.refresh_margin:
-                grant.credentials = await self._assume_role(grant.role_arn, grant.task_id)
+                creds = grant.credentials = await self._assume_role(grant.role_arn, grant.task_id)
                 self.refreshes += 1
                 if self.on_refresh:
                     self.on_refresh(grant.task_id)
                 log.info("credentials for task %s refreshed (%s)", grant.task_id, grant.role_arn.rsplit("/", 1)[-1])
-            return grant.credentials
+            return creds
 
     async def refresh_due(self) -> None:
         """Refresh every grant that would expire within the margin (run periodically)."""

@@ -33,7 +33,7 @@ from typing import Any
 import docker
 import docker.errors
 
-from services.orchestrator.runtime import HealthResult, LaunchSpec
+from services.orchestrator.runtime import HealthResult, LaunchSpec, TaskHandle
 
 log = logging.getLogger("pixfleet.runtime.docker")
 
@@ -72,7 +72,7 @@ class DockerRuntime:
 
     # --- lifecycle ---------------------------------------------------------------------------
 
-    async def start(self, spec: LaunchSpec, resolve_env: Callable[[dict[int, int]], dict[str, str]]) -> dict[str, Any]:
+    async def start(self, spec: LaunchSpec, resolve_env: Callable[[dict[int, int]], dict[str, str]]) -> TaskHandle:
         # Inside its own network namespace a task listens on its container ports.
         env = resolve_env({container: container for container, _ in spec.port_mappings})
         published = {f"{container}/tcp": host for container, host in spec.port_mappings if host is not None}
@@ -113,16 +113,11 @@ class DockerRuntime:
             if bindings:
                 ports[int(key.split("/")[0])] = int(bindings[0]["HostPort"])
         log.info("started %s task %s (container %s)", spec.family, spec.task_id[:8], container.short_id)
-        return {
-            "container_id": container.id,
-            "task_id": spec.task_id,
-            "ports": {str(k): v for k, v in ports.items()},
-            "name": container.name,
-        }
+        return TaskHandle(task_id=spec.task_id, container_id=container.id, ports=ports, name=container.name)
 
-    async def wait(self, handle: dict[str, Any]) -> int | None:
+    async def wait(self, handle: TaskHandle) -> int | None:
         try:
-            container = await self._call(self.client.containers.get, handle["container_id"])
+            container = await self._call(self.client.containers.get, _container_id(handle))
             result = await self._call(container.wait)
         except docker.errors.NotFound:
             return None
@@ -131,43 +126,43 @@ class DockerRuntime:
         await self._save_log_and_remove(container, handle)
         return code
 
-    async def _save_log_and_remove(self, container: Any, handle: dict[str, Any]) -> None:
+    async def _save_log_and_remove(self, container: Any, handle: TaskHandle) -> None:
         try:
             if self.log_dir:
                 logs = await self._call(container.logs, stdout=True, stderr=True)
-                (self.log_dir / f"{handle.get('name', container.name)}.log").write_bytes(logs)
+                (self.log_dir / f"{handle.name or container.name}.log").write_bytes(logs)
             await self._call(container.remove, force=True)
         except docker.errors.NotFound:
             pass
         except docker.errors.APIError as exc:  # removal already in progress
             log.debug("remove %s: %s", container.name, exc)
 
-    async def stop(self, handle: dict[str, Any], timeout: float) -> int | None:
+    async def stop(self, handle: TaskHandle, timeout: float) -> int | None:
         try:
-            container = await self._call(self.client.containers.get, handle["container_id"])
+            container = await self._call(self.client.containers.get, _container_id(handle))
             await self._call(container.stop, timeout=int(timeout))
         except docker.errors.NotFound:
             return None
         return await self.wait(handle)
 
-    def kill(self, handle: dict[str, Any]) -> None:
+    def kill(self, handle: TaskHandle) -> None:
         with contextlib.suppress(docker.errors.APIError):
-            self.client.containers.get(handle["container_id"]).kill()
+            self.client.containers.get(_container_id(handle)).kill()
 
-    async def alive(self, handle: dict[str, Any]) -> bool:
+    async def alive(self, handle: TaskHandle) -> bool:
         try:
-            container = await self._call(self.client.containers.get, handle["container_id"])
+            container = await self._call(self.client.containers.get, _container_id(handle))
         except docker.errors.NotFound:
             return False
         return container.status in ("running", "created", "restarting")
 
     async def health_check(
-        self, handle: dict[str, Any], command: tuple[str, ...], env: dict[str, str], timeout: float
+        self, handle: TaskHandle, command: tuple[str, ...], env: dict[str, str], timeout: float
     ) -> HealthResult:
         kind, *rest = command
         argv = ["/bin/sh", "-c", rest[0]] if kind == "CMD-SHELL" else rest
         try:
-            container = await self._call(self.client.containers.get, handle["container_id"])
+            container = await self._call(self.client.containers.get, _container_id(handle))
             result = await asyncio.wait_for(self._call(container.exec_run, argv), timeout)
         except TimeoutError:
             return HealthResult(False, f"health check timed out after {timeout}s: {shlex.join(argv)}")
@@ -175,19 +170,22 @@ class DockerRuntime:
             return HealthResult(False, f"health check could not run: {exc}")
         return HealthResult(result.exit_code == 0, (result.output or b"").decode(errors="replace")[-4096:])
 
-    def port_bindings(self, handle: dict[str, Any]) -> dict[int, int]:
-        return {int(k): int(v) for k, v in handle.get("ports", {}).items()}
-
-    async def strays(self, known: set[str]) -> list[dict[str, Any]]:
+    async def strays(self, known: set[str]) -> list[TaskHandle]:
         """Containers of this cluster that the orchestrator's state does not know (to be removed)."""
         containers = await self._call(
             self.client.containers.list, all=True, filters={"label": f"pixfleet.cluster={self.cluster}"}
         )
         return [
-            {"container_id": c.id, "task_id": c.labels.get("pixfleet.task", ""), "name": c.name}
+            TaskHandle(task_id=c.labels.get("pixfleet.task", ""), container_id=c.id, name=c.name)
             for c in containers
             if c.labels.get("pixfleet.task") not in known
         ]
+
+
+def _container_id(handle: TaskHandle) -> str:
+    if handle.container_id is None:
+        raise ValueError(f"task {handle.task_id[:8]} has no container (a process handle given to the docker runtime)")
+    return handle.container_id
 
 
 # --- images: pulled by digest when the engine lacks them (the ECR part) ---------------------------

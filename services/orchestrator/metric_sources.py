@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from pipeline.aws import queue_depth
 from services.orchestrator.scaling import QueueMetrics
 
 
@@ -20,26 +21,13 @@ class MetricSource(Protocol):
 class SqsQueueDepth:
     """``ApproximateNumberOfMessages``, ``…NotVisible`` and ``…Delayed`` of the job queue (and the DLQ's depth)."""
 
-    ATTRIBUTES = [
-        "ApproximateNumberOfMessages",
-        "ApproximateNumberOfMessagesNotVisible",
-        "ApproximateNumberOfMessagesDelayed",
-    ]
-
     def __init__(self, sqs: Any, queue_url: str, dlq_url: str | None = None):
         self.sqs = sqs
         self.queue_url = queue_url
         self.dlq_url = dlq_url
 
     async def read(self) -> QueueMetrics:
-        attrs = (await self.sqs.get_queue_attributes(QueueUrl=self.queue_url, AttributeNames=self.ATTRIBUTES))[
-            "Attributes"
-        ]
-        return QueueMetrics(
-            visible=int(attrs.get("ApproximateNumberOfMessages", 0)),
-            in_flight=int(attrs.get("ApproximateNumberOfMessagesNotVisible", 0)),
-            delayed=int(attrs.get("ApproximateNumberOfMessagesDelayed", 0)),
-        )
+        return QueueMetrics(*await queue_depth(self.sqs, self.queue_url))  # visible, in flight, delayed
 
     async def dead_letters(self) -> int | None:
         if not self.dlq_url:

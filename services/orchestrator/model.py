@@ -1,47 +1,63 @@
-"""The orchestrator's nouns, shaped like ECS's: services, deployments, tasks and service events."""
+"""The orchestrator's nouns, shaped like ECS's: services, deployments, tasks and service events.
+
+States are :class:`enum.StrEnum` members whose values are ECS's own words, so the JSON
+(the API's answers and ``state.json``) carries the same strings as before.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
 from collections import deque
 from dataclasses import asdict, dataclass, field, replace
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from services.orchestrator.runtime import TaskHandle
 from services.orchestrator.scaling import ScalingPolicy, ScalingState
 from services.orchestrator.throttle import ThrottleState
 
-# Task lifecycle, as in ECS (the intermediate ECS states are folded into these four).
-PROVISIONING, RUNNING, STOPPING, STOPPED = "PROVISIONING", "RUNNING", "STOPPING", "STOPPED"
-HEALTHY, UNHEALTHY, UNKNOWN = "HEALTHY", "UNHEALTHY", "UNKNOWN"
+
+class TaskState(StrEnum):
+    """A task's ``lastStatus`` (and ``desiredStatus``), as in ECS with the intermediate states folded in."""
+
+    PROVISIONING = "PROVISIONING"
+    RUNNING = "RUNNING"
+    STOPPING = "STOPPING"
+    STOPPED = "STOPPED"
 
 
-class ServiceConfigError(ValueError):
-    pass
+class HealthStatus(StrEnum):
+    HEALTHY = "HEALTHY"
+    UNHEALTHY = "UNHEALTHY"
+    UNKNOWN = "UNKNOWN"
+
+
+class DeploymentStatus(StrEnum):
+    """PRIMARY: the revision the service runs towards; ACTIVE: being replaced; INACTIVE: done with."""
+
+    PRIMARY = "PRIMARY"
+    ACTIVE = "ACTIVE"
+    INACTIVE = "INACTIVE"
+
+
+class RolloutState(StrEnum):
+    IN_PROGRESS = "IN_PROGRESS"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
 
 
 @dataclass(frozen=True)
 class DeploymentConfig:
-    """ECS's deploymentConfiguration, with its circuit breaker."""
+    """ECS's deploymentConfiguration, with its circuit breaker (validated by :mod:`services_file`)."""
 
     minimum_healthy_percent: int = 100
     maximum_percent: int = 200
     rollback: bool = True
     failure_threshold: int = 3
-
-    def problems(self) -> list[str]:
-        p = []
-        if not 0 <= self.minimum_healthy_percent <= 100:
-            p.append("minimumHealthyPercent must be in 0..100")
-        if not 100 <= self.maximum_percent <= 400:
-            p.append("maximumPercent must be in 100..400")
-        if self.minimum_healthy_percent == 100 and self.maximum_percent == 100:
-            p.append("minimumHealthyPercent 100 with maximumPercent 100 leaves no room to replace a task")
-        if self.failure_threshold < 1:
-            p.append("failureThreshold must be >= 1")
-        return p
 
 
 @dataclass(frozen=True)
@@ -53,115 +69,6 @@ class ServiceConfig:
     deployment: DeploymentConfig = DeploymentConfig()
 
 
-_SCALING_FIELDS = {
-    "min": "min",
-    "max": "max",
-    "targetBacklogPerTask": "target_backlog_per_task",
-    "acceptableLatency": "acceptable_latency",
-    "taskSlots": "task_slots",
-    "scaleOutCooldown": "scale_out_cooldown",
-    "scaleInCooldown": "scale_in_cooldown",
-    "activationThreshold": "activation_threshold",
-    "countInFlight": "count_in_flight",
-    "countDelayed": "count_delayed",
-}
-_DEPLOYMENT_FIELDS = {
-    "minimumHealthyPercent": "minimum_healthy_percent",
-    "maximumPercent": "maximum_percent",
-    "rollback": "rollback",
-    "failureThreshold": "failure_threshold",
-}
-
-
-def _camel(obj: Any, fields: dict[str, str]) -> dict[str, Any]:
-    inverse = {v: k for k, v in fields.items()}
-    return {inverse[k]: v for k, v in asdict(obj).items()}
-
-
-def scaling_to_json(policy: ScalingPolicy) -> dict[str, Any]:
-    return _camel(policy, _SCALING_FIELDS)
-
-
-def deployment_to_json(config: DeploymentConfig) -> dict[str, Any]:
-    return _camel(config, _DEPLOYMENT_FIELDS)
-
-
-def _fields(raw: Any, names: dict[str, str], where: str, problems: list[str]) -> dict[str, Any]:
-    if not isinstance(raw, dict):
-        problems.append(f"{where}: must be an object")
-        return {}
-    out = {}
-    for key, value in raw.items():
-        if key not in names:
-            problems.append(f"{where}.{key}: unknown field")
-        else:
-            out[names[key]] = value
-    return out
-
-
-def parse_services(doc: Any, source: str) -> list[ServiceConfig]:
-    """Parse ``infra/services.json`` (``{"services": [...]}``); every problem at once, naming the file and field."""
-    problems: list[str] = []
-    services: list[ServiceConfig] = []
-    items = doc.get("services") if isinstance(doc, dict) else None
-    if not isinstance(items, list):
-        raise ServiceConfigError(f"{source}: services: must be a list")
-    for i, item in enumerate(items):
-        where = f"services[{i}]"
-        if not isinstance(item, dict):
-            problems.append(f"{where}: must be an object")
-            continue
-        for key in item:
-            if key not in ("serviceName", "taskDefinition", "desiredCount", "autoScaling", "deploymentConfiguration"):
-                problems.append(f"{where}.{key}: unknown field")
-        name, taskdef, desired = item.get("serviceName"), item.get("taskDefinition"), item.get("desiredCount", 1)
-        if not isinstance(name, str) or not name:
-            problems.append(f"{where}.serviceName: required string")
-        if not isinstance(taskdef, str) or not taskdef:
-            problems.append(f"{where}.taskDefinition: required string")
-        if not isinstance(desired, int) or desired < 0:
-            problems.append(f"{where}.desiredCount: must be an integer >= 0")
-        scaling = None
-        if "autoScaling" in item:
-            try:
-                scaling = ScalingPolicy(
-                    **_fields(item["autoScaling"], _SCALING_FIELDS, f"{where}.autoScaling", problems)
-                )
-                problems += [f"{where}.autoScaling: {p}" for p in scaling.problems()]
-            except TypeError as exc:
-                problems.append(f"{where}.autoScaling: {exc}")
-        deployment = DeploymentConfig()
-        if "deploymentConfiguration" in item:
-            try:
-                deployment = DeploymentConfig(
-                    **_fields(
-                        item["deploymentConfiguration"],
-                        _DEPLOYMENT_FIELDS,
-                        f"{where}.deploymentConfiguration",
-                        problems,
-                    )
-                )
-                problems += [f"{where}.deploymentConfiguration: {p}" for p in deployment.problems()]
-            except TypeError as exc:
-                problems.append(f"{where}.deploymentConfiguration: {exc}")
-        if not problems:
-            services.append(ServiceConfig(name, taskdef, desired, scaling, deployment))
-    names = [s.name for s in services]
-    if len(set(names)) != len(names):
-        problems.append("serviceName values must be unique")
-    if problems:
-        raise ServiceConfigError(f"{source}: " + "; ".join(problems))
-    return services
-
-
-def load_services(path: Path) -> list[ServiceConfig]:
-    try:
-        doc = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ServiceConfigError(f"{path}: not valid JSON: {exc}") from exc
-    return parse_services(doc, str(path))
-
-
 @dataclass
 class Task:
     """One running copy of a task definition."""
@@ -170,16 +77,17 @@ class Task:
     taskdef: str
     service: str | None
     group: str
-    state: str = PROVISIONING
-    desired_status: str = RUNNING
-    health: str = UNKNOWN
+    state: TaskState = TaskState.PROVISIONING
+    desired_status: TaskState = TaskState.RUNNING
+    health: HealthStatus = HealthStatus.UNKNOWN
     created_at: float = field(default_factory=time.time)
     started_at: float | None = None
     stopping_at: float | None = None
     stopped_at: float | None = None
     stop_reason: str | None = None
     exit_code: int | None = None
-    handle: dict[str, Any] = field(default_factory=dict)
+    handle: TaskHandle | None = None  # set once the runtime started it
+    overrides: dict[str, str] = field(default_factory=dict)  # RunTask's environment overrides
     token: str = ""
     health_failures: int = 0
     last_health: dict[str, Any] | None = None
@@ -187,50 +95,42 @@ class Task:
 
     @property
     def alive(self) -> bool:
-        return self.state in (PROVISIONING, RUNNING)
+        return self.state in (TaskState.PROVISIONING, TaskState.RUNNING)
 
     @property
     def in_flight(self) -> int | None:
         return (self.last_health or {}).get("in_flight")
 
-    def public(self) -> dict[str, Any]:
-        """The task as the API shows it (never the token)."""
-        return {
-            "taskId": self.task_id,
-            "group": self.group,
-            "service": self.service,
-            "taskDefinition": self.taskdef,
-            "lastStatus": self.state,
-            "desiredStatus": self.desired_status,
-            "healthStatus": self.health,
-            "createdAt": self.created_at,
-            "startedAt": self.started_at,
-            "stoppingAt": self.stopping_at,
-            "stoppedAt": self.stopped_at,
-            "stoppedReason": self.stop_reason,
-            "exitCode": self.exit_code,
-            "pid": self.handle.get("pid"),
-            "containerId": self.handle.get("container_id"),
-            "networkBindings": [
-                {"containerPort": int(c), "hostPort": h} for c, h in self.handle.get("ports", {}).items()
-            ],
-            "inFlight": self.in_flight,
-        }
-
     def to_state(self) -> dict[str, Any]:
-        return asdict(self)
+        state = asdict(self)
+        state["handle"] = self.handle.to_json() if self.handle else {}
+        return state
 
     @classmethod
     def from_state(cls, raw: dict[str, Any]) -> Task:
-        return cls(**raw)
+        """A task saved by :meth:`to_state`; also reads the older layout (overrides inside the handle)."""
+        raw = dict(raw)
+        handle = raw.pop("handle", None) or {}
+        overrides = raw.pop("overrides", None) or handle.get("overrides") or {}
+        return cls(
+            **{k: v for k, v in raw.items() if k in _TASK_FIELDS},
+            state=TaskState(raw.get("state", TaskState.PROVISIONING)),
+            desired_status=TaskState(raw.get("desired_status", TaskState.RUNNING)),
+            health=HealthStatus(raw.get("health", HealthStatus.UNKNOWN)),
+            handle=TaskHandle.from_json(handle),
+            overrides=dict(overrides),
+        )
+
+
+_TASK_FIELDS = set(Task.__dataclass_fields__) - {"state", "desired_status", "health", "handle", "overrides"}
 
 
 @dataclass
 class Deployment:
     deployment_id: str
     taskdef: str
-    status: str = "PRIMARY"  # PRIMARY | ACTIVE | INACTIVE
-    rollout_state: str = "IN_PROGRESS"  # IN_PROGRESS | COMPLETED | FAILED
+    status: DeploymentStatus = DeploymentStatus.PRIMARY
+    rollout_state: RolloutState = RolloutState.IN_PROGRESS
     reason: str = ""
     failed_tasks: int = 0
     created_at: float = field(default_factory=time.time)
@@ -239,6 +139,12 @@ class Deployment:
     def new(cls, taskdef: str, reason: str = "") -> Deployment:
         return cls(deployment_id=f"ecs-svc/{uuid.uuid4().hex[:16]}", taskdef=taskdef, reason=reason)
 
+    @classmethod
+    def from_state(cls, raw: dict[str, Any]) -> Deployment:
+        return cls(
+            **{**raw, "status": DeploymentStatus(raw["status"]), "rollout_state": RolloutState(raw["rollout_state"])}
+        )
+
 
 @dataclass
 class Service:
@@ -246,7 +152,7 @@ class Service:
     desired_count: int
     deployments: list[Deployment]
     scaling: ScalingPolicy | None = None
-    scaling_state: ScalingState = ScalingState()
+    scaling_state: ScalingState = field(default_factory=ScalingState)
     last_decision: str = ""
     throttle: dict[str, ThrottleState] = field(default_factory=dict)  # task definition → launch throttle
     steady: bool = False
@@ -260,7 +166,7 @@ class Service:
 
     @property
     def primary(self) -> Deployment:
-        return next(d for d in self.deployments if d.status == "PRIMARY")
+        return next(d for d in self.deployments if d.status == DeploymentStatus.PRIMARY)
 
     def to_state(self) -> dict[str, Any]:
         return {
@@ -272,7 +178,7 @@ class Service:
 
     def restore(self, raw: dict[str, Any]) -> None:
         self.desired_count = raw["desired_count"]
-        self.deployments = [Deployment(**d) for d in raw["deployments"]]
+        self.deployments = [Deployment.from_state(d) for d in raw["deployments"]]
         if raw.get("scaling") and self.scaling:
             self.scaling = replace(self.scaling, **raw["scaling"])
 
@@ -301,7 +207,7 @@ class EventLog:
                     self._events.append(Event(raw["id"], raw["createdAt"], raw.get("service"), raw["message"]))
                 except (ValueError, KeyError):
                     continue
-        self.listeners: list[Any] = []
+        self.listeners: list[asyncio.Queue[Event]] = []
 
     def add(self, service: str | None, message: str) -> Event:
         event = Event(

@@ -1,100 +1,60 @@
 """The control plane: keeps every service at its desired count, scales workers from queue depth,
 rolls deployments forward (or back), and hands each task its own role.
 
-One loop, once a second:
+One loop, once per ``tick_interval`` (and at once when a task stops or becomes healthy):
 
 1. observe the queue (one metric read) and, for services with a scaling policy,
    turn it into a desired count with :func:`scaling.decide` (a pure function);
-2. reconcile every service: start missing tasks of the primary deployment (with
-   crash-loop backoff), stop surplus ones (idle first) and old-revision ones
-   within ``minimumHealthyPercent`` / ``maximumPercent``, roll back a deployment
-   whose tasks keep failing, and record ECS-style service events.
+2. reconcile every service with :func:`planner.plan` (a pure function): trip the
+   deployment circuit breaker (roll back), start what the primary deployment lacks
+   within ``maximumPercent`` and the launch throttle, stop old-revision tasks within
+   ``minimumHealthyPercent`` and surplus ones (idle first), and record ECS-style
+   service events.
 
-Each task is watched by its own coroutine (exit → STOPPED with exit code and
-reason) and health-checked with its task definition's command. State is saved
-to disk, so a restarted orchestrator adopts the tasks that are still running.
+The parts: :mod:`supervisor` runs each task (launch, watch, health checks, stop),
+:mod:`state` saves everything to ``state.json`` after each change so a restarted
+orchestrator adopts the tasks still running, :mod:`throttle` slows down revisions
+whose tasks keep failing to start. This module decides and keeps the books.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import math
-import os
 import time
-import uuid
 from collections.abc import Callable
 from contextlib import suppress
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
-
-from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from services.orchestrator.credentials import CredentialVault
 from services.orchestrator.metric_sources import MetricSource
+from services.orchestrator.metrics import OrchestratorMetrics
 from services.orchestrator.model import (
-    HEALTHY,
-    PROVISIONING,
-    RUNNING,
-    STOPPED,
-    STOPPING,
-    UNHEALTHY,
     Deployment,
+    DeploymentStatus,
     EventLog,
+    HealthStatus,
+    RolloutState,
     Service,
     ServiceConfig,
     Task,
-    scaling_to_json,
+    TaskState,
 )
-from services.orchestrator.runtime import LaunchSpec, Runtime
+from services.orchestrator.planner import DeploymentView, Plan, ServiceSnapshot, TaskView, Verdict, plan
+from services.orchestrator.runtime import Runtime
 from services.orchestrator.scaling import QueueMetrics, decide
-from services.orchestrator.taskdefs import TaskDefinition, TaskDefinitionRegistry
+from services.orchestrator.services_file import scaling_problems
+from services.orchestrator.state import StateStore
+from services.orchestrator.supervisor import Sleep, TaskSupervisor
+from services.orchestrator.taskdefs import TaskDefinitionRegistry
 from services.orchestrator.throttle import ThrottlePolicy, task_healthy, task_stopped
 
 log = logging.getLogger("pixfleet.orchestrator")
 
 STABLE_AFTER = 10.0  # a task without a health check that ran this long started fine
 METRIC_FAILURE_EVENT_AFTER = 5
-
-
-@dataclass
-class OrchestratorMetrics:
-    registry: CollectorRegistry
-    queue: Gauge
-    desired: Gauge
-    running: Gauge
-    decisions: Counter
-    refreshes: Counter
-    task_starts: Counter
-    task_stops: Counter
-
-    @classmethod
-    def create(cls) -> OrchestratorMetrics:
-        r = CollectorRegistry()
-        return cls(
-            registry=r,
-            queue=Gauge(
-                "pixfleet_queue_messages",
-                "Job queue depth by kind (visible, in_flight, delayed, dlq)",
-                ["kind"],
-                registry=r,
-            ),
-            desired=Gauge("pixfleet_service_desired_tasks", "Desired tasks per service", ["service"], registry=r),
-            running=Gauge("pixfleet_service_running_tasks", "Running tasks per service", ["service"], registry=r),
-            decisions=Counter(
-                "pixfleet_scaling_decisions",
-                "Scaling decisions that changed the desired count",
-                ["service", "action"],
-                registry=r,
-            ),
-            refreshes=Counter(
-                "pixfleet_credential_refreshes", "Task role credentials assumed or refreshed", registry=r
-            ),
-            task_starts=Counter("pixfleet_task_starts", "Tasks started", ["group"], registry=r),
-            task_stops=Counter("pixfleet_task_stops", "Tasks stopped", ["group", "reason"], registry=r),
-        )
+DEFAULT_THROTTLE = ThrottlePolicy()
 
 
 class Orchestrator:
@@ -115,7 +75,8 @@ class Orchestrator:
         role_arn: Callable[[str], str],
         tick_interval: float = 1.0,
         clock: Callable[[], float] = time.time,
-        throttle_policy: ThrottlePolicy = ThrottlePolicy(),
+        sleep: Sleep = asyncio.sleep,
+        throttle_policy: ThrottlePolicy = DEFAULT_THROTTLE,
     ):
         self.cluster = cluster
         self.registry = registry
@@ -123,65 +84,63 @@ class Orchestrator:
         self.vault = vault
         self.metric_source = metric_source
         self.state_dir = state_dir
-        self.state_path = state_dir / "state.json"
-        self.task_env = task_env
-        self.endpoint_url = endpoint_url.rstrip("/")
-        self.role_arn = role_arn
+        self.store = StateStore(state_dir / "state.json")
         self.tick_interval = tick_interval
         self.clock = clock
         self.throttle_policy = throttle_policy
         self.events = EventLog(state_dir / "events.jsonl")
         self.metrics = OrchestratorMetrics.create()
         self.vault.on_refresh = lambda task_id: self.metrics.refreshes.inc()
-        self.tasks: dict[str, Task] = {}
+        self.supervisor = TaskSupervisor(
+            cluster=cluster,
+            runtime=runtime,
+            registry=registry,
+            vault=vault,
+            role_arn=role_arn,
+            task_env=task_env,
+            endpoint_url=endpoint_url,
+            listener=self,
+            clock=clock,
+            sleep=sleep,
+        )
+        self.tasks: dict[str, Task] = self.supervisor.tasks
         self.services: dict[str, Service] = {}
         for config in services:
             taskdef = registry.get(config.task_definition)
+            desired = config.desired_count
+            if config.scaling:
+                desired = max(config.scaling.min, min(config.scaling.max, desired))
             self.services[config.name] = Service(
                 config=config,
-                desired_count=config.scaling.min if config.scaling else config.desired_count,
+                desired_count=desired,
                 deployments=[Deployment.new(taskdef.key, "service created")],
                 scaling=config.scaling,
             )
-            if config.scaling:
-                self.services[config.name].desired_count = max(
-                    config.scaling.min, min(config.scaling.max, config.desired_count)
-                )
         self.queue: QueueMetrics | None = None
         self.dead_letters: int | None = None
-        self._watchers: dict[str, asyncio.Task[None]] = {}
         self._loop_task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
-        self._closing = False
         self.last_tick: float = 0.0
 
     # --- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Load saved state (adopting live tasks), then start the control loop."""
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        await self._restore()
-        self._loop_task = asyncio.create_task(self._loop())
+        await self.restore()
+        self._loop_task = asyncio.create_task(self._loop(), name="control loop")
 
     async def close(self, *, stop_tasks: bool = True) -> None:
         """Stop the loop; stop every task (or leave them running for a successor to adopt)."""
-        self._closing = True
         if self._loop_task:
             self._loop_task.cancel()
             with suppress(asyncio.CancelledError):
                 await self._loop_task
+        stopped = await self.supervisor.close(stop_tasks=stop_tasks)
         if stop_tasks:
-            live = [t for t in self.tasks.values() if t.state != STOPPED]
-            await asyncio.gather(
-                *(self._stop_task(t, "Orchestrator shutting down") for t in live), return_exceptions=True
-            )
-            self.events.add(None, f"orchestrator stopped {len(live)} task(s) on shutdown")
+            self.events.add(None, f"orchestrator stopped {stopped} task(s) on shutdown")
         else:
             self.events.add(None, "orchestrator exiting; tasks left running for the next orchestrator to adopt")
-        for watcher in self._watchers.values():
-            watcher.cancel()
-        await asyncio.gather(*self._watchers.values(), return_exceptions=True)
-        self._save()
+        self.save()
 
     async def _loop(self) -> None:
         while True:
@@ -195,6 +154,43 @@ class Orchestrator:
             with suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.tick_interval)
 
+    async def restore(self) -> None:
+        """Adopt the tasks ``state.json`` lists that are still running; stop the runtime's unknown ones."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        saved = self.store.load()
+        if saved is None:
+            await asyncio.gather(
+                *(self.runtime.stop(s, 10) for s in await self.runtime.strays(set())), return_exceptions=True
+            )
+            self.save()
+            return
+        for name, raw in saved.services.items():
+            service = self.services.get(name)
+            if service is not None:
+                service.restore(raw)
+        adopted = lost = 0
+        for task in saved.tasks:
+            self.tasks[task.task_id] = task
+            if task.state == TaskState.STOPPED:
+                continue
+            if task.handle is None or not await self.runtime.alive(task.handle):
+                self.supervisor.stopped(task, None, "Task stopped while the orchestrator was down")
+                lost += 1
+                continue
+            self.supervisor.adopt(task)
+            adopted += 1
+        strays = await self.runtime.strays(set(self.tasks))
+        # e.g. a container started just before a crash, never saved: stop and remove it.
+        await asyncio.gather(*(self.runtime.stop(stray, 10) for stray in strays), return_exceptions=True)
+        self.events.add(
+            None,
+            f"orchestrator started: adopted {adopted} running task(s), {lost} had stopped meanwhile"
+            + (f", removed {len(strays)} unknown task(s)." if strays else "."),
+        )
+
+    def save(self) -> None:
+        self.store.save(self.cluster, self.services.values(), self.tasks.values())
+
     # --- one tick ----------------------------------------------------------------------------
 
     async def tick(self) -> None:
@@ -205,8 +201,8 @@ class Orchestrator:
             self._autoscale(service, now)
             await self._reconcile(service, now)
             self.metrics.desired.labels(service.name).set(service.desired_count)
-            self.metrics.running.labels(service.name).set(len(self._alive(service)))
-        self._save()
+            self.metrics.running.labels(service.name).set(len(self.alive_tasks(service)))
+        self.save()
 
     async def _observe(self) -> None:
         if self.metric_source is None:
@@ -245,291 +241,145 @@ class Orchestrator:
             )
 
     def _mean_job_seconds(self, service: Service) -> float | None:
-        values = [t.last_health.get("mean_job_seconds") for t in self._alive(service) if t.last_health]
-        values = [v for v in values if isinstance(v, (int, float)) and v > 0]
+        measured = [t.last_health.get("mean_job_seconds") for t in self.alive_tasks(service) if t.last_health]
+        values = [v for v in measured if isinstance(v, (int, float)) and v > 0]
         return sum(values) / len(values) if values else None
 
     # --- reconciliation ----------------------------------------------------------------------
 
-    def _alive(self, service: Service) -> list[Task]:
-        return [t for t in self.tasks.values() if t.service == service.name and t.alive and t.desired_status == RUNNING]
+    def alive_tasks(self, service: Service) -> list[Task]:
+        """The service's PROVISIONING or RUNNING tasks that nobody asked to stop."""
+        return [
+            t
+            for t in self.tasks.values()
+            if t.service == service.name and t.alive and t.desired_status == TaskState.RUNNING
+        ]
 
-    def _healthy(self, task: Task) -> bool:
-        if task.state != RUNNING:
-            return False
-        taskdef = self.registry.get(task.taskdef)
-        return task.health == HEALTHY or (taskdef.main_container.health_check is None)
+    def is_healthy(self, task: Task) -> bool:
+        """RUNNING and passing its health check (or RUNNING, when its task definition has none)."""
+        return task.state == TaskState.RUNNING and (task.health == HealthStatus.HEALTHY or not self._has_check(task))
+
+    def _has_check(self, task: Task) -> bool:
+        return self.registry.get(task.taskdef).main_container.health_check is not None
+
+    def _snapshot(self, service: Service, now: float) -> ServiceSnapshot:
+        return ServiceSnapshot(
+            name=service.name,
+            desired=service.desired_count,
+            config=service.config.deployment,
+            deployments=tuple(
+                DeploymentView(d.deployment_id, d.taskdef, d.status, d.rollout_state, d.failed_tasks)
+                for d in service.deployments
+            ),
+            tasks=tuple(
+                TaskView(
+                    task_id=t.task_id,
+                    revision=t.taskdef,
+                    state=t.state,
+                    health=t.health,
+                    health_check=self._has_check(t),
+                    desired_status=t.desired_status,
+                    in_flight=t.in_flight,
+                    started_at=t.started_at,
+                )
+                for t in self.tasks.values()
+                if t.service == service.name and t.state != TaskState.STOPPED
+            ),
+            throttle=dict(service.throttle),
+            now=now,
+            steady=service.steady,
+        )
 
     async def _reconcile(self, service: Service, now: float) -> None:
-        primary = service.primary
-        self._check_rollout_failure(service)
-        primary = service.primary
-        alive = self._alive(service)
-        new = [t for t in alive if t.taskdef == primary.taskdef]
-        old = [t for t in alive if t.taskdef != primary.taskdef]
-        want = service.desired_count
-        dc = service.config.deployment
-        max_total = max(want, want * dc.maximum_percent // 100)
-        min_healthy = math.ceil(want * dc.minimum_healthy_percent / 100)
-
-        # Start what the primary deployment lacks, within maximumPercent and the crash backoff.
-        to_start = min(want - len(new), max_total - len(alive))
-        if to_start > 0 and service.throttle_for(primary.taskdef).may_launch(now):
-            taskdef = self.registry.get(primary.taskdef)
+        """Plan, act, and plan again after each change, so every step sees what the last one did."""
+        decision = plan(self._snapshot(service, now))
+        if decision.breaker_tripped:
+            self._trip_breaker(service, decision)
+            decision = plan(self._snapshot(service, now))
+        if decision.start:
+            taskdef = self.registry.get(decision.revision)
             started = [
-                await self._launch(taskdef, service=service.name, group=f"service:{service.name}")
-                for _ in range(to_start)
+                await self.supervisor.launch(taskdef, service=service.name, group=f"service:{service.name}")
+                for _ in range(decision.start)
             ]
             ids = ", ".join(t.task_id[:8] for t in started)
             self.events.add(service.name, f"has started {len(started)} tasks: (task {ids}).")
+            decision = plan(self._snapshot(service, now))  # the stops see the tasks just started
+            if decision.breaker_tripped:
+                return  # launches just failed the deployment: the next tick trips the breaker, stopping nothing
+        for stop in decision.stop:
+            self.supervisor.begin_stop(self.tasks[stop.task_id], stop.reason)
+        self._record(service, decision)
 
-        # Replace old-revision tasks without dropping below minimumHealthyPercent.
-        healthy = sum(1 for t in self._alive(service) if self._healthy(t))
-        for task in sorted(old, key=lambda t: (self._healthy(t), (t.in_flight or 0) > 0)):
-            if not self._healthy(task):
-                self._begin_stop(task, f"Deployment {primary.deployment_id} replaced this task")
-            elif healthy - 1 >= min_healthy:
-                self._begin_stop(task, f"Deployment {primary.deployment_id} replaced this task")
-                healthy -= 1
-
-        # Scale in: idle tasks first, then the youngest.
-        surplus = len(new) - want
-        if surplus > 0:
-            victims = sorted(new, key=lambda t: ((t.in_flight or 0) > 0, t.state == RUNNING, -(t.started_at or 0)))[
-                :surplus
-            ]
-            for task in victims:
-                self._begin_stop(task, f"Scaling activity initiated by (service {service.name})")
-            self.events.add(
-                service.name,
-                f"has begun draining {len(victims)} tasks: (task {', '.join(t.task_id[:8] for t in victims)}).",
-            )
-
-        self._update_rollout(service)
-
-    def _update_rollout(self, service: Service) -> None:
+    def _trip_breaker(self, service: Service, decision: Plan) -> None:
         primary = service.primary
-        alive = self._alive(service)
-        old_left = [t for t in alive if t.taskdef != primary.taskdef]
-        stopping_old = [
-            t
-            for t in self.tasks.values()
-            if t.service == service.name and t.state == STOPPING and t.taskdef != primary.taskdef
-        ]
-        healthy_new = sum(1 for t in alive if t.taskdef == primary.taskdef and self._healthy(t))
-        if not old_left and not stopping_old:
-            for d in service.deployments:
-                if d.status == "ACTIVE":
-                    d.status = "INACTIVE"
-        if primary.rollout_state == "IN_PROGRESS" and not old_left and healthy_new >= service.desired_count:
-            primary.rollout_state = "COMPLETED"
-            self.events.add(service.name, f"deployment {primary.deployment_id} ({primary.taskdef}) completed.")
-        steady = (
-            primary.rollout_state == "COMPLETED"
-            and not old_left
-            and len(alive) == service.desired_count
-            and healthy_new == service.desired_count
-        )
-        if steady and not service.steady:
-            self.events.add(service.name, "has reached a steady state.")
-        service.steady = steady
-        service.deployments = [d for d in service.deployments if d.status != "INACTIVE"][-5:] or service.deployments[
-            -1:
-        ]
-
-    def _check_rollout_failure(self, service: Service) -> None:
-        primary = service.primary
-        threshold = service.config.deployment.failure_threshold
-        if primary.rollout_state != "IN_PROGRESS" or primary.failed_tasks < threshold:
-            return
-        previous = next(
-            (d for d in reversed(service.deployments) if d is not primary and d.rollout_state == "COMPLETED"), None
-        )
-        primary.rollout_state = "FAILED"
-        if not service.config.deployment.rollback or previous is None:
-            self.events.add(
-                service.name,
-                f"deployment {primary.deployment_id} ({primary.taskdef}) failed: {primary.failed_tasks} tasks failed to start or become healthy; no revision to roll back to, still retrying.",
-            )
-            primary.rollout_state = "IN_PROGRESS"
+        self.events.add(service.name, decision.events[0])
+        if decision.verdict == Verdict.FAILED:  # nothing to roll back to: try the revision again
             primary.failed_tasks = 0
             return
-        primary.status = "ACTIVE"
-        rollback = Deployment.new(previous.taskdef, f"rollback of {primary.taskdef}")
-        previous.status = "INACTIVE"
-        service.deployments.append(rollback)
-        self.events.add(
-            service.name,
-            f"deployment {primary.deployment_id} ({primary.taskdef}) failed: {primary.failed_tasks} tasks failed to start or become healthy. Rolling back to {previous.taskdef}.",
-        )
+        assert decision.rollback_to is not None
+        primary.status, primary.rollout_state = DeploymentStatus.ACTIVE, RolloutState.FAILED
+        previous = next(d for d in service.deployments if d.deployment_id == decision.rollback_to.deployment_id)
+        previous.status = DeploymentStatus.INACTIVE
+        service.deployments.append(Deployment.new(previous.taskdef, f"rollback of {primary.taskdef}"))
 
-    # --- tasks -------------------------------------------------------------------------------
+    def _record(self, service: Service, decision: Plan) -> None:
+        """The plan's bookkeeping: events, the rollout state, retired deployments, steadiness."""
+        for message in decision.events:
+            self.events.add(service.name, message)
+        if decision.retire_active:
+            for d in service.deployments:
+                if d.status == DeploymentStatus.ACTIVE:
+                    d.status = DeploymentStatus.INACTIVE
+        if decision.verdict == Verdict.COMPLETED:
+            service.primary.rollout_state = RolloutState.COMPLETED
+        service.steady = decision.steady
+        kept = [d for d in service.deployments if d.status != DeploymentStatus.INACTIVE][-5:]
+        service.deployments = kept or service.deployments[-1:]
 
-    def _task_env(
-        self, task: Task, taskdef: TaskDefinition, ports: dict[int, int], overrides: dict[str, str]
-    ) -> dict[str, str]:
-        env = dict(taskdef.main_container.resolved(ports).environment)
-        env.update(self.task_env)
-        env.update(overrides)
-        env.update(
-            {
-                "AWS_CONTAINER_CREDENTIALS_FULL_URI": f"{self.endpoint_url}/v1/credentials/{task.task_id}",
-                "AWS_CONTAINER_AUTHORIZATION_TOKEN": task.token,
-                "ECS_CONTAINER_METADATA_URI_V4": f"{self.endpoint_url}/v1/metadata/{task.task_id}",
-                "PIXFLEET_ORCHESTRATOR_URL": self.endpoint_url,  # read-only views (e.g. the API's fleet panel)
-                "PIXFLEET_TASK_ID": task.task_id,
-            }
-        )
-        for secret in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
-            env.pop(secret, None)  # only the credentials endpoint, never static keys
-        return env
+    # --- what the supervisor reports -----------------------------------------------------------
 
-    async def _launch(
-        self, taskdef: TaskDefinition, *, service: str | None, group: str, overrides: dict[str, str] | None = None
-    ) -> Task:
-        task_id = uuid.uuid4().hex
-        token = self.vault.register(task_id, self.role_arn(taskdef.task_role_arn))
-        task = Task(task_id=task_id, taskdef=taskdef.key, service=service, group=group, token=token)
-        task.handle = {"overrides": overrides or {}}
-        self.tasks[task_id] = task
-        container = taskdef.main_container
-        spec = LaunchSpec(
-            task_id=task_id,
-            cluster=self.cluster,
-            service=service,
-            family=taskdef.family,
-            revision=taskdef.revision,
-            command=tuple(container.command),
-            image=container.image,
-            environment={},
-            port_mappings=tuple((p.container_port, p.host_port) for p in container.port_mappings),
-            cpu_units=taskdef.cpu,
-            memory_mib=taskdef.memory,
-            labels={
-                "pixfleet.cluster": self.cluster,
-                "pixfleet.service": service or "",
-                "pixfleet.task": task_id,
-                "pixfleet.taskdef": taskdef.key,
-            },
-        )
-        try:
-            handle = await self.runtime.start(spec, lambda ports: self._task_env(task, taskdef, ports, overrides or {}))
-        except Exception as exc:
-            log.warning("could not start %s: %s", taskdef.key, exc)
-            self._stopped(task, None, f"CannotStartContainerError: {exc}")
-            return task
-        task.handle = {**handle, "overrides": overrides or {}}
-        task.state, task.started_at = RUNNING, self.clock()
-        self.metrics.task_starts.labels(group).inc()
-        self._watch(task)
-        self._save()
-        return task
+    def task_started(self, task: Task) -> None:
+        self.metrics.task_starts.labels(task.group).inc()
+        self.save()
 
-    def _watch(self, task: Task) -> None:
-        self._watchers[task.task_id] = asyncio.create_task(self._supervise(task))
+    def task_healthy(self, task: Task) -> None:
+        service = self.services.get(task.service or "")
+        if service is not None and task.taskdef in service.throttle:
+            service.throttle[task.taskdef] = task_healthy(service.throttle[task.taskdef])
+        self._wake.set()
 
-    async def _supervise(self, task: Task) -> None:
-        taskdef = self.registry.get(task.taskdef)
-        health = asyncio.create_task(self._health_loop(task, taskdef)) if taskdef.main_container.health_check else None
-        try:
-            code = await self.runtime.wait(task.handle)
-        finally:
-            if health:
-                health.cancel()
-        if task.state != STOPPED:
-            self._stopped(task, code, task.stop_reason or f"Essential container in task exited (exit code {code})")
-
-    async def _health_loop(self, task: Task, taskdef: TaskDefinition) -> None:
-        ports = self.runtime.port_bindings(task.handle)
-        check = taskdef.main_container.resolved(ports).health_check
-        assert check is not None
-        command = tuple(check.command)
-        env = self._task_env(task, taskdef, ports, task.handle.get("overrides", {}))
-        while task.state == RUNNING:
-            # Until the first success, look often; then at the task definition's interval.
-            await asyncio.sleep(check.interval if task.health == HEALTHY else min(1.0, check.interval))
-            if task.state != RUNNING:
-                return
-            result = await self.runtime.health_check(task.handle, command, env, check.timeout)
-            with suppress(ValueError):
-                parsed = json.loads(result.output.strip().splitlines()[-1]) if result.output.strip() else None
-                if isinstance(parsed, dict):
-                    task.last_health = parsed
-            if result.healthy:
-                task.health_failures = 0
-                if task.health != HEALTHY:
-                    task.health, task.healthy_at = HEALTHY, self.clock()
-                    self._mark_started(task)
-                    self._wake.set()
-                continue
-            if self.clock() - (task.started_at or 0) < check.start_period and task.health != HEALTHY:
-                continue  # failures during the start period do not count
-            task.health_failures += 1
-            if task.health_failures >= check.retries:
-                task.health = UNHEALTHY
-                self._begin_stop(task, f"Task failed container health checks: {result.output.strip()[-200:]}")
-                return
-
-    def _begin_stop(self, task: Task, reason: str) -> None:
-        if task.state in (STOPPING, STOPPED):
-            return
-        task.desired_status, task.state, task.stopping_at, task.stop_reason = STOPPED, STOPPING, self.clock(), reason
-        asyncio.create_task(self._stop_task(task, reason))
-
-    async def _stop_task(self, task: Task, reason: str) -> None:
-        task.desired_status = STOPPED
-        task.stop_reason = task.stop_reason or reason
-        if task.state == STOPPED:
-            return
-        task.state = STOPPING
-        task.stopping_at = task.stopping_at or self.clock()
-        if not task.handle.get("pid") and not task.handle.get("container_id"):
-            self._stopped(task, None, task.stop_reason)
-            return
-        timeout = self.registry.get(task.taskdef).main_container.stop_timeout
-        code = await self.runtime.stop(task.handle, timeout)
-        self._stopped(task, code, task.stop_reason)
-
-    def _stopped(self, task: Task, code: int | None, reason: str) -> None:
-        if task.state == STOPPED:
-            return
-        now = self.clock()
-        expected = task.desired_status == STOPPED
-        never_healthy = task.healthy_at is None
-        task.state, task.desired_status, task.stopped_at = STOPPED, STOPPED, now
-        task.exit_code = code if task.exit_code is None else task.exit_code
-        task.stop_reason = reason
-        self.vault.revoke(task.task_id)
-        self.metrics.task_stops.labels(task.group, "requested" if expected else "exited").inc()
+    def task_stopped(self, task: Task, *, requested: bool) -> None:
+        """Count a failed start towards the circuit breaker and the launch throttle; record the event."""
+        now = task.stopped_at or self.clock()
+        reason = task.stop_reason
+        self.metrics.task_stops.labels(task.group, "requested" if requested else "exited").inc()
         service = self.services.get(task.service or "")
         if service is not None:
             self.events.add(service.name, f"has stopped 1 running tasks: (task {task.task_id[:8]}). Reason: {reason}.")
-            unhealthy_stop = task.health == UNHEALTHY
+            unhealthy = task.health == HealthStatus.UNHEALTHY
+            never_healthy = task.healthy_at is None
             if (
-                (not expected or unhealthy_stop)
+                (not requested or unhealthy)
                 and task.taskdef == service.primary.taskdef
-                and (never_healthy or unhealthy_stop)
+                and (never_healthy or unhealthy)
             ):
                 service.primary.failed_tasks += 1
-            if not expected or unhealthy_stop:
+            if not requested or unhealthy:
                 self._throttle(service, task, now)
         elif task.group.startswith("run-task"):
-            self.events.add(None, f"run-task {task.task_id[:8]} ({task.taskdef}) stopped: {reason} (exit code {code}).")
-        self._prune()
-        self._save()
+            self.events.add(
+                None, f"run-task {task.task_id[:8]} ({task.taskdef}) stopped: {reason} (exit code {task.exit_code})."
+            )
+        self.supervisor.prune()
+        self.save()
         self._wake.set()
 
     def _became_healthy(self, task: Task, now: float) -> bool:
         """Did this task start fine? Healthy once, or (without a health check) running for a while."""
         if task.healthy_at is not None:
             return True
-        has_check = self.registry.get(task.taskdef).main_container.health_check is not None
-        return not has_check and task.started_at is not None and now - task.started_at >= STABLE_AFTER
-
-    def _mark_started(self, task: Task) -> None:
-        service = self.services.get(task.service or "")
-        if service is not None and task.taskdef in service.throttle:
-            service.throttle[task.taskdef] = task_healthy(service.throttle[task.taskdef])
+        return not self._has_check(task) and task.started_at is not None and now - task.started_at >= STABLE_AFTER
 
     def _throttle(self, service: Service, task: Task, now: float) -> None:
         """A task stopped unasked: count it towards its revision's launch throttle if it never started fine."""
@@ -544,12 +394,6 @@ class Orchestrator:
                 f"task {task.task_id[:8]} ({task.taskdef}) stopped after {ran:.1f}s without becoming healthy "
                 f"({state.failures} in a row); next start in {delay:.0f}s (launch throttle).",
             )
-
-    def _prune(self, keep: int = 200) -> None:
-        stopped = sorted((t for t in self.tasks.values() if t.state == STOPPED), key=lambda t: t.stopped_at or 0)
-        for task in stopped[:-keep] if len(stopped) > keep else []:
-            self.tasks.pop(task.task_id, None)
-            self._watchers.pop(task.task_id, None)
 
     # --- operations (the HTTP API calls these) -------------------------------------------------
 
@@ -573,13 +417,15 @@ class Orchestrator:
                 min=service.scaling.min if minimum is None else minimum,
                 max=service.scaling.max if maximum is None else maximum,
             )
-            if policy.problems():
-                raise ValueError("; ".join(policy.problems()))
+            problems = scaling_problems(policy)
+            if problems:
+                raise ValueError("; ".join(problems))
             service.scaling = policy
             clamped = max(policy.min, min(policy.max, service.desired_count))
             self.events.add(
                 name,
-                f"scaling limits changed to min {policy.min}, max {policy.max}; desired {service.desired_count} → {clamped}.",
+                f"scaling limits changed to min {policy.min}, max {policy.max}; "
+                f"desired {service.desired_count} → {clamped}.",
             )
             service.desired_count = clamped
         if desired_count is not None:
@@ -593,13 +439,13 @@ class Orchestrator:
             taskdef = self.registry.get(task_definition)
             if taskdef.key != service.primary.taskdef:
                 for d in service.deployments:
-                    if d.status == "PRIMARY":
-                        d.status = "ACTIVE"
+                    if d.status == DeploymentStatus.PRIMARY:
+                        d.status = DeploymentStatus.ACTIVE
                 deployment = Deployment.new(taskdef.key, "service update")
                 service.deployments.append(deployment)
                 service.steady = False
                 self.events.add(name, f"deployment {deployment.deployment_id} started: {taskdef.key}.")
-        self._save()
+        self.save()
         self._wake.set()
         return service
 
@@ -607,7 +453,7 @@ class Orchestrator:
         """One-off tasks outside any service (batch mode): not replaced when they exit."""
         taskdef = self.registry.get(ref)
         tasks = [
-            await self._launch(taskdef, service=None, group=f"run-task:{taskdef.family}", overrides=overrides)
+            await self.supervisor.launch(taskdef, service=None, group=f"run-task:{taskdef.family}", overrides=overrides)
             for _ in range(count)
         ]
         self.events.add(
@@ -616,103 +462,5 @@ class Orchestrator:
         return tasks
 
     def kill_task(self, task_id: str) -> None:
-        """SIGKILL a task (a failure drill, like `docker kill`)."""
-        task = self.tasks[task_id]
-        self.runtime.kill(task.handle)
-
-    # --- state -------------------------------------------------------------------------------
-
-    def _save(self) -> None:
-        state = {
-            "cluster": self.cluster,
-            "services": [s.to_state() for s in self.services.values()],
-            "tasks": [t.to_state() for t in self.tasks.values()],
-        }
-        tmp = self.state_path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # holds task tokens
-        with os.fdopen(fd, "w") as f:
-            json.dump(state, f)
-        tmp.replace(self.state_path)
-
-    async def _restore(self) -> None:
-        if not self.state_path.exists():
-            await asyncio.gather(
-                *(self.runtime.stop(s, 10) for s in await self.runtime.strays(set())), return_exceptions=True
-            )
-            self._save()
-            return
-        state = json.loads(self.state_path.read_text())
-        for raw in state.get("services", []):
-            service = self.services.get(raw["name"])
-            if service is not None:
-                service.restore(raw)
-        adopted = lost = 0
-        for raw in state.get("tasks", []):
-            task = Task.from_state(raw)
-            self.tasks[task.task_id] = task
-            if task.state == STOPPED:
-                continue
-            if task.handle.get("pid") or task.handle.get("container_id"):
-                alive = await self.runtime.alive(task.handle)
-            else:
-                alive = False
-            if not alive:
-                self._stopped(task, None, "Task stopped while the orchestrator was down")
-                lost += 1
-                continue
-            taskdef = self.registry.get(task.taskdef)
-            self.vault.register(task.task_id, self.role_arn(taskdef.task_role_arn), token=task.token)
-            self._watch(task)
-            if task.state == STOPPING:
-                asyncio.create_task(self._stop_task(task, task.stop_reason or "stopping"))
-            adopted += 1
-        strays = await self.runtime.strays(set(self.tasks))
-        # e.g. a container started just before a crash, never saved: stop and remove it.
-        await asyncio.gather(*(self.runtime.stop(stray, 10) for stray in strays), return_exceptions=True)
-        self.events.add(
-            None,
-            f"orchestrator started: adopted {adopted} running task(s), {lost} had stopped meanwhile"
-            + (f", removed {len(strays)} unknown task(s)." if strays else "."),
-        )
-
-    # --- views -------------------------------------------------------------------------------
-
-    def service_view(self, service: Service) -> dict[str, Any]:
-        alive = self._alive(service)
-        return {
-            "serviceName": service.name,
-            "taskDefinition": service.primary.taskdef,
-            "desiredCount": service.desired_count,
-            "runningCount": sum(1 for t in alive if t.state == RUNNING),
-            "pendingCount": sum(1 for t in alive if t.state == PROVISIONING),
-            "healthyCount": sum(1 for t in alive if self._healthy(t)),
-            "stoppingCount": sum(1 for t in self.tasks.values() if t.service == service.name and t.state == STOPPING),
-            "steady": service.steady,
-            "autoScaling": None
-            if service.scaling is None
-            else {**scaling_to_json(service.scaling), "lastDecision": service.last_decision},
-            "deployments": [
-                {
-                    "id": d.deployment_id,
-                    "taskDefinition": d.taskdef,
-                    "status": d.status,
-                    "rolloutState": d.rollout_state,
-                    "reason": d.reason,
-                    "failedTasks": d.failed_tasks,
-                    "createdAt": d.created_at,
-                }
-                for d in service.deployments
-            ],
-        }
-
-    def status(self) -> dict[str, Any]:
-        return {
-            "cluster": self.cluster,
-            "queue": None if self.queue is None else {**vars(self.queue), "dead_letters": self.dead_letters},
-            "services": [self.service_view(s) for s in self.services.values()],
-            "tasks": [
-                t.public()
-                for t in sorted(self.tasks.values(), key=lambda t: t.created_at, reverse=True)
-                if t.state != STOPPED
-            ][:200],
-        }
+        """SIGKILL a task (a failure drill, like `docker kill`). ``KeyError`` for an unknown task."""
+        self.supervisor.kill(self.tasks[task_id])

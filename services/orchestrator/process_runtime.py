@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.net import free_port
-from services.orchestrator.runtime import HealthResult, LaunchSpec
+from services.orchestrator.runtime import HealthResult, LaunchSpec, TaskHandle
 
 log = logging.getLogger("pixfleet.runtime.process")
 
@@ -67,10 +67,14 @@ def pid_alive(pid: int, task_id: str | None = None) -> bool:
 
 
 def _killpg(pgid: int, sig: int = signal.SIGKILL) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
+
+
+def _pid(handle: TaskHandle) -> int:
+    if handle.pid is None:
+        raise ValueError(f"task {handle.task_id[:8]} has no process (a container handle given to the process runtime)")
+    return handle.pid
 
 
 class ProcessRuntime:
@@ -84,7 +88,7 @@ class ProcessRuntime:
         self._children: dict[int, asyncio.subprocess.Process] = {}
         self._exit_codes: dict[int, int] = {}
 
-    async def start(self, spec: LaunchSpec, resolve_env: Callable[[dict[int, int]], dict[str, str]]) -> dict[str, Any]:
+    async def start(self, spec: LaunchSpec, resolve_env: Callable[[dict[int, int]], dict[str, str]]) -> TaskHandle:
         ports = {container: host if host else free_port() for container, host in spec.port_mappings}
         env = task_environment({**resolve_env(ports), "PIXFLEET_TASK_ID": spec.task_id})
         log_path = self.log_dir / f"{spec.family}-{spec.task_id[:8]}.log"
@@ -99,15 +103,10 @@ class ProcessRuntime:
             )
         self._children[process.pid] = process
         log.info("started %s task %s (pid %d)", spec.family, spec.task_id[:8], process.pid)
-        return {
-            "pid": process.pid,
-            "task_id": spec.task_id,
-            "ports": {str(k): v for k, v in ports.items()},
-            "log": str(log_path),
-        }
+        return TaskHandle(task_id=spec.task_id, pid=process.pid, ports=ports, log=str(log_path))
 
-    async def wait(self, handle: dict[str, Any]) -> int | None:
-        pid = handle["pid"]
+    async def wait(self, handle: TaskHandle) -> int | None:
+        pid = _pid(handle)
         if pid in self._exit_codes:
             return self._exit_codes[pid]
         child = self._children.get(pid)
@@ -118,38 +117,39 @@ class ProcessRuntime:
             _killpg(pid)  # leftovers of the task (e.g. its pool) go with it, as in a container
             return code
         # An adopted task is not our child: watch it, its exit code is not ours to read.
-        while pid_alive(pid, handle.get("task_id")):
+        while pid_alive(pid, handle.task_id or None):
             await asyncio.sleep(0.5)
         _killpg(pid)
         return None
 
-    async def stop(self, handle: dict[str, Any], timeout: float) -> int | None:
-        pid = handle["pid"]
+    async def stop(self, handle: TaskHandle, timeout: float) -> int | None:
+        pid = _pid(handle)
         ours = pid in self._children
-        if ours or pid_alive(pid, handle.get("task_id")):
+        if ours or pid_alive(pid, handle.task_id or None):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
             try:
                 return await asyncio.wait_for(self.wait(handle), timeout)
             except TimeoutError:
-                log.warning("task %s ignored SIGTERM for %.0fs: killing", handle.get("task_id", "?")[:8], timeout)
+                log.warning("task %s ignored SIGTERM for %.0fs: killing", handle.task_id[:8], timeout)
                 self.kill(handle)
         try:
             return await asyncio.wait_for(self.wait(handle), 30)
         except TimeoutError:  # never seen; but a stop must end
-            log.error("task %s (pid %d) did not exit 30 s after SIGKILL", handle.get("task_id", "?")[:8], pid)
+            log.error("task %s (pid %d) did not exit 30 s after SIGKILL", handle.task_id[:8], pid)
             return None
 
-    def kill(self, handle: dict[str, Any]) -> None:
+    def kill(self, handle: TaskHandle) -> None:
         """SIGKILL the task and every process it started (like `docker kill` on its container)."""
-        if pid_alive(handle["pid"], handle.get("task_id")) or handle["pid"] in self._children:
-            _killpg(handle["pid"])
+        pid = _pid(handle)
+        if pid_alive(pid, handle.task_id or None) or pid in self._children:
+            _killpg(pid)
 
-    async def alive(self, handle: dict[str, Any]) -> bool:
-        return pid_alive(handle["pid"], handle.get("task_id"))
+    async def alive(self, handle: TaskHandle) -> bool:
+        return pid_alive(_pid(handle), handle.task_id or None)
 
     async def health_check(
-        self, handle: dict[str, Any], command: tuple[str, ...], env: dict[str, str], timeout: float
+        self, handle: TaskHandle, command: tuple[str, ...], env: dict[str, str], timeout: float
     ) -> HealthResult:
         kind, *rest = command
         argv = ["/bin/sh", "-c", rest[0]] if kind == "CMD-SHELL" else resolve_command(rest)
@@ -167,14 +167,12 @@ class ProcessRuntime:
         try:
             out, _ = await asyncio.wait_for(proc.communicate(), timeout)
         except TimeoutError:
-            proc.kill()
+            with contextlib.suppress(ProcessLookupError):  # it may have ended as the timeout struck
+                proc.kill()
             await proc.wait()
             return HealthResult(False, f"health check timed out after {time.monotonic() - started:.1f}s")
         return HealthResult(proc.returncode == 0, out.decode(errors="replace")[-4096:])
 
-    def port_bindings(self, handle: dict[str, Any]) -> dict[int, int]:
-        return {int(k): int(v) for k, v in handle.get("ports", {}).items()}
-
-    async def strays(self, known: set[str]) -> list[dict[str, Any]]:
+    async def strays(self, known: set[str]) -> list[TaskHandle]:
         """Processes carry no labels to find them by; adoption relies on the saved state alone."""
         return []

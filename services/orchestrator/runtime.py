@@ -6,11 +6,14 @@ reports when it exits, stops it the ECS way (SIGTERM, then SIGKILL after
 orchestrator restart. ``process`` runs local processes (the embedded default);
 ``docker`` runs containers. :data:`RUNTIMES` is the one place that maps a name
 to an implementation.
+
+A started task is known by its :class:`TaskHandle`, which the orchestrator saves in
+``state.json`` (:meth:`TaskHandle.to_json`) to find the task again after a restart.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -34,47 +37,84 @@ class LaunchSpec:
 
 
 @dataclass(frozen=True)
+class TaskHandle:
+    """How a runtime finds a task it started: a process (``pid``) or a container (``container_id``)."""
+
+    task_id: str
+    pid: int | None = None
+    container_id: str | None = None
+    ports: Mapping[int, int] = field(default_factory=dict)  # containerPort → host port
+    log: str | None = None  # the process runtime's log file
+    name: str | None = None  # the container's name
+
+    def to_json(self) -> dict[str, Any]:
+        """The handle as saved in ``state.json`` (ports keyed by strings, unset fields left out)."""
+        doc: dict[str, Any] = {"task_id": self.task_id}
+        if self.pid is not None:
+            doc["pid"] = self.pid
+        if self.container_id is not None:
+            doc["container_id"] = self.container_id
+        doc["ports"] = {str(k): v for k, v in self.ports.items()}
+        if self.log is not None:
+            doc["log"] = self.log
+        if self.name is not None:
+            doc["name"] = self.name
+        return doc
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> TaskHandle | None:
+        """A saved handle; ``None`` for a task that never started (no process, no container)."""
+        pid, container_id = raw.get("pid"), raw.get("container_id")
+        if not pid and not container_id:
+            return None
+        return cls(
+            task_id=str(raw.get("task_id", "")),
+            pid=int(pid) if pid else None,
+            container_id=str(container_id) if container_id else None,
+            ports={int(k): int(v) for k, v in (raw.get("ports") or {}).items()},
+            log=raw.get("log"),
+            name=raw.get("name"),
+        )
+
+
+@dataclass(frozen=True)
 class HealthResult:
     healthy: bool
     output: str
 
 
 class Runtime(Protocol):
-    """What the orchestrator needs from a task runtime. Handles are JSON-serialisable dicts."""
+    """What the orchestrator needs from a task runtime."""
 
     name: str
 
-    async def start(self, spec: LaunchSpec, resolve_env: Callable[[dict[int, int]], dict[str, str]]) -> dict[str, Any]:
+    async def start(self, spec: LaunchSpec, resolve_env: Callable[[dict[int, int]], dict[str, str]]) -> TaskHandle:
         """Start the task; ``resolve_env(ports)`` renders the environment once host ports are known."""
         ...
 
-    async def wait(self, handle: dict[str, Any]) -> int | None:
+    async def wait(self, handle: TaskHandle) -> int | None:
         """Return when the task has exited, with its exit code (None when unknowable)."""
         ...
 
-    async def stop(self, handle: dict[str, Any], timeout: float) -> int | None:
+    async def stop(self, handle: TaskHandle, timeout: float) -> int | None:
         """SIGTERM, wait up to ``timeout`` seconds, then SIGKILL; return the exit code."""
         ...
 
-    def kill(self, handle: dict[str, Any]) -> None:
+    def kill(self, handle: TaskHandle) -> None:
         """SIGKILL now."""
         ...
 
-    async def alive(self, handle: dict[str, Any]) -> bool:
+    async def alive(self, handle: TaskHandle) -> bool:
         """Is this (adopted) task still running?"""
         ...
 
     async def health_check(
-        self, handle: dict[str, Any], command: tuple[str, ...], env: dict[str, str], timeout: float
+        self, handle: TaskHandle, command: tuple[str, ...], env: dict[str, str], timeout: float
     ) -> HealthResult:
         """Run the task definition's health check command against the task."""
         ...
 
-    def port_bindings(self, handle: dict[str, Any]) -> dict[int, int]:
-        """containerPort → host port of a started task."""
-        ...
-
-    async def strays(self, known: set[str]) -> list[dict[str, Any]]:
+    async def strays(self, known: set[str]) -> list[TaskHandle]:
         """Tasks of this cluster that the runtime can see but ``known`` (task ids) does not list."""
         ...
 

@@ -20,6 +20,8 @@ from dataclasses import dataclass, replace
 
 @dataclass(frozen=True)
 class ScalingPolicy:
+    """A service's target-tracking policy (its rules, e.g. ``max >= min``, are checked by :mod:`services_file`)."""
+
     min: int = 0
     max: int = 4
     target_backlog_per_task: float = 10.0
@@ -30,24 +32,6 @@ class ScalingPolicy:
     activation_threshold: int = 1
     count_in_flight: bool = True
     count_delayed: bool = False
-
-    def problems(self) -> list[str]:
-        p = []
-        if self.min < 0:
-            p.append("min must be >= 0")
-        if self.max < max(self.min, 1):
-            p.append("max must be >= min and >= 1")
-        if self.target_backlog_per_task <= 0:
-            p.append("targetBacklogPerTask must be > 0")
-        if self.acceptable_latency is not None and self.acceptable_latency <= 0:
-            p.append("acceptableLatency must be > 0")
-        if self.task_slots < 1:
-            p.append("taskSlots must be >= 1")
-        if self.scale_out_cooldown < 0 or self.scale_in_cooldown < 0:
-            p.append("cooldowns must be >= 0")
-        if self.activation_threshold < 1:
-            p.append("activationThreshold must be >= 1")
-        return p
 
     def target(self, mean_job_seconds: float | None) -> float:
         """Messages one task may have queued: given, or derived from the acceptable latency."""
@@ -123,7 +107,10 @@ def decide(
     backlog = backlog_of(policy, metrics)
     wanted = demand(policy, current, metrics, mean_job_seconds)
     target = policy.target(mean_job_seconds)
-    why = f"backlog {backlog} (visible {metrics.visible}, in flight {metrics.in_flight}, delayed {metrics.delayed}) at target {target:g}/task"
+    why = (
+        f"backlog {backlog} (visible {metrics.visible}, in flight {metrics.in_flight}, "
+        f"delayed {metrics.delayed}) at target {target:g}/task"
+    )
     if wanted > current:
         state = replace(state, lower_since=None, lower_peak=0)
         if state.last_scale_out is not None and now - state.last_scale_out < policy.scale_out_cooldown:
@@ -131,10 +118,12 @@ def decide(
         return Decision(wanted, "scale_out", f"{why} wants {wanted}", replace(state, last_scale_out=now), backlog)
     if wanted < current:
         if state.lower_since is None:
+            lower_since = now
             state = replace(state, lower_since=now, lower_peak=wanted)
         else:
+            lower_since = state.lower_since
             state = replace(state, lower_peak=max(state.lower_peak, wanted))
-        waited = now - state.lower_since
+        waited = now - lower_since
         if waited < policy.scale_in_cooldown:
             return Decision(
                 current,

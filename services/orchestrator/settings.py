@@ -2,69 +2,40 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from typing import Literal
 
-from infra import SERVICES_FILE, TASKDEFS_DIR
-from pipeline.settings import AwsSettings, EnvReader
+from infra import SERVICES_FILE, TASK_IMAGE_VARIABLES, TASKDEFS_DIR
+from pipeline.settings import AwsSettings, ServiceSettings, env
 
 
-@dataclass(frozen=True)
-class OrchestratorSettings:
+class OrchestratorSettings(ServiceSettings):
     """Settings of the orchestrator process (the control plane)."""
 
     aws: AwsSettings
-    cluster: str = "pixfleet"
-    state_dir: str = ".pixfleet/orchestrator"
-    taskdefs_dir: str = str(TASKDEFS_DIR)
-    services_file: str = str(SERVICES_FILE)
-    host: str = "127.0.0.1"
-    port: int = 8090
-    task_endpoint_url: str = ""
-    runtime: str = "process"
-    stop_tasks_on_exit: bool = True
-    tick_interval: float = 0.5
-    admin_token: str = ""
-    docker_task_network: str = "pixfleet_tasks"
-    docker_edge_network: str = "pixfleet_edge"
-    task_images: tuple[tuple[str, str], ...] = ()
+    cluster: str = env("PIXFLEET_CLUSTER", "pixfleet")
+    state_dir: str = env("PIXFLEET_ORCH_STATE_DIR", ".pixfleet/orchestrator")
+    taskdefs_dir: str = env("PIXFLEET_TASKDEFS_DIR", str(TASKDEFS_DIR))
+    services_file: str = env("PIXFLEET_SERVICES_FILE", str(SERVICES_FILE))
+    host: str = env("PIXFLEET_ORCH_HOST", "127.0.0.1")
+    port: int = env("PIXFLEET_ORCH_PORT", 8090, ge=0, le=65535)
+    task_endpoint_url: str = env("PIXFLEET_ORCH_TASK_ENDPOINT", "")
+    runtime: Literal["process", "docker"] = env("PIXFLEET_RUNTIME", "process")
+    stop_tasks_on_exit: bool = env("PIXFLEET_ORCH_STOP_TASKS_ON_EXIT", True)
+    tick_interval: float = env("PIXFLEET_ORCH_TICK", 0.5, ge=0.05, le=60)
+    admin_token: str = env("PIXFLEET_ORCH_ADMIN_TOKEN", "")
+    docker_task_network: str = env("PIXFLEET_DOCKER_TASK_NETWORK", "pixfleet_tasks")
+    docker_edge_network: str = env("PIXFLEET_DOCKER_EDGE_NETWORK", "pixfleet_edge")
+    api_image: str = env("PIXFLEET_API_IMAGE", "")
+    worker_image: str = env("PIXFLEET_WORKER_IMAGE", "")  # runs the dead-letter recorder too
 
     @property
     def endpoint_for_tasks(self) -> str:
         """How tasks reach the credentials and metadata endpoints."""
         return self.task_endpoint_url or f"http://{self.host}:{self.port}"
 
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> OrchestratorSettings:
-        r = EnvReader(env)
-        settings = cls(
-            aws=AwsSettings.read(r),
-            cluster=r.str("PIXFLEET_CLUSTER", "pixfleet"),
-            state_dir=r.str("PIXFLEET_ORCH_STATE_DIR", ".pixfleet/orchestrator"),
-            taskdefs_dir=r.str("PIXFLEET_TASKDEFS_DIR", str(TASKDEFS_DIR)),
-            services_file=r.str("PIXFLEET_SERVICES_FILE", str(SERVICES_FILE)),
-            host=r.str("PIXFLEET_ORCH_HOST", "127.0.0.1"),
-            port=r.int("PIXFLEET_ORCH_PORT", 8090, min=0, max=65535),
-            task_endpoint_url=r.str("PIXFLEET_ORCH_TASK_ENDPOINT", ""),
-            runtime=r.str("PIXFLEET_RUNTIME", "process"),
-            stop_tasks_on_exit=r.bool("PIXFLEET_ORCH_STOP_TASKS_ON_EXIT", True),
-            tick_interval=r.float("PIXFLEET_ORCH_TICK", 0.5, min=0.05, max=60),
-            admin_token=r.str("PIXFLEET_ORCH_ADMIN_TOKEN", ""),
-            docker_task_network=r.str("PIXFLEET_DOCKER_TASK_NETWORK", "pixfleet_tasks"),
-            docker_edge_network=r.str("PIXFLEET_DOCKER_EDGE_NETWORK", "pixfleet_edge"),
-            task_images=tuple(
-                (family, image)
-                for family, image in (
-                    ("pixfleet-api", r.str("PIXFLEET_API_IMAGE", "")),
-                    ("pixfleet-worker", r.str("PIXFLEET_WORKER_IMAGE", "")),
-                    ("pixfleet-deadletter", r.str("PIXFLEET_WORKER_IMAGE", "")),  # the worker image runs it
-                )
-                if image
-            ),
-        )
-        r.check(
-            settings.runtime in ("process", "docker"),
-            f"PIXFLEET_RUNTIME={settings.runtime!r}: must be 'process' or 'docker'",
-        )
-        r.raise_if_problems()
-        return settings
+    @property
+    def task_images(self) -> tuple[tuple[str, str], ...]:
+        """Task definition family → the image this deployment runs it with (where one is set)."""
+        by_variable = {"PIXFLEET_API_IMAGE": self.api_image, "PIXFLEET_WORKER_IMAGE": self.worker_image}
+        images = ((family, by_variable[variable]) for family, variable in TASK_IMAGE_VARIABLES.items())
+        return tuple((family, image) for family, image in images if image)

@@ -718,7 +718,7 @@ class TaskDefinitionRegistry:
 
     def deregister(self, ref: str) -> TaskDefinition:
         """Mark ``family:rev`` INACTIVE (ECS's DeregisterTaskDefinition needs the revision too); idempotent."""
-        family, revision = _split_ref(ref)
+        _, revision = _split_ref(ref)
         if revision is None:
             raise UnknownTaskDefinition(f"deregister needs family:revision, got {ref!r}")
         entry = self._entry(ref)

@@ -4,64 +4,48 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from typing import Annotated, Any
 
-from pipeline.settings import AwsSettings, EnvReader, read_limits
+from pydantic import AfterValidator, Field
+
+from pipeline.settings import AwsSettings, ServiceSettings, env
 from pipeline.transform.spec import Limits
 
 
-def _task_worker_id(r: EnvReader) -> str:
+def _cores() -> int:
+    return os.cpu_count() or 1
+
+
+def _worker_id(fields: dict[str, Any]) -> str:
     """Under the orchestrator a worker is known by its task id (short form, as in the events)."""
-    task_id = r.str("PIXFLEET_TASK_ID", "")
-    return f"worker-{task_id[:8]}" if task_id else ""
+    task_id = fields.get("task_id")
+    return f"worker-{task_id[:8]}" if task_id else f"{socket.gethostname()}-{os.getpid()}"
 
 
-@dataclass(frozen=True)
-class WorkerSettings:
-    """Settings of one worker process."""
+class WorkerSettings(ServiceSettings):
+    """Settings of one worker process.
 
+    ``visibility_timeout`` and ``max_receive_count`` are the job queue's own (its
+    ``VisibilityTimeout`` and its redrive policy's ``maxReceiveCount``, read when the worker
+    starts) unless the environment overrides them: the stack is their one source.
+    """
+
+    # First: a default computed from other fields is computed only if all fields before it are valid.
+    task_id: str = env("PIXFLEET_TASK_ID", "")
+    worker_id: str = env("PIXFLEET_WORKER_ID", default_factory=_worker_id)
     aws: AwsSettings
-    worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
-    concurrency: int = field(default_factory=lambda: os.cpu_count() or 1)
-    processes: int = field(default_factory=lambda: os.cpu_count() or 1)
-    batch_size: int = 10
-    wait_time: int = 20
-    visibility_timeout: int = 60
-    grace_period: float = 25.0
-    limits: Limits = field(default_factory=Limits)
-    max_receive_count: int = 3
-    health_host: str = "127.0.0.1"
-    health_port: int | None = None
-    idle_exit_after: float | None = None
-    retry_base: float = 2.0
-
-    @property
-    def heartbeat_interval(self) -> float:
-        """How often a running job's visibility timeout is extended."""
-        return max(1.0, self.visibility_timeout / 3)
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> WorkerSettings:
-        r = EnvReader(env)
-        cores = os.cpu_count() or 1
-        idle = r.float("PIXFLEET_WORKER_IDLE_EXIT_AFTER", 0.0, min=0)
-        health_port = r.int("PIXFLEET_WORKER_HEALTH_PORT", -1, min=-1, max=65535)
-        settings = cls(
-            aws=AwsSettings.read(r),
-            worker_id=r.str("PIXFLEET_WORKER_ID", "") or _task_worker_id(r) or f"{socket.gethostname()}-{os.getpid()}",
-            concurrency=r.int("PIXFLEET_WORKER_CONCURRENCY", cores, min=1, max=256),
-            processes=r.int("PIXFLEET_WORKER_PROCESSES", cores, min=1, max=64),
-            batch_size=r.int("PIXFLEET_WORKER_BATCH_SIZE", 10, min=1, max=10),
-            wait_time=r.int("PIXFLEET_WORKER_WAIT_TIME", 20, min=0, max=20),
-            visibility_timeout=r.int("PIXFLEET_VISIBILITY_TIMEOUT", 60, min=5, max=43200),
-            grace_period=r.float("PIXFLEET_WORKER_GRACE_PERIOD", 25.0, min=0),
-            limits=read_limits(r),
-            max_receive_count=r.int("PIXFLEET_MAX_RECEIVE_COUNT", 3, min=1, max=1000),
-            health_host=r.str("PIXFLEET_WORKER_HEALTH_HOST", "127.0.0.1"),
-            health_port=None if health_port < 0 else health_port,
-            idle_exit_after=idle or None,
-            retry_base=r.float("PIXFLEET_WORKER_RETRY_BASE", 2.0, min=0),
-        )
-        r.raise_if_problems()
-        return settings
+    concurrency: int = env("PIXFLEET_WORKER_CONCURRENCY", default_factory=_cores, ge=1, le=256)
+    processes: int = env("PIXFLEET_WORKER_PROCESSES", default_factory=_cores, ge=1, le=64)
+    batch_size: int = env("PIXFLEET_WORKER_BATCH_SIZE", 10, ge=1, le=10)
+    wait_time: int = env("PIXFLEET_WORKER_WAIT_TIME", 20, ge=0, le=20)
+    visibility_timeout: int | None = env("PIXFLEET_VISIBILITY_TIMEOUT", None, ge=5, le=43200)
+    grace_period: float = env("PIXFLEET_WORKER_GRACE_PERIOD", 25.0, ge=0)
+    limits: Limits = Field(default_factory=Limits)
+    max_receive_count: int | None = env("PIXFLEET_MAX_RECEIVE_COUNT", None, ge=1, le=1000)
+    health_host: str = env("PIXFLEET_WORKER_HEALTH_HOST", "127.0.0.1")
+    health_port: int | None = env("PIXFLEET_WORKER_HEALTH_PORT", None, ge=0, le=65535)
+    # Batch mode: exit 0 once the queue stayed empty this long (0: never).
+    idle_exit_after: Annotated[float | None, AfterValidator(lambda v: v or None)] = env(
+        "PIXFLEET_WORKER_IDLE_EXIT_AFTER", None, ge=0
+    )
+    retry_base: float = env("PIXFLEET_WORKER_RETRY_BASE", 2.0, ge=0)

@@ -11,9 +11,13 @@ Delivery contract (at-least-once in, exactly-one-set-of-outputs out):
   which overwrites the same objects;
 * a permanent error (bad input) writes a failed manifest and moves the message
   to the DLQ at once; a retryable error leaves it on the queue with backoff,
-  and once ``max_receive_count`` is reached the job is recorded as failed;
+  and once the queue's ``maxReceiveCount`` is reached the job is recorded as failed;
 * SIGTERM stops receiving, lets running jobs finish within the grace period,
   hands back messages whose work never started (visibility 0) and exits 0.
+
+The visibility timeout and the delivery bound are the job queue's own (``VisibilityTimeout``
+and the redrive policy's ``maxReceiveCount``), read at startup unless the environment
+overrides them: the stack is their one source.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from pipeline.aws import aws_clients, client_config
+from pipeline.aws import aws_clients, client_config, queue_config
 from pipeline.errors import (
     PayloadTooLarge,
     PermanentError,
@@ -44,16 +48,14 @@ from pipeline.errors import (
     classify,
     is_not_found,
 )
-from pipeline.manifest import Manifest, ManifestStore, OutputRecord, output_key
+from pipeline.manifest import Manifest, ManifestStore, Outcome, OutputRecord, output_key, planned_output_keys
 from pipeline.messages import JobMessage, parse_message, utcnow_iso
-from services.worker.settings import WorkerSettings
 from pipeline.transform.engine import TransformResult, transform
-from pipeline.transform.presets import get_preset
+from pipeline.transform.presets import DEFAULT_PRESET, get_preset
 from pipeline.transform.spec import VariantSpec
+from services.worker.settings import WorkerSettings
 
 log = logging.getLogger("pixfleet.worker")
-
-DEFAULT_PRESET = "web"
 
 
 class JobNotStarted(Exception):
@@ -99,9 +101,10 @@ class WorkerMetrics:
 
 
 def _warm_up() -> int:
-    """Run once in each pool process so the first job does not pay for imports."""
-    import PIL.Image  # noqa: F401
+    """Run once in each pool process so the first job does not pay for imports (the engine, libspng, numpy)."""
+    from pipeline.transform import png
 
+    png.spng()
     return 0
 
 
@@ -125,6 +128,9 @@ class Worker:
         self.health_url: str | None = None
         self._jobs_done = 0
         self._job_seconds = 0.0
+        # The job queue's own unless the environment set them: read when the clients open.
+        self.visibility_timeout = settings.visibility_timeout or 0
+        self.max_receive_count = settings.max_receive_count or 0
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -158,11 +164,20 @@ class Worker:
                 aws_clients(s.aws, "s3", "sqs", config=config, credentials=self.credentials)
             )
             self.manifests = ManifestStore(self._s3, s.aws.output_bucket)
+            if s.visibility_timeout is None or s.max_receive_count is None:
+                queue = await queue_config(self._sqs, s.aws.queue_url)
+                self.visibility_timeout = s.visibility_timeout or queue.visibility_timeout
+                self.max_receive_count = s.max_receive_count or queue.max_receive_count
+            log.info("visibility timeout %ds, %d deliveries per job", self.visibility_timeout, self.max_receive_count)
             self._pool = self._new_pool()
-            stack.callback(lambda: self._pool and self._pool.shutdown(wait=True, cancel_futures=True))
+            stack.callback(self._shutdown_pool)
             if s.health_port is not None:
                 await stack.enter_async_context(self._health_server())
             yield
+
+    def _shutdown_pool(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
 
     def _new_pool(self) -> Executor:
         pool = ProcessPoolExecutor(self.settings.processes, mp_context=multiprocessing.get_context("spawn"))
@@ -175,6 +190,12 @@ class Worker:
     async def _receive_loop(self) -> None:
         s = self.settings
         slot_freed = asyncio.Event()
+
+        def done(task: asyncio.Task[None]) -> None:
+            self._tasks.discard(task)
+            self.metrics.in_flight.set(len(self._tasks))
+            slot_freed.set()
+
         while not self.stopping:
             free = s.concurrency - len(self._tasks)
             if free <= 0:
@@ -194,7 +215,7 @@ class Worker:
                     QueueUrl=s.aws.queue_url,
                     MaxNumberOfMessages=min(s.batch_size, free),
                     WaitTimeSeconds=wait_time,
-                    VisibilityTimeout=s.visibility_timeout,
+                    VisibilityTimeout=self.visibility_timeout,
                     AttributeNames=["ApproximateReceiveCount", "SentTimestamp"],
                     MessageAttributeNames=["All"],
                 )
@@ -222,9 +243,7 @@ class Worker:
                 task = asyncio.create_task(self._handle(message))
                 self._tasks.add(task)
                 self.metrics.in_flight.set(len(self._tasks))
-                task.add_done_callback(
-                    lambda t: (self._tasks.discard(t), self.metrics.in_flight.set(len(self._tasks)), slot_freed.set())
-                )
+                task.add_done_callback(done)
 
     async def _drain(self) -> None:
         """Hand back jobs that never started, give running ones the grace period, then cancel."""
@@ -232,7 +251,7 @@ class Worker:
             task.cancel(JobNotStarted.__name__)
         if not self._tasks:
             return
-        done, pending = await asyncio.wait(self._tasks, timeout=self.settings.grace_period)
+        _, pending = await asyncio.wait(self._tasks, timeout=self.settings.grace_period)
         if pending:
             log.warning("grace period over: handing back %d unfinished job(s)", len(pending))
             for task in pending:
@@ -265,7 +284,7 @@ class Worker:
             err = classify(exc)
             if isinstance(exc, BrokenProcessPool):
                 self._pool = self._new_pool()
-            if receive_count >= self.settings.max_receive_count:
+            if receive_count >= self.max_receive_count:
                 # Outside a job's own work (e.g. the delete failed): the dead-letter recorder
                 # marks the job failed unless it already finished.
                 log.error(
@@ -277,7 +296,7 @@ class Worker:
                 await self._dead_letter(message, err)
                 outcome = "failed"
             else:
-                delay = min(self.settings.visibility_timeout, self.settings.retry_base * 2 ** (receive_count - 1))
+                delay = min(self.visibility_timeout, self.settings.retry_base * 2 ** (receive_count - 1))
                 log.warning(
                     "job %s attempt %d failed (%s); retry in %.1fs",
                     job.job_id if job else "?",
@@ -330,7 +349,7 @@ class Worker:
             await self._write_manifest(manifest)
             log.info("job %s attempt %d started", job.job_id, attempt)
             manifest.preset = job.preset or (None if job.operations else object_preset or DEFAULT_PRESET)
-            variants = job.operations or get_preset(manifest.preset)
+            variants = job.operations or get_preset(manifest.preset or DEFAULT_PRESET)
             t1 = time.perf_counter()
             result = await self._render(data, variants)
             del data
@@ -346,7 +365,7 @@ class Worker:
             raise
         except Exception as exc:
             err = classify(exc)
-            if attempt >= self.settings.max_receive_count:
+            if attempt >= self.max_receive_count:
                 failure = PermanentError(f"gave up after {attempt} attempts: {err.message}", code="retries_exhausted")
                 await self._record_failure(job, failure, attempt, manifest, outcome="error", attempt_error=err)
                 raise failure from exc
@@ -442,7 +461,7 @@ class Worker:
         attempt: int,
         manifest: Manifest | None = None,
         *,
-        outcome: str,
+        outcome: Outcome,
         attempt_error: PixfleetError | None = None,
     ) -> None:
         """Write the job's failed manifest, with this attempt (how it ended) in its history."""
@@ -459,6 +478,8 @@ class Worker:
                 worker_id=self.settings.worker_id,
                 attempts=current.history() if current else [],
             )
+        # An interrupted attempt may have written some outputs: a failed job keeps none (the manifest is last).
+        await self.manifests.remove(planned_output_keys(job.job_id, manifest.preset or job.preset, job.operations))
         finished = utcnow_iso()
         ended = manifest.attempt_record(outcome, ended_at=finished, error=(attempt_error or error).to_dict())
         manifest.status, manifest.finished_at, manifest.outputs = "failed", finished, []
@@ -505,11 +526,16 @@ class Worker:
     async def _release(self, receipt: str) -> None:
         await asyncio.shield(self._set_visibility(receipt, 0))
 
+    @property
+    def heartbeat_interval(self) -> float:
+        """How often a running job's visibility timeout is extended."""
+        return max(1.0, self.visibility_timeout / 3)
+
     async def _heartbeat(self, receipt: str) -> None:
         """Keep a running job invisible to other workers."""
         while True:
-            await asyncio.sleep(self.settings.heartbeat_interval)
-            await self._set_visibility(receipt, self.settings.visibility_timeout)
+            await asyncio.sleep(self.heartbeat_interval)
+            await self._set_visibility(receipt, self.visibility_timeout)
 
     # --- health ------------------------------------------------------------------------------
 

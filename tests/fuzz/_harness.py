@@ -137,6 +137,18 @@ def classified(exc: BaseException, *, library_causes: bool = True) -> str:
     return f"{code}<-{type(cause).__name__}"
 
 
+# What a public message of our own parsers must never hold: a validation library's or Python's words.
+INTERNALS = ("Input should", "pydantic", "Traceback", "object at 0x", "<class ", "validation error")
+
+
+def public(exc: BaseException) -> None:
+    """Raise :class:`Crash` when a classified error's public message leaks internals (see :data:`INTERNALS`)."""
+    message = getattr(exc, "message", "")
+    leaked = [word for word in INTERNALS if word in message]
+    if leaked:
+        raise Crash(f"public message leaks {leaked}: {message[:300]}", f"message leaks {leaked[0]!r}")
+
+
 # --- running under libFuzzer -------------------------------------------------------------------
 
 

@@ -9,7 +9,8 @@ of the right shape with any part swapped for an arbitrary JSON value
 (structure-aware; hypothesis turns the bytes into choices).
 
 Oracle: :func:`parse_message` raises a classified
-:class:`~pipeline.errors.PermanentError` or returns jobs that are valid — a 32-hex
+:class:`~pipeline.errors.PermanentError` whose public message holds no validation
+library's or Python's words (:func:`~tests.fuzz._harness.public`), or returns jobs that are valid — a 32-hex
 job id, a non-empty bucket and key that S3 can be asked for, fields of the types
 the worker reads — and survive a round trip through :meth:`JobMessage.to_json`.
 """
@@ -25,7 +26,7 @@ from hypothesis import strategies as st
 
 from pipeline.messages import JOB_ID_RE, JobMessage, parse_message
 from pipeline.transform.spec import VariantSpec
-from tests.fuzz._harness import Crash, classified, main
+from tests.fuzz._harness import Crash, classified, main, public
 
 JOB_ID = "0123456789abcdef0123456789abcdef"
 
@@ -54,7 +55,7 @@ def valid_job(job: JobMessage) -> None:
     if job.operations is not None and not (
         isinstance(job.operations, tuple)
         and job.operations
-        and all(isinstance(op, VariantSpec) and not op.problems() for op in job.operations)
+        and all(isinstance(op, VariantSpec) and VariantSpec.from_dict(op.to_dict()) == op for op in job.operations)
     ):
         problems.append(f"operations {job.operations!r}")
     if problems:
@@ -69,7 +70,9 @@ def check_body(body: str) -> str:
     try:
         jobs = parse_message(body)
     except Exception as exc:
-        return classified(exc, library_causes=False)
+        outcome = classified(exc, library_causes=False)
+        public(exc)
+        return outcome
     if not isinstance(jobs, list):
         raise Crash(f"parse_message returned {type(jobs).__name__}")
     for job in jobs:
