@@ -112,8 +112,12 @@ class DockerRuntime:
         for key, bindings in (container.attrs.get("NetworkSettings", {}).get("Ports") or {}).items():
             if bindings:
                 ports[int(key.split("/")[0])] = int(bindings[0]["HostPort"])
+        networks = container.attrs.get("NetworkSettings", {}).get("Networks") or {}
+        address = (networks.get(self.task_network) or {}).get("IPAddress") or None  # the load balancer's way in
         log.info("started %s task %s (container %s)", spec.family, spec.task_id[:8], container.short_id)
-        return TaskHandle(task_id=spec.task_id, container_id=container.id, ports=ports, name=container.name)
+        return TaskHandle(
+            task_id=spec.task_id, container_id=container.id, ports=ports, name=container.name, address=address
+        )
 
     async def wait(self, handle: TaskHandle) -> int | None:
         try:

@@ -101,6 +101,7 @@ class HAProxyLoadBalancer:
         bind_host: str = "127.0.0.1",
         executable: str | None = None,
         clock: Callable[[], float] = time.monotonic,
+        runtime_api: Path | tuple[str, int] | None = None,
     ):
         self.spec = spec
         self.bind_host = bind_host
@@ -115,7 +116,7 @@ class HAProxyLoadBalancer:
         if any(ch.isspace() for ch in str(run_dir) + str(socket)):
             raise ValueError(f"HAProxy's files need a path without spaces: {run_dir}")
         self.paths = Paths(run_dir, socket)
-        self.api = RuntimeAPI(socket)
+        self.api = RuntimeAPI(runtime_api or socket)
         self.process: asyncio.subprocess.Process | None = None
         self._targets: dict[str, dict[str, _Target]] = {g.name: {} for g in spec.target_groups}
         self._locks: dict[str, asyncio.Lock] = {g.name: asyncio.Lock() for g in spec.target_groups}
@@ -161,6 +162,43 @@ class HAProxyLoadBalancer:
         await self.close()
         tail = log_path.read_text(errors="replace").strip().splitlines()[-15:]
         raise LoadBalancerStartError("HAProxy did not start:\n" + "\n".join(tail))
+
+    async def attach(self, timeout: float = 15.0) -> None:
+        """Drive an HAProxy someone else started (same description): learn its targets from ``show stat``.
+
+        The orchestrator does this: the process belongs to the stack (embedded) or is a container
+        (compose), so an orchestrator restart keeps the load balancer and its registered targets.
+        """
+        deadline = self.clock() + timeout
+        while True:
+            try:
+                if (await self.api.execute("show info")).startswith("Name: HAProxy"):
+                    break
+            except RuntimeAPIError:
+                if self.clock() > deadline:
+                    raise
+            await asyncio.sleep(POLL)
+        backends = await self.api.backends()
+        for group in self.spec.target_groups:
+            for name, stat in (backends.get(group.name) or {}).items():
+                if name in ("BACKEND", "FRONTEND"):
+                    continue
+                host, _, port = stat.address.rpartition(":")
+                if not host or not port.isdigit():
+                    continue
+                self._targets[group.name][name] = _Target(
+                    host.strip("[]"),
+                    int(port),
+                    registered_at=self.clock(),
+                    baseline_down=stat.down_transitions,
+                    ever_up=stat.status.startswith("UP"),
+                    draining=stat.status.startswith(("DRAIN", "MAINT")),
+                )
+
+    def registered(self, target_group: str) -> dict[str, tuple[str, int]]:
+        """The group's registered targets (draining ones too): id → (host, port)."""
+        group = self.spec.target_group(target_group)
+        return {i: (t.host, t.port) for i, t in self._targets[group.name].items()}
 
     async def close(self) -> None:
         """Stop HAProxy (SIGTERM to its process group, SIGKILL after 5 s)."""

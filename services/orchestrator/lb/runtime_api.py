@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 from services.orchestrator.lb.health import ServerStat
 
@@ -22,9 +23,14 @@ class RuntimeAPIError(RuntimeError):
 class RuntimeAPI:
     """Commands on one HAProxy's stats socket."""
 
-    def __init__(self, socket_path: Path, timeout: float = 10.0):
-        self.socket_path = socket_path
+    def __init__(self, socket_path: Path | tuple[str, int], timeout: float = 10.0):
+        self.socket_path = socket_path  # a Unix socket, or (host, port) of a TCP one (another container's)
         self.timeout = timeout
+
+    def _connect(self) -> Any:
+        if isinstance(self.socket_path, tuple):
+            return asyncio.open_connection(*self.socket_path)
+        return asyncio.open_unix_connection(str(self.socket_path))
 
     async def execute(self, command: str, payload: list[str] | None = None) -> str:
         """Send one command (with an optional ``<<`` payload of lines) and return the answer."""
@@ -34,7 +40,7 @@ class RuntimeAPI:
         if payload is not None:  # "<<": the lines that follow, up to an empty one, are the payload
             text = command + " <<\n" + "".join(f"{line}\n" for line in payload) + "\n"
         try:
-            reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(str(self.socket_path)), self.timeout)
+            reader, writer = await asyncio.wait_for(self._connect(), self.timeout)
         except (OSError, TimeoutError) as exc:
             raise RuntimeAPIError(f"HAProxy's runtime API at {self.socket_path} does not answer: {exc}") from exc
         try:
@@ -60,6 +66,16 @@ class RuntimeAPI:
         if not answer.startswith("# "):
             raise RuntimeAPIError(f"show stat {backend}: {answer or 'no answer'}")
         return {row["svname"]: ServerStat.from_row(row) for row in parse_csv(answer)}
+
+    async def backends(self) -> dict[str, dict[str, ServerStat]]:
+        """``show stat`` of every backend's servers: backend → server name → row."""
+        answer = await self.execute("show stat -1 4 -1")
+        if not answer.startswith("# "):
+            raise RuntimeAPIError(f"show stat: {answer or 'no answer'}")
+        found: dict[str, dict[str, ServerStat]] = {}
+        for row in parse_csv(answer):
+            found.setdefault(row["pxname"], {})[row["svname"]] = ServerStat.from_row(row)
+        return found
 
     async def prepare_map(self, map_file: Path) -> int:
         answer = await self.execute(f"prepare map {map_file}")

@@ -28,10 +28,12 @@ same text is valid in a map file and in a runtime-API payload.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 DEFAULTS = {  # ELBv2's defaults for an HTTP target group
@@ -179,6 +181,32 @@ class LoadBalancerSpec:
         if problems:
             raise LoadBalancerConfigError(problems)
         return cls(tuple(groups), tuple(built))
+
+    @classmethod
+    def from_description(cls, doc: Mapping[str, Any], source: str = "the description") -> LoadBalancerSpec:
+        """``{"targetGroups": [CreateTargetGroup…], "listeners": {arn: CreateListener}, "rules": [CreateRule…]}``."""
+        if not isinstance(doc, Mapping):
+            raise LoadBalancerConfigError([f"{source}: must be a JSON object"])
+        unknown = sorted(set(doc) - {"targetGroups", "listeners", "rules"})
+        shapes: list[tuple[str, type, str]] = [("targetGroups", list, "list"), ("listeners", dict, "object")]
+        shapes.append(("rules", list, "list"))
+        problems = [f"{source}.{key}: unknown field (targetGroups, listeners, rules)" for key in unknown]
+        problems += [f"{source}.{k}: must be a {n}" for k, t, n in shapes if k in doc and not isinstance(doc[k], t)]
+        if problems:
+            raise LoadBalancerConfigError(problems)
+        try:
+            return cls.from_requests(doc.get("targetGroups", []), doc.get("listeners", {}), doc.get("rules", []))
+        except LoadBalancerConfigError as exc:
+            raise LoadBalancerConfigError([f"{source}: {p}" for p in exc.problems]) from None
+
+    @classmethod
+    def load(cls, path: Path) -> LoadBalancerSpec:
+        """Read and validate a description file (``infra/ecs/loadbalancing.json``)."""
+        try:
+            doc = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise LoadBalancerConfigError([f"{path}: {exc}"]) from None
+        return cls.from_description(doc, str(path))
 
     def target_group(self, ref: str) -> TargetGroup:
         """The target group named by ``ref`` (a name or a target group ARN)."""
