@@ -17,6 +17,7 @@ from infra.images.compose import (
     AWS_CONFIG_FILE,
     OUTPUTS_FILE,
     ProvisionSettings,
+    deployment_services,
     deployment_taskdefs,
     provision_main,
 )
@@ -39,8 +40,8 @@ def test_env_file_pins_images_and_keeps_everything_else(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("options", "problems", "images"),
     [
-        (BuildOptions(offline=True), [], ["api", "worker", "orchestrator", "moto", "registry", "localstack"]),
-        (BuildOptions(), [], ["api", "worker", "orchestrator", "moto", "registry"]),
+        (BuildOptions(offline=True), [], ["api", "worker", "orchestrator", "moto", "lb", "registry", "localstack"]),
+        (BuildOptions(), [], ["api", "worker", "orchestrator", "moto", "lb", "registry"]),
         (BuildOptions(only=("worker", "localstack")), [], ["worker", "localstack"]),
         (BuildOptions(only=("registry",)), [], ["registry"]),
         (BuildOptions(registry="http://127.0.0.1:5000"), [], None),
@@ -125,6 +126,26 @@ def test_deployment_taskdefs_name_images_and_publish_the_api(tmp_path: Path) -> 
     assert (api["image"], worker["image"]) == ("pixfleet/api:abc", "pixfleet/worker:def")
     assert {"name": "PIXFLEET_API_HOST", "value": "0.0.0.0"} in api["environment"]
     assert [m["hostPort"] for m in api["portMappings"] if m["containerPort"] == 8080] == [18080]
+
+    behind = deployment_taskdefs(REPO / "infra" / "taskdefs", tmp_path / "lb", {**env, "PIXFLEET_LB_RUNTIME_API": "/s"})
+    api = json.loads((behind / "api.json").read_text())["containerDefinitions"][0]
+    assert [m.get("hostPort") for m in api["portMappings"] if m["containerPort"] == 8080] == [None]  # private
+
+
+@pytest.mark.parametrize(
+    ("env", "api_tasks", "load_balancers"),
+    [
+        ({}, 1, False),  # no load balancer: one API task, published itself
+        ({"PIXFLEET_LB_RUNTIME_API": "/run/pixfleet-lb/haproxy.sock"}, 2, True),
+        ({"PIXFLEET_LB_RUNTIME_API": "/run/pixfleet-lb/haproxy.sock", "PIXFLEET_API_TASKS": "3"}, 3, True),
+    ],
+)
+def test_deployment_services_put_the_api_behind_the_load_balancer(
+    tmp_path: Path, env: dict[str, str], api_tasks: int, load_balancers: bool
+) -> None:
+    path = deployment_services(REPO / "infra" / "services.json", tmp_path / "services.json", env)
+    api = next(s for s in json.loads(path.read_text())["services"] if s["serviceName"] == "api")
+    assert api["desiredCount"] == api_tasks and bool(api.get("loadBalancers")) == load_balancers
 
 
 @pytest.mark.skipif(not shutil.which("docker-compose"), reason="docker-compose is not installed")

@@ -6,7 +6,7 @@ Offline, on a Docker engine that can pull nothing, the kit
    (``pixfleet/base:trixie``: python3 3.13, venv, CA certificates), once: a base
    that exists with the same recipe is reused, so Docker's layer cache stays valid;
 2. builds the service images on it (``BASE_IMAGE`` build argument): api, worker,
-   orchestrator, moto from ``infra/images/Dockerfile``, and LocalStack 4.14.0 from
+   orchestrator, moto, lb (Debian's haproxy) from ``infra/images/Dockerfile``, and LocalStack 4.14.0 from
    PyPI (``infra/images/localstack.Dockerfile``);
 3. pushes them to the image registry when one answers (``--registry URL``; by default
    the local one at 127.0.0.1:5000, when it answers: ``docker compose up -d registry``),
@@ -97,6 +97,7 @@ IMAGES: tuple[Image, ...] = (
         ("requirements.lock", "orchestrator.lock"),
     ),
     Image("moto", "pixfleet/moto", "Dockerfile", "moto", "PIXFLEET_MOTO_IMAGE", ("requirements.lock", "moto.lock")),
+    Image("lb", "pixfleet/lb", "Dockerfile", "lb", "PIXFLEET_LB_IMAGE", ("requirements.lock",)),
     # Not pushed: an engine that lacks it could not pull it from the registry it is.
     Image(
         "registry", "pixfleet/registry", "registry.Dockerfile", "registry", "PIXFLEET_REGISTRY_IMAGE", (), push=False
