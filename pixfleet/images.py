@@ -45,7 +45,9 @@ def images() -> None:
     type=click.Path(file_okay=False, path_type=Path),
     help="Fill this folder with `pip download` on the host and build from it with no index (no network in the builds).",
 )
-@click.option("--only", metavar="KEYS", help="Comma-separated subset: base,api,worker,orchestrator,moto,localstack.")
+@click.option(
+    "--only", metavar="KEYS", help="Comma-separated subset: base,api,worker,orchestrator,moto,lb,registry,localstack."
+)
 @click.option(
     "--env-file",
     type=click.Path(dir_okay=False, path_type=Path),

@@ -267,3 +267,49 @@ async def test_a_killed_task_is_deregistered_and_replaced(balanced: Any) -> None
     assert victim.task_id not in b.lb.registered(GROUP)
     await b.until_steady()
     assert len(b.lb.registered(GROUP)) == 2
+
+
+def test_pixfleet_status_shows_target_health_at_80_columns() -> None:
+    from rich.console import Console
+    from rich.cells import cell_len
+
+    from pixfleet.fleet_view import FleetStatus, render_status
+
+    def target(task_id: str, port: int, state: str, reason: str | None = None) -> dict[str, Any]:
+        health = {"State": state, **({"Reason": reason} if reason else {})}
+        return {"Target": {"Id": task_id, "Port": port}, "HealthCheckPort": str(port), "TargetHealth": health}
+
+    service = {
+        "serviceName": "api",
+        "taskDefinition": "pixfleet-api:3",
+        "desiredCount": 2,
+        "runningCount": 3,
+        "healthyCount": 2,
+        "pendingCount": 0,
+        "stoppingCount": 1,
+        "deployments": [],
+        "loadBalancers": [
+            {
+                "targetGroupArn": TG,
+                "containerName": "api",
+                "containerPort": 8080,
+                "targetHealthDescriptions": [
+                    target("a" * 32, 41001, "healthy"),
+                    target("b" * 32, 41002, "initial", "Elb.InitialHealthChecking"),
+                    target("c" * 32, 41003, "draining", "Target.DeregistrationInProgress"),
+                ],
+            }
+        ],
+    }
+    status = FleetStatus.from_v1({"services": [service], "tasks": []})
+    assert [(t.target_group, t.port, t.state) for t in status.targets] == [
+        ("pixfleet-api", 41001, "healthy"),
+        ("pixfleet-api", 41002, "initial"),
+        ("pixfleet-api", 41003, "draining"),
+    ]
+    console = Console(width=80, record=True, color_system=None)
+    for part in render_status(status, now=0.0):
+        console.print(part)
+    text = console.export_text()
+    assert all(cell_len(line) <= 80 for line in text.splitlines()), text
+    assert "…" not in text and "aaaaaaaa" in text and "Target.DeregistrationInProgress" in text, text
