@@ -21,6 +21,13 @@ What is guaranteed:
   (:meth:`TargetRegistrar.in_service`). A rolling deploy therefore never stops an old
   task before its replacement gets traffic.
 
+The shipped target group (``infra/ecs/loadbalancing.json``) checks the API's ``/healthz``
+and accepts 200 *and* 503: a 503 there means S3 or SQS is down, not the task, and the
+task keeps answering clients with its own classified 503 and ``Retry-After``; taking every
+target out would only turn that into HAProxy's bare 503 (ALB fails open in that case,
+HAProxy does not). Its timeout (6 s) is above the API's own AWS timeout (5 s) for the
+same reason; a task that does not answer at all is out after 2 × 7 s.
+
 Target health is read once per tick and kept (:meth:`TargetRegistrar.describe`), so the
 API's views stay synchronous; a failed read keeps the last answer and says so (the
 planner never acts on a load balancer it cannot see, as the scaler holds on a failed
