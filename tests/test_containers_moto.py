@@ -81,8 +81,9 @@ def _container(docker_client: Any, service: str) -> Any:
             filters={"label": [f"com.docker.compose.project={PROJECT}", "com.docker.compose.service=orchestrator"]}
         )
         return c
-    (c,) = running_tasks(docker_client, service)
-    return c
+    tasks = running_tasks(docker_client, service)
+    assert len(tasks) == (2 if service == "api" else 1), tasks  # the API: two tasks behind the load balancer
+    return tasks[0]
 
 
 def _env(container: Any) -> dict[str, str]:
