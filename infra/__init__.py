@@ -1,7 +1,7 @@
 """What pixfleet needs to exist in AWS, declared once, and how it is applied.
 
 The declarative files live here too, found through these paths (the one place that names them):
-the task definitions and services the control plane runs.
+the task definitions and services the control plane runs, and the load balancer in front of them.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ REPO_ROOT = INFRA_DIR.parent
 TASKDEFS_DIR = INFRA_DIR / "taskdefs"
 SERVICES_FILE = INFRA_DIR / "services.json"
 ECS_DIR = INFRA_DIR / "ecs"  # cluster, services, scaling: ECS / App Auto Scaling request shapes
+# Target groups, listeners and rules: ELBv2 request bodies (services name them in ``loadBalancers``).
+LOADBALANCING_FILE = ECS_DIR / "loadbalancing.json"
 
 # Task definition family → the variable that names its image in a deployment (compose, the orchestrator).
 TASK_IMAGE_VARIABLES = {

@@ -68,10 +68,23 @@ class TaskRow:
 
 
 @dataclass(frozen=True)
+class TargetRow:
+    """One target of a load-balanced service, in DescribeTargetHealth's words."""
+
+    service: str
+    target_group: str  # its name (the resource part of the ARN)
+    task_id: str
+    port: int
+    state: str  # initial | healthy | unhealthy | draining | unavailable
+    reason: str | None
+
+
+@dataclass(frozen=True)
 class FleetStatus:
     queue: QueueDepth | None  # None: the orchestrator could not read the queue
     services: tuple[ServiceRow, ...]
     tasks: tuple[TaskRow, ...]
+    targets: tuple[TargetRow, ...] = ()
 
     @classmethod
     def from_v1(cls, doc: dict[str, Any]) -> FleetStatus:
@@ -83,6 +96,7 @@ class FleetStatus:
             else QueueDepth(queue["visible"], queue["in_flight"], queue["delayed"], queue.get("dead_letters")),
             services=tuple(_service_from_v1(s) for s in doc.get("services", [])),
             tasks=tuple(_task_from_v1(t) for t in doc.get("tasks", [])),
+            targets=tuple(row for s in doc.get("services", []) for row in _targets_from_v1(s)),
         )
 
     @classmethod
@@ -150,6 +164,26 @@ def _task_from_ecs(t: dict[str, Any]) -> TaskRow:
         started_at=started.timestamp() if isinstance(started, datetime) else started,
         container_id=container.get("runtimeId"),
     )
+
+
+def _targets_from_v1(s: dict[str, Any]) -> list[TargetRow]:
+    rows = []
+    for lb in s.get("loadBalancers") or []:
+        arn = lb["targetGroupArn"]
+        group = arn.split(":targetgroup/", 1)[1].split("/")[0] if ":targetgroup/" in arn else arn
+        for d in lb.get("targetHealthDescriptions", []):
+            health = d["TargetHealth"]
+            rows.append(
+                TargetRow(
+                    s["serviceName"],
+                    group,
+                    d["Target"]["Id"],
+                    d["Target"]["Port"],
+                    health["State"],
+                    health.get("Reason"),
+                )
+            )
+    return rows
 
 
 def _service_from_v1(s: dict[str, Any]) -> ServiceRow:
@@ -357,6 +391,18 @@ def tasks_table(status: FleetStatus, *, wide: bool = False, now: float | None = 
     return table
 
 
+def targets_table(status: FleetStatus, *, wide: bool = False) -> Table:
+    """The load balancer's view of each service's tasks: target group, task, port, ELBv2 state."""
+    table = _table(
+        "targets",
+        [("target group", True), ("task", False), ("port", False), ("state", False), ("reason", True)],
+        wide,
+    )
+    for t in sorted(status.targets, key=lambda t: (t.target_group, t.task_id)):
+        table.add_row(t.target_group, t.task_id if wide else t.task_id[:8], str(t.port), t.state, t.reason or "")
+    return table
+
+
 def render_status(status: FleetStatus, *, wide: bool = False, now: float | None = None) -> list[RenderableType]:
     """The whole ``pixfleet status`` screen: queue depth, services, the scaler's reasoning, tasks."""
     parts: list[RenderableType] = [queue_line(status.queue), Text(), services_table(status, wide=wide)]
@@ -364,6 +410,8 @@ def render_status(status: FleetStatus, *, wide: bool = False, now: float | None 
     for name, decision in decisions:
         parts.append(Text.from_markup(f"[dim]scaler ({name}): {decision}[/]"))
     parts.append(Text())
+    if status.targets:
+        parts += [targets_table(status, wide=wide), Text()]
     if status.tasks:
         parts.append(tasks_table(status, wide=wide, now=now))
     else:

@@ -6,6 +6,12 @@ the orchestrator role's credentials (served, ECS-style, from a loopback
 endpoint here); the orchestrator runs the API and worker services as task
 processes, each with only its own role. ``.pixfleet/stack.json`` tells scripts
 and tests where everything is.
+
+When ``haproxy`` is on PATH, the stack also runs the load balancer (HAProxy, a process
+it owns, described by ``infra/ecs/loadbalancing.json``) as the edge on the API port, and
+the API service runs two tasks on dynamic host ports behind it; the orchestrator
+registers and drains them through HAProxy's runtime API. Without haproxy the API is one
+task on the API port, and the start-up log says so once.
 """
 
 from __future__ import annotations
@@ -29,12 +35,14 @@ from infra.emulator import ORCHESTRATOR_SESSION_NAME, MotoServer, start_provisio
 from pipeline.net import free_port
 from infra.provision import StackOutputs
 from infra.stack import StackSpec
-from infra import SERVICES_FILE, TASKDEFS_DIR
+from infra import LOADBALANCING_FILE, SERVICES_FILE, TASKDEFS_DIR
 from pipeline.settings import AwsSettings
 from pixfleet.endpoints import stack_path
 from pixfleet.orchestrator_client import OrchestratorClient
 from pixfleet.processes import ProcessRecord
 from services.orchestrator.credentials import CredentialVault, credentials_routes
+from services.orchestrator.lb.haproxy import HAProxyLoadBalancer, available
+from services.orchestrator.lb.spec import LoadBalancerSpec
 from services.orchestrator.process_runtime import ProcessRuntime
 from services.orchestrator.runtime import LaunchSpec, TaskHandle
 
@@ -42,6 +50,7 @@ log = logging.getLogger("pixfleet.embedded")
 
 SHIPPED_TASKDEFS = TASKDEFS_DIR
 SHIPPED_SERVICES = SERVICES_FILE
+SHIPPED_LOADBALANCING = LOADBALANCING_FILE
 
 
 @dataclass
@@ -60,6 +69,14 @@ class EmbeddedConfig:
     deadletter_env: dict[str, str] = field(default_factory=dict)
     scaling: dict[str, Any] = field(default_factory=dict)
     orchestrator_env: dict[str, str] = field(default_factory=dict)
+    # HAProxy as the edge on api_port, with api_tasks API tasks on dynamic ports behind it.
+    # None: when haproxy is on PATH (``apt-get install haproxy``); without it, one API task on api_port.
+    load_balancer: bool | None = None
+    api_tasks: int | None = None  # None: 2 behind the load balancer, else 1
+
+    @property
+    def balanced(self) -> bool:
+        return available() is not None if self.load_balancer is None else self.load_balancer
 
 
 def _set_env(container: dict[str, Any], values: dict[str, str]) -> None:
@@ -87,6 +104,8 @@ class EmbeddedStack:
         self._runner: web.AppRunner | None = None
         self.runtime = ProcessRuntime(config.state_dir / "logs")
         self.owner = ProcessRecord.current()
+        self.load_balancer: HAProxyLoadBalancer | None = None
+        self._edge_port = 0
 
     # --- start / stop ----------------------------------------------------------------------
 
@@ -96,7 +115,17 @@ class EmbeddedStack:
         self.emulator, self.outputs, self.bootstrap = await start_provisioned_emulator(
             cfg.state_dir / "logs", cfg.region, cfg.spec
         )
+        if cfg.balanced:
+            self._edge_port = cfg.api_port or free_port()
+        else:
+            log.warning(
+                "no load balancer (haproxy is not on PATH; apt-get install haproxy):"
+                " the API runs as one task on port %s",
+                cfg.api_port or "a free port",
+            )
         self._write_service_config()
+        if cfg.balanced:
+            await self._start_load_balancer()
         await self._start_credentials_endpoint()
         self._orchestrator_port = free_port()
         self.orchestrator_url = f"http://127.0.0.1:{self._orchestrator_port}"
@@ -106,6 +135,9 @@ class EmbeddedStack:
 
     async def stop(self, timeout: float = 60.0) -> None:
         await self.stop_orchestrator(timeout)
+        if self.load_balancer is not None:  # after the orchestrator: it drained the API tasks through it
+            await self.load_balancer.close()
+            self.load_balancer = None
         if self._runner:
             await self._runner.cleanup()
             self._runner = None
@@ -137,7 +169,7 @@ class EmbeddedStack:
         for mapping in container["portMappings"]:
             if mapping["containerPort"] == 8080:
                 mapping.pop("hostPort", None)
-                if cfg.api_port:
+                if cfg.api_port and not cfg.balanced:  # behind the load balancer: dynamic host ports
                     mapping["hostPort"] = cfg.api_port
         _set_env(container, {"PIXFLEET_API_HOST": cfg.api_host, **cfg.api_env})
         (folder / "api.json").write_text(json.dumps(api, indent=2))
@@ -155,6 +187,10 @@ class EmbeddedStack:
         (folder / "deadletter.json").write_text(json.dumps(deadletter, indent=2))
         services = json.loads(SHIPPED_SERVICES.read_text())
         for service in services["services"]:
+            if service["serviceName"] == "api":
+                service["desiredCount"] = cfg.api_tasks or (2 if cfg.balanced else 1)
+                if not cfg.balanced:
+                    service.pop("loadBalancers", None)
             if service["serviceName"] == "worker":
                 service["desiredCount"] = cfg.workers
                 scaling = service.setdefault("autoScaling", {})
@@ -162,6 +198,18 @@ class EmbeddedStack:
                     {"min": cfg.workers, "max": max(cfg.workers, cfg.max_workers or cfg.workers), **cfg.scaling}
                 )
         (self.state_dir / "config" / "services.json").write_text(json.dumps(services, indent=2))
+        if cfg.balanced:  # the shipped description, its listener on this stack's edge port
+            description = json.loads(SHIPPED_LOADBALANCING.read_text())
+            for listener in description["listeners"].values():
+                listener["Port"] = self._edge_port
+            (self.state_dir / "config" / "loadbalancing.json").write_text(json.dumps(description, indent=2))
+
+    async def _start_load_balancer(self) -> None:
+        """HAProxy, owned by this stack (it outlives orchestrator restarts); the orchestrator drives it."""
+        spec = LoadBalancerSpec.load(self.state_dir / "config" / "loadbalancing.json")
+        self.load_balancer = HAProxyLoadBalancer(spec, self.state_dir / "lb", bind_host=self.config.api_host)
+        await self.load_balancer.start()
+        log.info("load balancer: HAProxy (pid %s) on %s:%d", self.load_balancer.pid, *self.load_balancer.address())
 
     @property
     def aws(self) -> AwsSettings:
@@ -210,6 +258,7 @@ class EmbeddedStack:
             # `aws ecs` with the same keys as `aws s3` (pixfleet env): the control plane verifies, never uses them
             "PIXFLEET_ORCH_ADMIN_ACCESS_KEY_ID": self.bootstrap["access_key_id"],
             "PIXFLEET_ORCH_ADMIN_SECRET_ACCESS_KEY": self.bootstrap["secret_access_key"],
+            **self._load_balancer_env(),
             **self.config.orchestrator_env,
         }
         spec = LaunchSpec(
@@ -229,6 +278,14 @@ class EmbeddedStack:
         await self._wait_healthy(self.orchestrator)
         if stack_path(self.state_dir).exists():  # a restart: stack.json names the new orchestrator process
             self.write_stack_json()
+
+    def _load_balancer_env(self) -> dict[str, str]:
+        if self.load_balancer is None:
+            return {}
+        return {
+            "PIXFLEET_LB_FILE": str((self.state_dir / "config" / "loadbalancing.json").resolve()),
+            "PIXFLEET_LB_RUNTIME_API": str(self.load_balancer.paths.socket),
+        }
 
     async def stop_orchestrator(self, timeout: float = 60.0) -> int | None:
         """SIGTERM the orchestrator; it drains and stops its tasks (its stop timeout covers theirs)."""
@@ -283,6 +340,9 @@ class EmbeddedStack:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"services not steady after {timeout:.0f}s: {services}; logs in {self.state_dir}")
             await asyncio.sleep(0.2)
+        if self.load_balancer is not None:  # the edge: the load balancer's listener
+            self.api_url = f"http://{self.config.api_host}:{self._edge_port}"
+            return
         (api,) = await self.tasks("api")
         port = next(b["hostPort"] for b in api["networkBindings"] if b["containerPort"] == 8080)
         self.api_url = f"http://{self.config.api_host}:{port}"
@@ -313,6 +373,9 @@ class EmbeddedStack:
             "taskdefs": str((self.state_dir / "config" / "taskdefs").resolve()),
             # who owns the stack (`pixfleet down` signals it) and its orchestrator (stopped if the owner died)
             "process": self.owner.to_json(),
+            "load_balancer": None
+            if self.load_balancer is None
+            else {"pid": self.load_balancer.pid, "runtime_api": str(self.load_balancer.paths.socket)},
             "orchestrator_process": None
             if self.orchestrator is None
             else {"pid": self.orchestrator.pid, "task_id": self.orchestrator.task_id},

@@ -28,9 +28,10 @@ import pytest
 
 
 REPO = Path(__file__).resolve().parents[1]
-PROJECT = "pixfleettest"
-API_PORT = 18480
-ORCH_PORT = 18490
+# Another project name (and ports) for a second engineer on the same engine: PIXFLEET_TEST_COMPOSE_PROJECT=d13…
+PROJECT = os.environ.get("PIXFLEET_TEST_COMPOSE_PROJECT", "pixfleettest")
+API_PORT = int(os.environ.get("PIXFLEET_TEST_API_PORT", "18480"))
+ORCH_PORT = int(os.environ.get("PIXFLEET_TEST_ORCH_PORT", "18490"))
 ORCH_URL = f"http://127.0.0.1:{ORCH_PORT}"
 ADMIN_TOKEN = "container-tests"
 TASK_SUBNET = "169.254.170.0/24"  # one stack per engine can have it

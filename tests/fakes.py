@@ -14,6 +14,7 @@ import itertools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from services.orchestrator.runtime import HealthResult, LaunchSpec, TaskHandle
 
@@ -155,3 +156,57 @@ class FakeRuntime:
 
     async def strays(self, known: set[str]) -> list[TaskHandle]:
         return [TaskHandle(task_id=i, pid=p.pid) for i, p in self.processes.items() if p.alive and i not in known]
+
+
+@dataclass
+class FakeLoadBalancer:
+    """A load balancer driver (:class:`~services.orchestrator.targets.LoadBalancerDriver`) that records calls.
+
+    A registered target is ``initial`` until :meth:`pass_checks` (or at once with ``healthy_at_once``);
+    a deregistration drains until :meth:`finish_drains` when ``hold_drains`` is set.
+    """
+
+    healthy_at_once: bool = False
+    hold_drains: bool = False
+    targets: dict[str, dict[str, tuple[str, int]]] = field(default_factory=dict)  # group → id → address
+    states: dict[tuple[str, str], str] = field(default_factory=dict)
+    log: list[tuple[str, str, str]] = field(default_factory=list)  # (what, group, target id)
+    _release: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def pass_checks(self, group: str | None = None) -> None:
+        for (g, target_id), state in self.states.items():
+            if state == "initial" and group in (None, g):
+                self.states[(g, target_id)] = "healthy"
+
+    def finish_drains(self) -> None:
+        self._release.set()
+
+    async def register(self, target_group: str, target_id: str, host: str, port: int) -> None:
+        self.targets.setdefault(target_group, {})[target_id] = (host, port)
+        self.states[(target_group, target_id)] = "healthy" if self.healthy_at_once else "initial"
+        self.log.append(("register", target_group, target_id))
+
+    async def deregister(self, target_group: str, target_id: str, drain_seconds: float | None = None) -> None:
+        self.states[(target_group, target_id)] = "draining"
+        self.log.append(("drain", target_group, target_id))
+        if self.hold_drains:
+            await self._release.wait()
+        del self.targets[target_group][target_id]
+        del self.states[(target_group, target_id)]
+        self.log.append(("deregistered", target_group, target_id))
+
+    async def target_health(self, target_group: str) -> list[Any]:
+        return [
+            {
+                "id": i,
+                "host": h,
+                "port": p,
+                "state": self.states[(target_group, i)],
+                "reason": None,
+                "description": None,
+            }
+            for i, (h, p) in self.targets.get(target_group, {}).items()
+        ]
+
+    def registered(self, target_group: str) -> dict[str, tuple[str, int]]:
+        return dict(self.targets.get(target_group, {}))

@@ -71,6 +71,7 @@ async def sweeping(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIter
         max_workers=1,
         api_port=0,
         api_env={"PIXFLEET_API_PART_SIZE": str(5 * MiB)},
+        load_balancer=False,  # one API task, killed mid-upload (behind the LB: tests/test_lb_stack.py)
     )
     async with EmbeddedStack(config) as stack, aiohttp.ClientSession() as http:
         yield StackClient(stack, http)

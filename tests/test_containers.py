@@ -93,8 +93,10 @@ def test_thirty_images_over_http_all_succeed(stack: Stack) -> None:
 
 
 def test_tasks_are_ecs_style_containers(stack: Stack, docker_client: Any) -> None:
-    tasks = {c.labels["pixfleet.service"]: c for c in task_containers(docker_client) if c.status == "running"}
+    running = [c for c in task_containers(docker_client) if c.status == "running"]
+    tasks = {c.labels["pixfleet.service"]: c for c in running}
     assert set(tasks) == {"api", "worker", "deadletter"}
+    assert sum(c.labels["pixfleet.service"] == "api" for c in running) == 2  # desiredCount 2 behind the LB
     for service, container in tasks.items():
         attrs = container.attrs
         env = dict(item.split("=", 1) for item in attrs["Config"]["Env"])
@@ -112,12 +114,9 @@ def test_tasks_are_ecs_style_containers(stack: Stack, docker_client: Any) -> Non
         assert not any(m.get("Source") == "/var/run/docker.sock" for m in attrs["Mounts"])
         networks = set(attrs["NetworkSettings"]["Networks"])
         published = {k: v for k, v in (attrs["NetworkSettings"]["Ports"] or {}).items() if v}
-        if service == "api":
-            assert networks == {f"{PROJECT}_tasks", f"{PROJECT}_edge"}
-            assert "8080/tcp" in published
-        else:
-            assert networks == {f"{PROJECT}_tasks"}  # private: the emulator and the credentials endpoint only
-            assert published == {}
+        # private: the emulator, the credentials endpoint and (the API) the load balancer only
+        assert networks == {f"{PROJECT}_tasks"}
+        assert published == {}
     # Of all the stack's containers, only the orchestrator has the Docker socket.
     project = docker_client.containers.list(filters={"label": f"com.docker.compose.project={PROJECT}"})
     with_socket = {
@@ -126,6 +125,49 @@ def test_tasks_are_ecs_style_containers(stack: Stack, docker_client: Any) -> Non
         if any(m.get("Source") == "/var/run/docker.sock" for m in c.attrs["Mounts"])
     }
     assert with_socket == {"orchestrator"}
+    # The only thing published on the edge is the load balancer's listener (and loopback-only ports).
+    edge = {
+        c.labels["com.docker.compose.service"]: {
+            b["HostIp"] for bindings in (c.attrs["NetworkSettings"]["Ports"] or {}).values() for b in bindings or []
+        }
+        for c in project
+    }
+    public = {name for name, hosts in edge.items() if hosts - {"127.0.0.1"}}
+    assert public == {"lb"}, edge
+
+
+def lb_counters(docker_client: Any) -> dict[str, int]:
+    """Requests per target of the API's target group, from HAProxy's runtime API inside the lb container."""
+    (lb,) = docker_client.containers.list(
+        filters={"label": [f"com.docker.compose.project={PROJECT}", "com.docker.compose.service=lb"]}
+    )
+    script = (
+        "import asyncio, json; from pathlib import Path; from services.orchestrator.lb.runtime_api import RuntimeAPI; "
+        "s = asyncio.run(RuntimeAPI(Path('/run/pixfleet-lb/haproxy.sock')).servers('pixfleet-api')); "
+        "print(json.dumps({k: v.total for k, v in s.items()}))"
+    )
+    code, out = lb.exec_run(["python", "-c", script])
+    assert code == 0, out
+    return json.loads(out)
+
+
+def test_the_api_is_two_tasks_behind_the_load_balancer_and_both_get_traffic(stack: Stack, docker_client: Any) -> None:
+    def in_service() -> bool:
+        api = next(s for s in orchestrator("GET", "/v1/services")["services"] if s["serviceName"] == "api")
+        (lb,) = api["loadBalancers"]
+        states = [d["TargetHealth"]["State"] for d in lb["targetHealthDescriptions"]]
+        return api["runningCount"] == 2 and states == ["healthy", "healthy"]
+
+    until(in_service, 120, "two API tasks healthy in their target group")
+    before = lb_counters(docker_client)
+    small = images.photo_jpeg(64, 64)
+    for _ in range(20):
+        submit(stack.api_url, small, "thumbs")
+    after = lb_counters(docker_client)
+    api_ids = {c.labels["pixfleet.task"] for c in running_tasks(docker_client, "api")}
+    assert set(after) == api_ids
+    counts = [after[i] - before.get(i, 0) for i in api_ids]
+    assert sum(counts) == 20 and min(counts) >= 8, counts  # round robin: ±20 % of 10 each
 
 
 def test_a_burst_scales_worker_containers_out_and_back_in(stack: Stack, docker_client: Any) -> None:

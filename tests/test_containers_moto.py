@@ -81,8 +81,9 @@ def _container(docker_client: Any, service: str) -> Any:
             filters={"label": [f"com.docker.compose.project={PROJECT}", "com.docker.compose.service=orchestrator"]}
         )
         return c
-    (c,) = running_tasks(docker_client, service)
-    return c
+    tasks = running_tasks(docker_client, service)  # the API: two behind the load balancer (or three, replacing one)
+    assert tasks, f"no running {service} task"
+    return tasks[0]
 
 
 def _env(container: Any) -> dict[str, str]:

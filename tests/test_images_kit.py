@@ -17,6 +17,7 @@ from infra.images.compose import (
     AWS_CONFIG_FILE,
     OUTPUTS_FILE,
     ProvisionSettings,
+    deployment_services,
     deployment_taskdefs,
     provision_main,
 )
@@ -39,9 +40,13 @@ def test_env_file_pins_images_and_keeps_everything_else(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("options", "problems", "images"),
     [
-        (BuildOptions(offline=True), [], ["api", "worker", "orchestrator", "moto", "localstack"]),
-        (BuildOptions(), [], ["api", "worker", "orchestrator", "moto"]),
+        (BuildOptions(offline=True), [], ["api", "worker", "orchestrator", "moto", "lb", "registry", "localstack"]),
+        (BuildOptions(), [], ["api", "worker", "orchestrator", "moto", "lb", "registry"]),
         (BuildOptions(only=("worker", "localstack")), [], ["worker", "localstack"]),
+        (BuildOptions(only=("registry",)), [], ["registry"]),
+        (BuildOptions(registry="http://127.0.0.1:5000"), [], None),
+        (BuildOptions(registry="none"), [], None),
+        (BuildOptions(registry="ftp://127.0.0.1"), ["--registry: 'ftp://127.0.0.1' is not a registry URL"], None),
         (BuildOptions(only=("nginx",)), ["--only: unknown image 'nginx'"], []),
         (BuildOptions(ca_bundle=Path("/nonexistent.pem")), ["--ca-bundle: /nonexistent.pem is not a file"], None),
         (BuildOptions(base_image="debian:13", only=("base",)), ["--only base makes the debootstrap base"], None),
@@ -52,6 +57,49 @@ def test_build_options(options: BuildOptions, problems: list[str], images: list[
     assert len(found) == len(problems) and all(f.startswith(p) for f, p in zip(found, problems, strict=True))
     if images is not None:
         assert [image.key for image in options.images()] == images
+
+
+def test_every_pushed_image_is_pinned_by_digest_but_the_registry_itself() -> None:
+    from infra.images.build import IMAGES, Built
+
+    digest = "sha256:" + "ab" * 32
+    results = [
+        Built(image, f"{image.repository}:0123456789ab", 1.0, pushed=f"127.0.0.1:5000/{image.repository}@{digest}")
+        if image.push
+        else Built(image, f"{image.repository}:0123456789ab", 1.0)
+        for image in IMAGES
+    ]
+    pins = {r.image.env_var: r.pin for r in results if r.image is not None}
+    assert pins["PIXFLEET_API_IMAGE"] == f"127.0.0.1:5000/pixfleet/api@{digest}"
+    assert pins["PIXFLEET_ORCHESTRATOR_IMAGE"] == f"127.0.0.1:5000/pixfleet/orchestrator@{digest}"
+    assert pins["PIXFLEET_REGISTRY_IMAGE"] == "pixfleet/registry:0123456789ab"  # it cannot come from itself
+    assert [i.key for i in IMAGES if not i.push] == ["registry"]
+
+
+def test_compose_builds_every_image_from_the_kits_dockerfiles() -> None:
+    """Each image the kit builds has a `build:` in compose on the same Dockerfile and target."""
+    import yaml
+
+    from infra.images.build import IMAGES
+
+    services = yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"]
+    services |= yaml.safe_load((REPO / "docker-compose.moto.yml").read_text())["services"]
+    builds = {
+        (s["build"]["dockerfile"], s["build"].get("target")): s["image"] for s in services.values() if "build" in s
+    }
+    for image in IMAGES:
+        if image.key == "localstack":  # online, compose pulls LocalStack from Docker Hub
+            continue
+        key = (f"infra/images/{image.dockerfile}", image.target)
+        assert key in builds, f"no compose build for {image.key}"
+        assert builds[key] == f"${{{image.env_var}:-{image.repository}:latest}}"
+    registry = services["registry"]
+    assert registry["ports"] == ["127.0.0.1:${PIXFLEET_REGISTRY_PORT:-5000}:5000"]  # loopback only
+    assert all(
+        s["build"]["args"] == {"BASE_IMAGE": "${PIXFLEET_BASE_IMAGE:-python:3.13-slim}"}
+        for s in services.values()
+        if "build" in s
+    )
 
 
 def test_locks_pin_the_versions_that_matter() -> None:
@@ -78,6 +126,26 @@ def test_deployment_taskdefs_name_images_and_publish_the_api(tmp_path: Path) -> 
     assert (api["image"], worker["image"]) == ("pixfleet/api:abc", "pixfleet/worker:def")
     assert {"name": "PIXFLEET_API_HOST", "value": "0.0.0.0"} in api["environment"]
     assert [m["hostPort"] for m in api["portMappings"] if m["containerPort"] == 8080] == [18080]
+
+    behind = deployment_taskdefs(REPO / "infra" / "taskdefs", tmp_path / "lb", {**env, "PIXFLEET_LB_RUNTIME_API": "/s"})
+    api = json.loads((behind / "api.json").read_text())["containerDefinitions"][0]
+    assert [m.get("hostPort") for m in api["portMappings"] if m["containerPort"] == 8080] == [None]  # private
+
+
+@pytest.mark.parametrize(
+    ("env", "api_tasks", "load_balancers"),
+    [
+        ({}, 1, False),  # no load balancer: one API task, published itself
+        ({"PIXFLEET_LB_RUNTIME_API": "/run/pixfleet-lb/haproxy.sock"}, 2, True),
+        ({"PIXFLEET_LB_RUNTIME_API": "/run/pixfleet-lb/haproxy.sock", "PIXFLEET_API_TASKS": "3"}, 3, True),
+    ],
+)
+def test_deployment_services_put_the_api_behind_the_load_balancer(
+    tmp_path: Path, env: dict[str, str], api_tasks: int, load_balancers: bool
+) -> None:
+    path = deployment_services(REPO / "infra" / "services.json", tmp_path / "services.json", env)
+    api = next(s for s in json.loads(path.read_text())["services"] if s["serviceName"] == "api")
+    assert api["desiredCount"] == api_tasks and bool(api.get("loadBalancers")) == load_balancers
 
 
 @pytest.mark.skipif(not shutil.which("docker-compose"), reason="docker-compose is not installed")

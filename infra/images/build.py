@@ -6,13 +6,20 @@ Offline, on a Docker engine that can pull nothing, the kit
    (``pixfleet/base:trixie``: python3 3.13, venv, CA certificates), once: a base
    that exists with the same recipe is reused, so Docker's layer cache stays valid;
 2. builds the service images on it (``BASE_IMAGE`` build argument): api, worker,
-   orchestrator, moto from ``infra/images/Dockerfile``, and LocalStack 4.14.0 from
+   orchestrator, moto, lb (Debian's haproxy) from ``infra/images/Dockerfile``, and LocalStack 4.14.0 from
    PyPI (``infra/images/localstack.Dockerfile``);
-3. pins what it built in the ``.env`` file beside ``docker-compose.yml``, which compose
-   reads by itself, so a plain ``docker compose up`` runs these images.
+3. pushes them to the image registry when one answers (``--registry URL``; by default
+   the local one at 127.0.0.1:5000, when it answers: ``docker compose up -d registry``),
+   as ``127.0.0.1:5000/pixfleet/<name>:<tag>``;
+4. pins what it built in the ``.env`` file beside ``docker-compose.yml``, which compose
+   reads by itself, so a plain ``docker compose up`` runs these images: by digest when
+   pushed (``PIXFLEET_API_IMAGE=127.0.0.1:5000/pixfleet/api@sha256:…``, what task
+   definitions name and the Docker runtime pulls when the engine lacks it), else by the
+   local tag. The registry's own image is never pushed to itself: it stays pinned by its
+   local tag, so the registry can start on an engine that has nothing else.
 
 Online, it builds the service images on ``python:3.13-slim`` (pulled) and leaves
-LocalStack to the registry. Python packages come from the committed locks. Only the
+LocalStack to Docker Hub. Python packages come from the committed locks. Only the
 build stages see ``infra/images/extra/``: an extra CA bundle (behind a TLS-intercepting
 proxy) or a wheelhouse that ``pip download`` filled on the host (then the builds use no
 index at all).
@@ -21,6 +28,7 @@ index at all).
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -40,6 +48,7 @@ from rich.table import Table
 
 from infra import REPO_ROOT
 from infra.images.locks import LOCALSTACK_VERSION, LOCKS, PYTHON_VERSION, Lock
+from infra.images.registry import DEFAULT_REGISTRY, Registry, RegistryError, short_digest
 
 HERE = Path(__file__).resolve().parent
 EXTRA_DIR = HERE / "extra"
@@ -72,7 +81,8 @@ class Image:
     env_var: str
     locks: tuple[str, ...]
     fixed_tag: str | None = None  # else tagged with its image ID (content hash) and "latest"
-    offline_only: bool = False  # online, compose pulls it from the registry instead
+    offline_only: bool = False  # online, compose pulls it from Docker Hub instead
+    push: bool = True  # to the image registry, when one answers
 
 
 IMAGES: tuple[Image, ...] = (
@@ -87,6 +97,11 @@ IMAGES: tuple[Image, ...] = (
         ("requirements.lock", "orchestrator.lock"),
     ),
     Image("moto", "pixfleet/moto", "Dockerfile", "moto", "PIXFLEET_MOTO_IMAGE", ("requirements.lock", "moto.lock")),
+    Image("lb", "pixfleet/lb", "Dockerfile", "lb", "PIXFLEET_LB_IMAGE", ("requirements.lock",)),
+    # Not pushed: an engine that lacks it could not pull it from the registry it is.
+    Image(
+        "registry", "pixfleet/registry", "registry.Dockerfile", "registry", "PIXFLEET_REGISTRY_IMAGE", (), push=False
+    ),
     Image(
         "localstack",
         "pixfleet/localstack",
@@ -113,6 +128,7 @@ class BuildOptions:
     env_file: Path = ENV_FILE
     rebuild_base: bool = False
     mirror: str = DEFAULT_MIRROR
+    registry: str = "auto"  # "auto": the local registry when it answers; "none": never push; or a URL
 
     def problems(self) -> list[str]:
         found = [
@@ -124,6 +140,11 @@ class BuildOptions:
             found.append(f"--ca-bundle: {self.ca_bundle} is not a file")
         if self.base_image and "base" in self.only:
             found.append("--only base makes the debootstrap base; it contradicts --base-image")
+        if self.registry not in ("auto", "none"):
+            try:
+                Registry(self.registry)
+            except RegistryError as exc:
+                found.append(f"--registry: {exc}")
         return found
 
     def images(self) -> list[Image]:
@@ -145,6 +166,12 @@ class Built:
     rebuilt: int = 0  # steps that ran (not FROM/ARG, not from the cache)
     size: int = 0
     notes: list[str] = field(default_factory=list)
+    pushed: str | None = None  # registry/repository@digest once pushed
+
+    @property
+    def pin(self) -> str:
+        """What ``.env`` names: the digest in the registry when pushed, else the local tag."""
+        return self.pushed or self.reference
 
 
 # --- the .env file ---------------------------------------------------------------------------
@@ -215,6 +242,7 @@ class ImageKit:
     def run(self) -> list[Built]:
         opts = self.options
         results: list[Built] = []
+        registry = self.registry()  # before building: an explicit --registry that is down fails at once
         base = opts.base_image or (OFFLINE_BASE_IMAGE if opts.offline or "base" in opts.only else ONLINE_BASE_IMAGE)
         if opts.needs_debootstrap:
             results.append(self.ensure_base())
@@ -223,7 +251,11 @@ class ImageKit:
             self.stage_extras(images)
             for image in images:
                 results.append(self.build(image, base))
-        pins = {r.image.env_var: r.reference for r in results if r.image is not None}
+        if registry is not None:
+            for r in results:
+                if r.image is not None and r.image.push:
+                    r.pushed = self.push(r, registry)
+        pins = {r.image.env_var: r.pin for r in results if r.image is not None}
         if pins:
             defaults = {"COMPOSE_PROJECT_NAME": "pixfleet"}
             gid = self.docker_socket_gid()
@@ -231,6 +263,23 @@ class ImageKit:
                 pins["PIXFLEET_DOCKER_GID"] = str(gid)
             update_env_file(opts.env_file, pins, defaults)
         return results
+
+    # --- 0. the registry --------------------------------------------------------------------------
+
+    def registry(self) -> Registry | None:
+        """Where to push: the ``--registry`` URL (which must answer), else the local one if it answers."""
+        if self.options.registry == "none":
+            return None
+        url = DEFAULT_REGISTRY if self.options.registry == "auto" else self.options.registry
+        registry = Registry(url)
+        if registry.answers():
+            return registry
+        if self.options.registry == "auto":
+            self.console.print(f"no registry answers at {url}: the images stay on this engine, pinned by tag")
+            return None
+        raise ImageBuildError(
+            f"--registry {url}: no registry answers there (the local one: docker compose up -d registry)"
+        )
 
     # --- 1. the base image ----------------------------------------------------------------------
 
@@ -459,6 +508,32 @@ class ImageKit:
         size = self.client.images.get(image_id).attrs.get("Size", 0)
         return Built(image, reference, time.monotonic() - started, steps=steps, rebuilt=rebuilt, size=size)
 
+    # --- 4. the registry ------------------------------------------------------------------------------
+
+    def push(self, built: Built, registry: Registry) -> str:
+        """Tag ``built`` as ``<registry>/<repository>:<tag>``, push it, return ``…@<digest>``."""
+        assert built.image is not None
+        key = built.image.key
+        repository = f"{registry.host}/{built.image.repository}"
+        tag = built.reference.rsplit(":", 1)[1]
+        self.client.api.tag(built.reference, repository, tag)
+        log_path = self.log_dir / f"{key}.push.log"
+        digest = None
+        layers: dict[str, str] = {}
+        with self._spinner(f"{key}: push {repository}:{tag}") as update, open(log_path, "w") as log:
+            for chunk in self.client.api.push(repository, tag=tag, stream=True, decode=True):
+                log.write(json.dumps(chunk) + "\n")
+                if "error" in chunk:
+                    raise ImageBuildError(f"pushing {key} to {registry.url} failed: {chunk['error']} (log: {log_path})")
+                if chunk.get("id") and chunk.get("status"):
+                    layers[chunk["id"]] = chunk["status"]
+                    done = sum(status in ("Pushed", "Layer already exists") for status in layers.values())
+                    update(f"{key}: push {repository}:{tag} ({done}/{len(layers)} layers)")
+                digest = (chunk.get("aux") or {}).get("Digest", digest)
+        if digest is None:
+            raise ImageBuildError(f"pushing {key}: the engine reported no digest (log: {log_path})")
+        return f"{repository}@{digest}"
+
     def docker_socket_gid(self) -> int | None:
         """The group that owns the local Docker socket (compose gives it to the orchestrator)."""
         host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
@@ -494,13 +569,19 @@ class ImageKit:
 
 def summary(results: list[Built], env_file: Path) -> Table:
     """A table of what was built, for the console."""
-    table = Table(title=f"images (pinned in {env_file})", title_justify="left")
-    for column in ("image", "reference", "steps rebuilt", "size", "time"):
-        table.add_column(column)
+    registries = sorted({r.pushed.split("/", 1)[0] for r in results if r.pushed})
+    pushed = f", pushed to {', '.join(registries)} and pinned by digest" if registries else ""
+    table = Table(title=f"images (pinned in {env_file}{pushed})", title_justify="left")
+    for column in ("image", "reference", "rebuilt", "size", "time"):
+        table.add_column(column, overflow="fold")  # at 80 columns a long reference wraps, never loses its end
     for r in results:
+        reference = r.reference
+        if r.pushed:  # host/repository@sha256:… is too wide for 80 columns: the repository and a short digest
+            repository, _, digest = r.pushed.partition("@")
+            reference = f"{repository.split('/', 1)[1]}@{short_digest(digest)}"
         table.add_row(
             r.image.key if r.image else "base",
-            r.reference,
+            reference,
             (f"{r.rebuilt}" if r.rebuilt else "none (cache)") if r.steps else ", ".join(r.notes),
             f"{r.size / 1e6:.0f} MB",
             f"{r.seconds:.0f} s",

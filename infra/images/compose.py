@@ -19,8 +19,9 @@ enforcing moto (``docker compose up`` a second time), it reuses the saved keys. 
 ``python -m infra.images.compose orchestrator`` reads ``outputs.json`` into the
 environment, writes this deployment's task definitions (the shipped ones with the
 images from ``PIXFLEET_API_IMAGE`` / ``PIXFLEET_WORKER_IMAGE``, and the API listening
-on all interfaces, published on ``PIXFLEET_API_HOST_PORT``), then becomes
-``python -m services.orchestrator``.
+on all interfaces: private behind the load balancer when ``PIXFLEET_LB_RUNTIME_API`` names
+its runtime API, with ``PIXFLEET_API_TASKS`` tasks (2); else one task published on
+``PIXFLEET_API_HOST_PORT``), then becomes ``python -m services.orchestrator``.
 """
 
 from __future__ import annotations
@@ -231,7 +232,9 @@ def deployment_taskdefs(shipped: Path, target: Path, env: Mapping[str, str]) -> 
                 container["environment"] = list(variables.values())
                 for mapping in container.get("portMappings", []):
                     if mapping.get("containerPort") == 8080:
-                        mapping["hostPort"] = int(env.get("PIXFLEET_API_HOST_PORT") or 8080)
+                        mapping.pop("hostPort", None)  # behind the load balancer: private, on the tasks network
+                        if not env.get("PIXFLEET_LB_RUNTIME_API"):  # no load balancer: published itself
+                            mapping["hostPort"] = int(env.get("PIXFLEET_API_HOST_PORT") or 8080)
         (target / path.name).write_text(json.dumps(doc, indent=2) + "\n")
     return target
 
@@ -248,6 +251,10 @@ def deployment_services(shipped: Path, target: Path, env: Mapping[str, str]) -> 
     """The shipped services with the worker's autoscaling overridden from ``PIXFLEET_WORKERS_MIN`` etc."""
     doc = json.loads(shipped.read_text())
     for service in doc.get("services", []):
+        if service.get("serviceName") == "api" and env.get("PIXFLEET_LB_RUNTIME_API"):
+            service["desiredCount"] = int(env.get("PIXFLEET_API_TASKS") or 2)
+        elif service.get("serviceName") == "api":
+            service.pop("loadBalancers", None)
         if service.get("serviceName") == "worker":
             scaling = service.setdefault("autoScaling", {})
             for variable, field in SCALING_OVERRIDES.items():

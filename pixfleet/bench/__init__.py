@@ -5,6 +5,8 @@
   (:mod:`pixfleet.bench.transform`).
 * ``bench pipeline`` — worker CPU per job vs engine CPU per job, images/s with 1 and
   2 workers, through the embedded stack (:mod:`pixfleet.bench.end_to_end`).
+* ``bench lb`` — the API behind HAProxy under steady load: requests per task, failed
+  requests in a rolling deploy and a task kill (:mod:`pixfleet.bench.lb`).
 * ``bench api`` — upload throughput and latency, and the API's peak RSS under 50
   concurrent 50 MB uploads (:mod:`pixfleet.bench.api`).
 
@@ -172,6 +174,23 @@ def api_command(
         )
     _print(render_tables(report))
     write_json(json_path, report)
+
+
+@bench.command("lb")
+@click.option("--rate", default=20.0, show_default=True, help="Uploads per second, steady, through the whole run.")
+@click.option("--steady", default=20.0, show_default=True, help="Seconds of the spread measurement.")
+@_JSON
+def lb_command(rate: float, steady: float, json_path: Path | None) -> None:
+    """The API behind HAProxy under load: requests per task, failures in a rolling deploy and a task kill."""
+    from pixfleet.bench.lb import benchmark, render_tables, verdicts
+    from pixfleet.bench.measure import write_json
+
+    with _progress() as progress:
+        report = asyncio.run(benchmark(rate=rate, steady=steady, progress=progress))
+    _print(render_tables(report))
+    write_json(json_path, report)
+    if not all(verdicts(report).values()):
+        raise SystemExit(1)
 
 
 from pixfleet.bench.scaling import scaling  # noqa: E402 - the orchestrator's benchmark, beside the others

@@ -164,7 +164,8 @@ async def benchmark(
 ) -> dict[str, Any]:
     """The report ``--json`` writes."""
     with tempfile.TemporaryDirectory(prefix="pixfleet-bench-api-") as tmp:
-        async with running_stack(Path(tmp), workers=0, api_env=dict(api_env or {})) as stack:
+        # One API task, straight on its port: the memory of one process, measured without a proxy in between.
+        async with running_stack(Path(tmp), workers=0, api_env=dict(api_env or {}), load_balancer=False) as stack:
             (api_pid,) = await task_pids(stack, "api")
             fast = await throughput(stack.api_url, jpeg_of_size(image_bytes), requests, concurrency, progress)
             big = await memory(stack.api_url, api_pid, big_clients, big_bytes, progress) if big_clients else None

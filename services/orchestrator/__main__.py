@@ -25,7 +25,10 @@ from services.orchestrator.awsapi.signing import Signer
 from services.orchestrator.capacity import registered
 from services.orchestrator.awsapi.autoscaling import ApplicationAutoScaling
 from services.orchestrator.credentials import CredentialVault
+from services.orchestrator.lb.haproxy import HAProxyLoadBalancer
+from services.orchestrator.lb.spec import LoadBalancerConfigError, LoadBalancerSpec, TargetGroupNotFoundError
 from services.orchestrator.metric_sources import SqsQueueDepth
+from services.orchestrator.model import ServiceConfig
 from services.orchestrator.orchestrator import Orchestrator
 from services.orchestrator.runtime import create_runtime
 from services.orchestrator.services_file import load_services
@@ -44,6 +47,31 @@ def _admin_token(settings: OrchestratorSettings, state_dir: Path) -> str:
         with os.fdopen(fd, "w") as f:
             f.write(secrets.token_urlsafe(24))
     return path.read_text().strip()
+
+
+async def _load_balancer(
+    settings: OrchestratorSettings, services: list[ServiceConfig], state_dir: Path
+) -> HAProxyLoadBalancer | None:
+    """Attach to the stack's load balancer, if it has one; every ``loadBalancers`` entry must name its groups."""
+    address = settings.lb_address
+    if address is None:
+        if any(s.load_balancers for s in services):
+            log.info("no load balancer (PIXFLEET_LB_RUNTIME_API unset): services' loadBalancers are not registered")
+        return None
+    spec = LoadBalancerSpec.load(Path(settings.lb_file))
+    problems = []
+    for service in services:
+        for ref in service.load_balancers:
+            try:
+                spec.target_group(ref.target_group_arn)
+            except TargetGroupNotFoundError as exc:
+                problems.append(f"service {service.name}: loadBalancers: {exc}")
+    if problems:
+        raise LoadBalancerConfigError(problems)
+    balancer = HAProxyLoadBalancer(spec, state_dir / "lb", runtime_api=address)
+    await balancer.attach(timeout=60)
+    log.info("load balancer: HAProxy's runtime API at %s", settings.lb_runtime_api)
+    return balancer
 
 
 async def serve(settings: OrchestratorSettings) -> int:
@@ -67,10 +95,12 @@ async def serve(settings: OrchestratorSettings) -> int:
 
         registry = TaskDefinitionRegistry(state_dir / "taskdefs.json")
         registry.load_dir(Path(settings.taskdefs_dir))
+        services = load_services(Path(settings.services_file))
+        load_balancer = await _load_balancer(settings, services, state_dir)
         orchestrator = Orchestrator(
             cluster=settings.cluster,
             registry=registry,
-            services=load_services(Path(settings.services_file)),
+            services=services,
             runtime=create_runtime(
                 settings.runtime,
                 log_dir=state_dir / "logs",
@@ -87,6 +117,7 @@ async def serve(settings: OrchestratorSettings) -> int:
             role_arn=lambda value: resolve_role_arn(value, task_roles),
             tick_interval=settings.tick_interval,
             capacity=registered(settings.instance_cpu, settings.instance_memory),
+            load_balancer=load_balancer,
         )
         admin_token = _admin_token(settings, state_dir)
         autoscaling = ApplicationAutoScaling(

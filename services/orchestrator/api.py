@@ -101,6 +101,7 @@ def service_view(orch: Orchestrator, service: Service) -> dict[str, Any]:
             1 for t in orch.tasks.values() if t.service == service.name and t.state == TaskState.STOPPING
         ),
         "steady": service.steady,
+        "loadBalancers": orch.load_balancers(service.name),
         "autoScaling": None
         if service.scaling is None
         else {**{to_camel(k): v for k, v in asdict(service.scaling).items()}, "lastDecision": service.last_decision},

@@ -8,6 +8,9 @@
   (``169.254.170.0/24``, where the orchestrator answers at 169.254.170.2 with
   ECS-style credentials); only a task whose task definition publishes a host port
   (the API) is also attached to the edge network that publishes it.
+* Images as from ECR: one the engine lacks is pulled first, by digest when the task
+  definition names one (``127.0.0.1:5000/pixfleet/api@sha256:…``); a registry that does
+  not answer is a clear ``CannotPullContainerError`` (:func:`ensure_image`).
 * Stop as ECS: ``docker stop`` sends SIGTERM and SIGKILLs after the container
   definition's ``stopTimeout``. Stopped containers are removed after their log is
   saved, so ``docker compose down`` leaves nothing behind.
@@ -81,6 +84,7 @@ class DockerRuntime:
             **spec.labels,
         }
         first_network = self.edge_network if published and self.edge_network else self.task_network
+        await self._call(ensure_image, self.client, self.image_for(spec))
         container = await self._call(
             self.client.containers.create,
             self.image_for(spec),
@@ -108,8 +112,12 @@ class DockerRuntime:
         for key, bindings in (container.attrs.get("NetworkSettings", {}).get("Ports") or {}).items():
             if bindings:
                 ports[int(key.split("/")[0])] = int(bindings[0]["HostPort"])
+        networks = container.attrs.get("NetworkSettings", {}).get("Networks") or {}
+        address = (networks.get(self.task_network) or {}).get("IPAddress") or None  # the load balancer's way in
         log.info("started %s task %s (container %s)", spec.family, spec.task_id[:8], container.short_id)
-        return TaskHandle(task_id=spec.task_id, container_id=container.id, ports=ports, name=container.name)
+        return TaskHandle(
+            task_id=spec.task_id, container_id=container.id, ports=ports, name=container.name, address=address
+        )
 
     async def wait(self, handle: TaskHandle) -> int | None:
         try:
@@ -182,3 +190,52 @@ def _container_id(handle: TaskHandle) -> str:
     if handle.container_id is None:
         raise ValueError(f"task {handle.task_id[:8]} has no container (a process handle given to the docker runtime)")
     return handle.container_id
+
+
+# --- images: pulled by digest when the engine lacks them (the ECR part) ---------------------------
+
+
+class ImagePullError(RuntimeError):
+    """The image is not on this engine and could not be pulled (ECS's CannotPullContainerError)."""
+
+    code = "CannotPullContainerError"
+
+
+def ensure_image(client: docker.DockerClient, reference: str) -> bool:
+    """Make sure the engine has ``reference``; pull it when it does not. True if it was pulled.
+
+    ``repo@sha256:…`` pulls exactly that manifest, so what runs is what the task definition
+    pinned, whatever a tag points to now.
+    """
+    try:
+        client.images.get(reference)
+        return False
+    except docker.errors.ImageNotFound:
+        pass
+    repository, at, digest = reference.partition("@")
+    if at:
+        tag = digest
+    else:
+        name, colon, tag = reference.rpartition(":")
+        repository, tag = (name, tag) if colon and "/" not in tag else (reference, "latest")
+    first = repository.split("/", 1)[0]
+    registry = first if "/" in repository and ("." in first or ":" in first or first == "localhost") else "Docker Hub"
+    try:
+        for chunk in client.api.pull(repository, tag=tag, stream=True, decode=True):
+            if "error" in chunk:
+                raise ImagePullError(f"CannotPullContainerError: pulling {reference}: {chunk['error']}")
+    except docker.errors.APIError as exc:
+        detail = str(exc.explanation or exc)
+        if "connection refused" in detail or "no such host" in detail or "i/o timeout" in detail:
+            hint = "start it: docker compose up -d registry" if registry != "Docker Hub" else "is the network up?"
+            raise ImagePullError(
+                f"CannotPullContainerError: {reference} is not on this engine and the registry {registry}"
+                f" does not answer ({hint})"
+            ) from None
+        if "manifest unknown" in detail or "not found" in detail:
+            raise ImagePullError(
+                f"CannotPullContainerError: {registry} has no {reference} (push it: pixfleet images build)"
+            ) from None
+        raise ImagePullError(f"CannotPullContainerError: pulling {reference} from {registry}: {detail}") from None
+    log.info("pulled %s", reference)
+    return True

@@ -61,12 +61,22 @@ class DeploymentConfig:
 
 
 @dataclass(frozen=True)
+class LoadBalancerRef:
+    """One entry of ECS's ``loadBalancers``: which container port of the task is a target of which group."""
+
+    target_group_arn: str
+    container_name: str
+    container_port: int
+
+
+@dataclass(frozen=True)
 class ServiceConfig:
     name: str
     task_definition: str
     desired_count: int = 1
     scaling: ScalingPolicy | None = None
     deployment: DeploymentConfig = DeploymentConfig()
+    load_balancers: tuple[LoadBalancerRef, ...] = ()
 
 
 @dataclass

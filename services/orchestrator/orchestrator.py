@@ -26,6 +26,7 @@ from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from services.orchestrator.capacity import Resources, placeable, reserved
 from services.orchestrator.credentials import CredentialVault
@@ -49,6 +50,7 @@ from services.orchestrator.scaling import Decision, QueueMetrics, ScalingPolicy,
 from services.orchestrator.services_file import scaling_problems
 from services.orchestrator.state import StateStore
 from services.orchestrator.supervisor import Sleep, TaskSupervisor
+from services.orchestrator.targets import LoadBalancerDriver, TargetRegistrar
 from services.orchestrator.taskdefs import TaskDefinitionRegistry
 from services.orchestrator.throttle import ThrottlePolicy, task_healthy, task_stopped
 
@@ -84,6 +86,7 @@ class Orchestrator:
         sleep: Sleep = asyncio.sleep,
         throttle_policy: ThrottlePolicy = DEFAULT_THROTTLE,
         capacity: Resources | None = None,
+        load_balancer: LoadBalancerDriver | None = None,
     ):
         self.cluster = cluster
         self.registry = registry
@@ -98,6 +101,8 @@ class Orchestrator:
         self.capacity = capacity  # the container instance's registered resources; None: unlimited
         self.events = EventLog(state_dir / "events.jsonl")
         self.metrics = OrchestratorMetrics.create()
+        bindings = {c.name: c.load_balancers for c in services}
+        self.targets = TargetRegistrar(load_balancer, bindings) if load_balancer is not None else None
         self.vault.on_refresh = lambda task_id: self.metrics.refreshes.inc()
         self.supervisor = TaskSupervisor(
             cluster=cluster,
@@ -110,6 +115,7 @@ class Orchestrator:
             listener=self,
             clock=clock,
             sleep=sleep,
+            before_stop=self.targets.drain if self.targets is not None else None,
         )
         self.tasks: dict[str, Task] = self.supervisor.tasks
         self.services: dict[str, Service] = {}
@@ -148,6 +154,8 @@ class Orchestrator:
             with suppress(asyncio.CancelledError):
                 await self._loop_task
         stopped = await self.supervisor.close(stop_tasks=stop_tasks)
+        if self.targets is not None:  # left running: the targets stay registered for the next orchestrator
+            await self.targets.close(wait=stop_tasks)
         if stop_tasks:
             # A start the cancelled loop was waiting on may still have made a container: remove it too.
             strays = await self.runtime.strays(set())
@@ -212,6 +220,8 @@ class Orchestrator:
         now = self.clock()
         self.last_tick = now
         await self._observe()
+        if self.targets is not None:
+            await self.targets.sync(self.tasks.values(), self._container_healthy)
         for service in self.services.values():
             self._autoscale(service, now)
             await self._reconcile(service, now)
@@ -273,8 +283,19 @@ class Orchestrator:
         ]
 
     def is_healthy(self, task: Task) -> bool:
-        """RUNNING and passing its health check (or RUNNING, when its task definition has none)."""
+        """RUNNING and passing its health check (or RUNNING, when its task definition has none); and, behind
+        a load balancer, healthy in its target groups (ECS's rule)."""
+        return self._container_healthy(task) and self._in_service(task)
+
+    def _container_healthy(self, task: Task) -> bool:
         return task.state == TaskState.RUNNING and (task.health == HealthStatus.HEALTHY or not self._has_check(task))
+
+    def _in_service(self, task: Task) -> bool:
+        return self.targets is None or not self.targets.balanced(task) or self.targets.in_service(task)
+
+    def load_balancers(self, service: str) -> list[dict[str, Any]]:
+        """A service's ``loadBalancers`` with its targets' health (DescribeServices / DescribeTargetHealth)."""
+        return [] if self.targets is None else self.targets.describe(service)
 
     def _has_check(self, task: Task) -> bool:
         return self.registry.get(task.taskdef).main_container.health_check is not None
@@ -293,8 +314,8 @@ class Orchestrator:
                     task_id=t.task_id,
                     revision=t.taskdef,
                     state=t.state,
-                    health=t.health,
-                    health_check=self._has_check(t),
+                    health=t.health if self._in_service(t) else HealthStatus.UNKNOWN,
+                    health_check=self._has_check(t) or not self._in_service(t),
                     desired_status=t.desired_status,
                     in_flight=t.in_flight,
                     started_at=t.started_at,

@@ -146,6 +146,9 @@ class ProcessRuntime:
             _killpg(pid)
 
     async def alive(self, handle: TaskHandle) -> bool:
+        child = self._children.get(_pid(handle))
+        if child is not None:  # our own child: its return code says, even before it has exec'd its command
+            return child.returncode is None
         return pid_alive(_pid(handle), handle.task_id or None)
 
     async def health_check(

@@ -46,6 +46,7 @@ class TaskHandle:
     ports: Mapping[int, int] = field(default_factory=dict)  # containerPort → host port
     log: str | None = None  # the process runtime's log file
     name: str | None = None  # the container's name
+    address: str | None = None  # the IP others reach the task's container ports at (None: loopback, host ports)
 
     def to_json(self) -> dict[str, Any]:
         """The handle as saved in ``state.json`` (ports keyed by strings, unset fields left out)."""
@@ -59,6 +60,8 @@ class TaskHandle:
             doc["log"] = self.log
         if self.name is not None:
             doc["name"] = self.name
+        if self.address is not None:
+            doc["address"] = self.address
         return doc
 
     @classmethod
@@ -74,7 +77,20 @@ class TaskHandle:
             ports={int(k): int(v) for k, v in (raw.get("ports") or {}).items()},
             log=raw.get("log"),
             name=raw.get("name"),
+            address=raw.get("address"),
         )
+
+
+def target_address(handle: TaskHandle, container_port: int) -> tuple[str, int] | None:
+    """Where a load balancer reaches one container port of a task: its address and port, None if unmapped.
+
+    A container (``address`` set) is reached on its own network at the container port; a process
+    on loopback at the host port the runtime gave it.
+    """
+    if handle.address is not None:
+        return handle.address, container_port
+    port = handle.ports.get(container_port)
+    return None if port is None else ("127.0.0.1", port)
 
 
 @dataclass(frozen=True)

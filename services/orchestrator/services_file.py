@@ -1,7 +1,9 @@
 """``infra/services.json``: which services the control plane keeps running, read with pydantic models.
 
 The file is ``{"cluster": …, "services": [{"serviceName", "taskDefinition", "desiredCount",
-"autoScaling": {…}, "deploymentConfiguration": {…}}]}``. Unknown fields are errors at
+"autoScaling": {…}, "deploymentConfiguration": {…}, "loadBalancers": [{"targetGroupArn",
+"containerName", "containerPort"}]}]}`` (``loadBalancers`` as in ECS's ``CreateService``; the target
+groups themselves are ``CreateTargetGroup`` bodies in :data:`infra.LOADBALANCING_FILE`). Unknown fields are errors at
 every level, types are strict (``"2"`` is not a count), and every problem is reported at
 once, naming the file and each field's path (``services[1].autoScaling.max: …``).
 
@@ -22,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic.alias_generators import to_camel
 from pydantic_core import ErrorDetails
 
-from services.orchestrator.model import DeploymentConfig, ServiceConfig
+from services.orchestrator.model import DeploymentConfig, LoadBalancerRef, ServiceConfig
 from services.orchestrator.scaling import ScalingPolicy
 
 
@@ -79,12 +81,24 @@ class DeploymentConfiguration(_Model):
         return DeploymentConfig(**self.model_dump())
 
 
+class LoadBalancer(_Model):
+    """One of ECS's ``loadBalancers``: the task's ``containerName:containerPort`` joins ``targetGroupArn``."""
+
+    target_group_arn: str = Field(min_length=1)
+    container_name: str = Field(min_length=1)
+    container_port: int = Field(ge=1, le=65535)
+
+    def ref(self) -> LoadBalancerRef:
+        return LoadBalancerRef(self.target_group_arn, self.container_name, self.container_port)
+
+
 class ServiceEntry(_Model):
     service_name: str = Field(min_length=1)
     task_definition: str = Field(min_length=1)
     desired_count: int = Field(default=ServiceConfig.desired_count, ge=0)
     auto_scaling: AutoScaling | None = None
     deployment_configuration: DeploymentConfiguration = DeploymentConfiguration()
+    load_balancers: list[LoadBalancer] = Field(default_factory=list, max_length=5)  # ECS's limit per service
 
     def config(self) -> ServiceConfig:
         return ServiceConfig(
@@ -93,6 +107,7 @@ class ServiceEntry(_Model):
             desired_count=self.desired_count,
             scaling=self.auto_scaling.policy() if self.auto_scaling else None,
             deployment=self.deployment_configuration.config(),
+            load_balancers=tuple(lb.ref() for lb in self.load_balancers),
         )
 
 

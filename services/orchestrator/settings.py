@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
-from infra import SERVICES_FILE, TASK_IMAGE_VARIABLES, TASKDEFS_DIR
+from infra import LOADBALANCING_FILE, SERVICES_FILE, TASK_IMAGE_VARIABLES, TASKDEFS_DIR
 from pipeline.settings import AwsSettings, ServiceSettings, env
 
 
@@ -32,6 +33,10 @@ class OrchestratorSettings(ServiceSettings):
     validate_responses: bool = env("PIXFLEET_ORCH_VALIDATE_RESPONSES", False)  # check answers against botocore
     docker_task_network: str = env("PIXFLEET_DOCKER_TASK_NETWORK", "pixfleet_tasks")
     docker_edge_network: str = env("PIXFLEET_DOCKER_EDGE_NETWORK", "pixfleet_edge")
+    # The load balancer the orchestrator drives (it never starts one): its description and runtime API,
+    # a Unix socket path or host:port (compose: the LB container's stats socket). Empty: no load balancer.
+    lb_file: str = env("PIXFLEET_LB_FILE", str(LOADBALANCING_FILE))
+    lb_runtime_api: str = env("PIXFLEET_LB_RUNTIME_API", "")
     api_image: str = env("PIXFLEET_API_IMAGE", "")
     worker_image: str = env("PIXFLEET_WORKER_IMAGE", "")  # runs the dead-letter recorder too
 
@@ -39,6 +44,17 @@ class OrchestratorSettings(ServiceSettings):
     def endpoint_for_tasks(self) -> str:
         """How tasks reach the credentials and metadata endpoints."""
         return self.task_endpoint_url or f"http://{self.host}:{self.port}"
+
+    @property
+    def lb_address(self) -> Path | tuple[str, int] | None:
+        """``PIXFLEET_LB_RUNTIME_API`` as a socket path or a (host, port)."""
+        text = self.lb_runtime_api
+        if not text:
+            return None
+        host, _, port = text.rpartition(":")
+        if "/" not in text and host and port.isdigit():
+            return host, int(port)
+        return Path(text)
 
     @property
     def task_images(self) -> tuple[tuple[str, str], ...]:

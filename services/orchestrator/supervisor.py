@@ -8,7 +8,8 @@
   until the first success, then at the definition's ``interval``; failures within
   ``startPeriod`` do not count, ``retries`` failures in a row make it UNHEALTHY and
   stop it.
-* **Stop**: SIGTERM, then SIGKILL after the container's ``stopTimeout`` (the runtime
+* **Stop**: ``before_stop`` first (the orchestrator drains the task out of its target
+  groups), then SIGTERM, then SIGKILL after the container's ``stopTimeout`` (the runtime
   does both); the task is STOPPING meanwhile.
 
 The supervisor owns the tasks' lifecycle, not the services': it tells a
@@ -73,8 +74,10 @@ class TaskSupervisor:
         listener: TaskListener,
         clock: Clock = time.time,
         sleep: Sleep = asyncio.sleep,
+        before_stop: Callable[[Task], Awaitable[Any]] | None = None,
     ):
         self.cluster = cluster
+        self.before_stop = before_stop  # e.g. drain the task out of its target groups
         self.runtime = runtime
         self.registry = registry
         self.vault = vault
@@ -260,6 +263,11 @@ class TaskSupervisor:
         if task.handle is None:
             self.stopped(task, None, task.stop_reason)
             return
+        if self.before_stop is not None:
+            try:
+                await self.before_stop(task)
+            except Exception as exc:  # a drain that fails must not keep the task running
+                log.warning("before stopping task %s: %r", task.task_id[:8], exc)
         timeout = self.registry.get(task.taskdef).main_container.stop_timeout
         code = await self.runtime.stop(task.handle, timeout)
         self.stopped(task, code, task.stop_reason)

@@ -318,6 +318,12 @@ class EcsControlPlane:
             "propagateTags": meta.get("propagateTags", "NONE"),
             "enableECSManagedTags": bool(meta.get("enableECSManagedTags", False)),
         }
+        bindings = [
+            {k: lb[k] for k in ("targetGroupArn", "containerName", "containerPort") if k in lb}
+            for lb in orch.load_balancers(name)
+        ]
+        if bindings:  # the service's target groups (their health: pixfleet status, DescribeTargetHealth's shape)
+            view["loadBalancers"] = bindings
         if meta.get("createdBy"):
             view["createdBy"] = meta["createdBy"]
         if include_tags:
