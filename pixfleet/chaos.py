@@ -244,6 +244,9 @@ class ChaosRun:
     accepted: dict[str, int] = field(default_factory=dict)  # job id → submission index
     rejected: dict[str, int] = field(default_factory=dict)  # error code → count
     retried_503: int = 0
+    # Jobs a 503 named as queued-but-unconfirmed (a send that timed out may still reach the queue and run).
+    unconfirmed: set[str] = field(default_factory=set)
+    unconfirmed_ran: int = 0
     statuses: dict[str, dict[str, Any]] = field(default_factory=dict)  # job id → last GET /v1/jobs answer
     kills: list[dict[str, Any]] = field(default_factory=list)
     pause_window: tuple[float, float] | None = None
@@ -286,6 +289,12 @@ class ChaosRun:
         self.phase = "auditing"
         self._changed()
         audit = await self.target.audit(sorted(self.accepted))
+        # A job the API answered 503 for, naming it unconfirmed, may have run after all: its objects are
+        # that job's, not strays (counted in the report as `unconfirmed_ran`).
+        prefixes = {f"results/{job_id}/" for job_id in self.unconfirmed}
+        ran = {key[: len("results/") + 33] for key in audit.extra_objects if key[: len("results/") + 33] in prefixes}
+        audit.extra_objects = [key for key in audit.extra_objects if key[: len("results/") + 33] not in prefixes]
+        self.unconfirmed_ran = len(ran)
         status = await self.target.status()
         self.ended = time.monotonic()
         self.phase = "done"
@@ -328,6 +337,11 @@ class ChaosRun:
                         )
                         if r.status != 503:
                             break
+                        unconfirmed = (
+                            (body.get("error") or {}).get("unconfirmed_job_id") if isinstance(body, dict) else None
+                        )
+                        if unconfirmed:
+                            self.unconfirmed.add(unconfirmed)
                         self.retried_503 += 1
                         await asyncio.sleep(float(r.headers.get("Retry-After", "1")))
                 except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
@@ -470,6 +484,7 @@ class ChaosRun:
             "accepted": len(self.accepted),
             "rejected": self.rejected,
             "retried_503": self.retried_503,
+            "unconfirmed_ran": self.unconfirmed_ran,
             "succeeded": sum(1 for m in final.values() if m["status"] == "succeeded"),
             "failed": len(failed),
             "failed_by_code": by_code,
@@ -529,6 +544,7 @@ def render_report(report: dict[str, Any]) -> Any:
             + (f" ({rejected} refused: {report['rejected']})" if rejected else ""),
         ),
         ("503s retried", str(report["retried_503"])),
+        ("unconfirmed jobs that ran", str(report["unconfirmed_ran"])),
         ("succeeded", str(report["succeeded"])),
         ("failed", f"{report['failed']} {report['failed_by_code'] or ''}".strip()),
         ("lost / stuck", f"{len(report['lost'])} / {len(report['stuck'])}"),

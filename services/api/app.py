@@ -286,7 +286,13 @@ async def upload_images(request: web.Request) -> web.Response:
                 raise InvalidRequest("the request body is empty")
             await store(raw_reader(request), 0, None)
         for job_id, upload in list(stored):
-            await _send_job(request, upload, job_id, preset, ops)
+            try:
+                await _send_job(request, upload, job_id, preset, ops)
+            except Exception as exc:
+                # A send that timed out may still have reached the queue: name the job, so a client that
+                # retries can look it up (GET /v1/jobs/{id}) instead of guessing.
+                exc.extra = {**getattr(exc, "extra", {}), "unconfirmed_job_id": job_id}  # type: ignore[attr-defined]
+                raise
             stored.remove((job_id, upload))
             request.app[METRICS].uploads.labels("accepted").inc()
             request.app[METRICS].upload_bytes.inc(upload.size)

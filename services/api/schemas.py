@@ -90,6 +90,9 @@ class ErrorDetail(Model):
     file: Count | SkipJsonSchema[None] = absent(description="Index of the rejected file of a multipart upload.")
     filename: str | SkipJsonSchema[None] = absent(description="Its filename, when the part had one.")
     request_id: str | SkipJsonSchema[None] = absent(description="500: the id of the request, as in the API's log.")
+    unconfirmed_job_id: JobId | SkipJsonSchema[None] = absent(
+        description="503 while queueing: the job whose message the queue did not confirm (it may still run)."
+    )
 
 
 class Error(Model):
