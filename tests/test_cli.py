@@ -299,7 +299,9 @@ def test_env_points_the_aws_cli_at_the_stack(background: Background, tmp_path: P
     )
     ecs = subprocess.run(["bash", "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert ecs.returncode == 0, ecs.stderr
-    assert sorted(json.loads(ecs.stdout)) == [["api", "ACTIVE", 1], ["worker", "ACTIVE", 1]]
+    described = {name: (status, desired) for name, status, desired in json.loads(ecs.stdout)}
+    api_tasks = 2 if background.stack.get("load_balancer") else 1  # two API tasks behind HAProxy
+    assert described == {"api": ("ACTIVE", api_tasks), "worker": ("ACTIVE", 1)}, described
     # a shell that evaluated the exports finds the stack from any directory (PIXFLEET_STATE_DIR is among them)
     script = f'eval "$({pixfleet} env --state-dir {background.state})" && {pixfleet} status --json'
     status = subprocess.run(
