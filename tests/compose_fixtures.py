@@ -117,7 +117,10 @@ def wait_healthy(stack: Stack, deadline_s: float = 180) -> None:
 
 def task_containers(client: Any) -> list[Any]:
     """This test project's task containers (those on its task network)."""
-    return client.containers.list(all=True, filters={"label": "pixfleet.cluster", "network": f"{PROJECT}_tasks"})
+    # ignore_removed: a container removed between the listing and its inspection (a scale-in) is no error
+    return client.containers.list(
+        all=True, filters={"label": "pixfleet.cluster", "network": f"{PROJECT}_tasks"}, ignore_removed=True
+    )
 
 
 @contextmanager
@@ -148,7 +151,7 @@ def compose_stack(emulator: str, docker_client: Any, extra_env: dict[str, str] |
     finally:
         launched = [c.id for c in task_containers(docker_client)]
         down = s.run("down", "-v", "--remove-orphans", check=False, timeout=180)
-        left = [c.name for c in docker_client.containers.list(all=True) if c.id in launched]
+        left = [c.name for c in docker_client.containers.list(all=True, ignore_removed=True) if c.id in launched]
         assert down.returncode == 0, down.stdout + down.stderr
         assert left == [], f"`compose down` left task containers behind: {left}"
 

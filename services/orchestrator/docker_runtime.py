@@ -177,7 +177,10 @@ class DockerRuntime:
     async def strays(self, known: set[str]) -> list[TaskHandle]:
         """Containers of this cluster that the orchestrator's state does not know (to be removed)."""
         containers = await self._call(
-            self.client.containers.list, all=True, filters={"label": f"pixfleet.cluster={self.cluster}"}
+            self.client.containers.list,
+            all=True,
+            filters={"label": f"pixfleet.cluster={self.cluster}"},
+            ignore_removed=True,  # one removed between the listing and its inspection is not a stray
         )
         return [
             TaskHandle(task_id=c.labels.get("pixfleet.task", ""), container_id=c.id, name=c.name)
