@@ -335,17 +335,7 @@ class Worker:
                 return
             t0 = time.perf_counter()
             data, object_preset = await self._download(job)
-            manifest = Manifest(
-                job_id=job.job_id,
-                status="processing",
-                source=_source_record(job),
-                preset=job.preset,
-                submitted_at=job.submitted_at,
-                started_at=utcnow_iso(),
-                attempt=attempt,
-                worker_id=self.settings.worker_id,
-                attempts=current.history() if current else [],
-            )
+            manifest = self._attempt_manifest(job, attempt, current)
             await self._write_manifest(manifest)
             log.info("job %s attempt %d started", job.job_id, attempt)
             manifest.preset = job.preset or (None if job.operations else object_preset or DEFAULT_PRESET)
@@ -466,18 +456,7 @@ class Worker:
     ) -> None:
         """Write the job's failed manifest, with this attempt (how it ended) in its history."""
         if manifest is None:
-            current = await self.manifests.get(job.job_id)
-            manifest = Manifest(
-                job_id=job.job_id,
-                status="processing",
-                source=_source_record(job),
-                preset=job.preset,
-                submitted_at=job.submitted_at,
-                started_at=utcnow_iso(),
-                attempt=attempt,
-                worker_id=self.settings.worker_id,
-                attempts=current.history() if current else [],
-            )
+            manifest = self._attempt_manifest(job, attempt, await self.manifests.get(job.job_id))
         # An interrupted attempt may have written some outputs: a failed job keeps none (the manifest is last).
         await self.manifests.remove(planned_output_keys(job.job_id, manifest.preset or job.preset, job.operations))
         finished = utcnow_iso()
@@ -497,6 +476,20 @@ class Worker:
             log.warning("could not record the failed attempt of job %s: %s", manifest.job_id, classify(exc).message)
 
     # --- S3 / SQS helpers ------------------------------------------------------------------
+
+    def _attempt_manifest(self, job: JobMessage, attempt: int, current: Manifest | None) -> Manifest:
+        """The manifest of an attempt that starts now, with the earlier attempts' history."""
+        return Manifest(
+            job_id=job.job_id,
+            status="processing",
+            source=_source_record(job),
+            preset=job.preset,
+            submitted_at=job.submitted_at,
+            started_at=utcnow_iso(),
+            attempt=attempt,
+            worker_id=self.settings.worker_id,
+            attempts=current.history() if current else [],
+        )
 
     async def _write_manifest(self, manifest: Manifest) -> None:
         await self.manifests.write(manifest)
