@@ -72,8 +72,10 @@ async def test_a_burst_scales_out_to_max_drains_and_scales_back_in(fleet: StackC
         return worker["desiredCount"] == 1 and worker["runningCount"] == 1 and worker["stoppingCount"] == 0
 
     await wait_for(at_min, timeout=180, what="scale in to 1 worker")
-    attempts = await manifests(fleet, jobs)
-    assert {m["attempt"] for m in attempts} == {1}  # every job processed exactly once
+    # Every job rendered exactly once: one attempt in its history, the one that succeeded (a
+    # message a draining worker handed back before starting it counts a delivery, not an attempt).
+    for manifest in await manifests(fleet, jobs):
+        assert [a["outcome"] for a in manifest["attempts"]] == ["succeeded"], manifest
     messages = [e["message"] for e in (await stack.request("GET", "/v1/events?service=worker&limit=500"))["events"]]
     assert any("scaled out from 1 to 4" in m for m in messages) or any("to 4 tasks" in m for m in messages)
     assert any("scaled in" in m and "to 1 tasks" in m for m in messages)

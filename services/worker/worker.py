@@ -193,6 +193,7 @@ class Worker:
 
         def done(task: asyncio.Task[None]) -> None:
             self._tasks.discard(task)
+            self._started.discard(task)
             self.metrics.in_flight.set(len(self._tasks))
             slot_freed.set()
 
@@ -335,15 +336,18 @@ class Worker:
                 return
             t0 = time.perf_counter()
             data, object_preset = await self._download(job)
-            manifest = self._attempt_manifest(job, attempt, current)
-            await self._write_manifest(manifest)
-            log.info("job %s attempt %d started", job.job_id, attempt)
-            manifest.preset = job.preset or (None if job.operations else object_preset or DEFAULT_PRESET)
-            variants = job.operations or get_preset(manifest.preset or DEFAULT_PRESET)
-            t1 = time.perf_counter()
-            result = await self._render(data, variants)
-            del data
-            t2 = time.perf_counter()
+            async with self._cpu_slots:
+                # Started only now: a job handed back on drain while it waited for a slot leaves no trace.
+                self._mark_started()
+                manifest = self._attempt_manifest(job, attempt, current)
+                await self._write_manifest(manifest)
+                log.info("job %s attempt %d started", job.job_id, attempt)
+                manifest.preset = job.preset or (None if job.operations else object_preset or DEFAULT_PRESET)
+                variants = job.operations or get_preset(manifest.preset or DEFAULT_PRESET)
+                t1 = time.perf_counter()
+                result = await self._render(data, variants)
+                del data
+                t2 = time.perf_counter()
             await self._check_still_current(job)
             manifest.outputs = await self._upload_outputs(job.job_id, result)
             t3 = time.perf_counter()
@@ -413,13 +417,16 @@ class Worker:
         if current and current != job.object_version:
             raise Superseded(f"{job.key} now holds version {current}, not {job.object_version}")
 
+    def _mark_started(self) -> None:
+        """The current job's work began: a drain gives it the grace period instead of handing it back."""
+        task = asyncio.current_task()
+        assert task is not None
+        self._started.add(task)
+
     async def _render(self, data: bytes, variants: tuple[VariantSpec, ...]) -> TransformResult:
-        async with self._cpu_slots:
-            task = asyncio.current_task()
-            assert task is not None
-            self._started.add(task)
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._pool, transform, data, variants, self.settings.limits)
+        """Run the engine in the pool (the caller holds a CPU slot)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, transform, data, variants, self.settings.limits)
 
     async def _upload_outputs(self, job_id: str, result: TransformResult) -> list[OutputRecord]:
         records = [
