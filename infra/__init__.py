@@ -11,7 +11,6 @@ from pathlib import Path
 INFRA_DIR = Path(__file__).resolve().parent
 REPO_ROOT = INFRA_DIR.parent
 TASKDEFS_DIR = INFRA_DIR / "taskdefs"
-SERVICES_FILE = INFRA_DIR / "services.json"
 ECS_DIR = INFRA_DIR / "ecs"  # cluster, services, scaling: ECS / App Auto Scaling request shapes
 # Target groups, listeners and rules: ELBv2 request bodies (services name them in ``loadBalancers``).
 LOADBALANCING_FILE = ECS_DIR / "loadbalancing.json"

@@ -71,7 +71,7 @@ class Target(Protocol):
     api_url: str
 
     async def status(self) -> dict[str, Any]:
-        """The orchestrator's ``GET /v1/status``."""
+        """:meth:`OrchestratorClient.status`: queue depth, services and tasks (ECS's answers, summarised)."""
 
     async def kill(self, task: dict[str, Any]) -> None: ...
 
@@ -189,7 +189,7 @@ class DockerTarget:
         return found[0]
 
     async def status(self) -> dict[str, Any]:
-        return await OrchestratorClient(self.orchestrator_url, timeout=5).status()
+        return await OrchestratorClient.from_stack({}, self.orchestrator_url, timeout=5).status()
 
     async def kill(self, task: dict[str, Any]) -> None:
         await asyncio.to_thread(lambda: self.docker.containers.get(task["containerId"]).kill())
@@ -628,7 +628,7 @@ def _range(text: str) -> tuple[float, float]:
     "orchestrator_url",
     default="http://127.0.0.1:8090",
     show_default=True,
-    help="With --docker: the orchestrator.",
+    help="With --docker: the orchestrator (its admin token in PIXFLEET_ORCHESTRATOR_TOKEN).",
 )
 @click.option(
     "--project",

@@ -1,7 +1,9 @@
-"""``pixfleet status | events | service | run-task | taskdef | task`` — the orchestrator's command line.
+"""``pixfleet status | events | service | run-task | taskdef | task`` — the control plane's command line.
 
-Each command is a few calls of :class:`~pixfleet.orchestrator_client.OrchestratorClient` and a
-rendering from :mod:`pixfleet.fleet_view`; neither knows about the other.
+Each command is a few calls of :class:`~pixfleet.orchestrator_client.OrchestratorClient` — ECS and
+Application Auto Scaling calls, as ``aws ecs`` / ``aws application-autoscaling`` would make them — and a
+rendering from :mod:`pixfleet.fleet_view`; neither knows about the other. Each command's help names the
+AWS calls it makes, so that what is learnt here carries over to AWS.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ def _run(call: Coroutine[Any, Any, T]) -> T:
     except OrchestratorUnreachable as exc:
         raise click.ClickException(f"{exc} (is the stack running? `pixfleet status` reads stack.json)") from None
     except OrchestratorError as exc:
-        raise click.ClickException(f"{exc.message} ({exc.status} {exc.code})") from None
+        raise click.ClickException(f"{exc.message} ({exc.code})") from None
 
 
 orchestrator_option = click.option(
@@ -57,12 +59,16 @@ orchestrator_option = click.option(
 )
 @orchestrator_option
 def status(as_json: bool, wide: bool, orchestrator_url: str | None) -> None:
-    """Queue depth, services (tasks, scaling, deployment) and their tasks."""
+    """Queue depth, services (tasks, scaling, deployment) and their tasks.
+
+    ECS ListServices, DescribeServices, ListTasks, DescribeTasks; Application Auto Scaling
+    DescribeScalableTargets, DescribeScalingActivities; the queue from the orchestrator's /metrics.
+    """
     data = _run(_client(orchestrator_url).status())
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
-    parts = render_status(FleetStatus.from_v1(data), wide=wide)
+    parts = render_status(FleetStatus.from_snapshot(data), wide=wide)
     # --wide: every cell in full, as wide as that takes (the terminal or `less -S` wraps or scrolls it)
     unbounded = console.options.update_width(10_000)
     out = (
@@ -80,15 +86,15 @@ def status(as_json: bool, wide: bool, orchestrator_url: str | None) -> None:
 @click.option("--limit", default=30, show_default=True, help="How many of the latest events to show.")
 @orchestrator_option
 def events(follow: bool, service: str | None, limit: int, orchestrator_url: str | None) -> None:
-    """ECS-style service events, newest first (oldest first while following)."""
+    """Service events (DescribeServices' events), newest first (oldest first while following)."""
     client = _client(orchestrator_url)
     if not follow:
-        console.print(render_events([EventLine.from_v1(e) for e in _run(client.events(service, limit))]))
+        console.print(render_events([EventLine.from_event(e) for e in _run(client.events(service, limit))]))
         return
 
     async def stream() -> None:
         async for event in client.follow_events(service, limit):
-            console.print(render_events([EventLine.from_v1(event)]))
+            console.print(render_events([EventLine.from_event(event)]))
 
     with contextlib.suppress(KeyboardInterrupt):
         _run(stream())
@@ -166,16 +172,21 @@ def service_scale(
     pin: bool,
     orchestrator_url: str | None,
 ) -> None:
-    """Change a service's task count at run time: the autoscaling range, or a fixed count."""
+    """Change a service's task count at run time: the autoscaling range, or a fixed count.
+
+    The range is Application Auto Scaling's RegisterScalableTarget (MinCapacity, MaxCapacity); a
+    fixed count is ECS UpdateService --desired-count.
+    """
     client = _client(orchestrator_url)
     before = _run(client.service(name))
     was: tuple[int, int] | None = None
     if before.get("autoScaling"):
         was = (before["autoScaling"]["min"], before["autoScaling"]["max"])
     change = plan_scale(name, was, minimum=minimum, maximum=maximum, desired=desired, pin=pin)
-    after = _run(
-        client.update_service(name, desired_count=change.desired_count, minimum=change.minimum, maximum=change.maximum)
-    )
+    if change.minimum is not None or change.maximum is not None:
+        after = _run(client.set_scaling_limits(name, minimum=change.minimum, maximum=change.maximum))
+    else:
+        after = _run(client.update_service(name, desired_count=change.desired_count))
     console.print(scale_report(name, was, before["desiredCount"], after, pinned=pin))
 
 
@@ -203,14 +214,17 @@ def scale_report(
 @click.option("--taskdef", required=True, help="FAMILY:REV (or FAMILY for the latest revision).")
 @orchestrator_option
 def service_update(name: str, taskdef: str, orchestrator_url: str | None) -> None:
-    """Deploy another task definition revision, rolling (and rolled back if its tasks fail)."""
+    """Deploy another task definition revision, rolling (and rolled back if its tasks fail).
+
+    ECS UpdateService --task-definition; the circuit breaker rolls a failing revision back.
+    """
     s = _run(_client(orchestrator_url).update_service(name, task_definition=taskdef))
     console.print(f"{name}: deploying {s['taskDefinition']}; follow it with `pixfleet events -f --service {name}`")
 
 
 @click.command("run-task")
 @click.argument("family")
-@click.option("--count", default=1, show_default=True, help="How many tasks to start (1..50).")
+@click.option("--count", default=1, show_default=True, help="How many tasks to start (1..10, as RunTask).")
 @click.option(
     "--idle-exit",
     default=5.0,
@@ -220,7 +234,10 @@ def service_update(name: str, taskdef: str, orchestrator_url: str | None) -> Non
 @click.option("--env", "env", multiple=True, help="NAME=VALUE added to the task's environment (repeatable).")
 @orchestrator_option
 def run_task(family: str, count: int, idle_exit: float, env: tuple[str, ...], orchestrator_url: str | None) -> None:
-    """Start one-off tasks of FAMILY[:REV] (batch mode: a worker drains the queue, then exits)."""
+    """Start one-off tasks of FAMILY[:REV] (batch mode: a worker drains the queue, then exits).
+
+    ECS RunTask with containerOverrides' environment.
+    """
     overrides = {"PIXFLEET_WORKER_IDLE_EXIT_AFTER": str(idle_exit)}
     for item in env:
         key, sep, value = item.partition("=")
@@ -240,7 +257,7 @@ def taskdef() -> None:
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @orchestrator_option
 def taskdef_register(file: Path, orchestrator_url: str | None) -> None:
-    """Register FILE (ECS RegisterTaskDefinition JSON) as a new revision."""
+    """Register FILE (ECS RegisterTaskDefinition JSON) as a new revision (RegisterTaskDefinition)."""
     try:
         doc = json.loads(file.read_text())
     except ValueError as exc:
@@ -251,7 +268,7 @@ def taskdef_register(file: Path, orchestrator_url: str | None) -> None:
 @taskdef.command("list")
 @orchestrator_option
 def taskdef_list(orchestrator_url: str | None) -> None:
-    """Every registered revision (FAMILY:REV)."""
+    """Every registered revision (FAMILY:REV; ListTaskDefinitions)."""
     for key in _run(_client(orchestrator_url).task_definitions()):
         console.print(key)
 
@@ -265,16 +282,37 @@ def task() -> None:
 @click.argument("task_id")
 @orchestrator_option
 def task_kill(task_id: str, orchestrator_url: str | None) -> None:
-    """SIGKILL the task whose id starts with TASK_ID (a failure drill): its service replaces it."""
+    """SIGKILL the task whose id starts with TASK_ID (a failure drill): its service replaces it.
+
+    Like an OOM kill or `docker kill`, from outside the control plane (DescribeTasks finds its
+    process or container); `pixfleet task stop` is ECS StopTask.
+    """
     client = _client(orchestrator_url)
+    victim = _one_task(client, task_id)
+    _run(client.kill_task(victim))
+    console.print(f"killed {victim[:8]}; its service starts a replacement (`pixfleet events` says so)")
+
+
+@task.command("stop")
+@click.argument("task_id")
+@click.option("--reason", default="Stopped by pixfleet task stop", show_default=True, help="ECS's stoppedReason.")
+@orchestrator_option
+def task_stop(task_id: str, reason: str, orchestrator_url: str | None) -> None:
+    """Stop a task as ECS StopTask does: SIGTERM, SIGKILL after its stopTimeout."""
+    client = _client(orchestrator_url)
+    stopped = _run(client.stop_task(_one_task(client, task_id), reason))
+    console.print(f"stopping {stopped['taskId'][:8]} ({stopped['lastStatus'].lower()}): {reason}")
+
+
+def _one_task(client: OrchestratorClient, prefix: str) -> str:
+    """The id of the one task that has not stopped whose id starts with ``prefix``."""
     live = [t["taskId"] for t in _run(client.tasks(status=None)) if t["lastStatus"] != "STOPPED"]
-    matches = [t for t in live if t.startswith(task_id)]
+    matches = [t for t in live if t.startswith(prefix)]
     if not matches:
-        raise click.ClickException(f"no running task's id starts with {task_id!r} (see `pixfleet status`)")
+        raise click.ClickException(f"no running task's id starts with {prefix!r} (see `pixfleet status`)")
     if len(matches) > 1:
-        raise click.ClickException(f"{task_id!r} matches {len(matches)} tasks: {', '.join(m[:12] for m in matches)}")
-    _run(client.kill_task(matches[0]))
-    console.print(f"killed {matches[0][:8]}; its service starts a replacement (`pixfleet events` says so)")
+        raise click.ClickException(f"{prefix!r} matches {len(matches)} tasks: {', '.join(m[:12] for m in matches)}")
+    return matches[0]
 
 
 COMMANDS = [status, events, service, run_task, taskdef, task]

@@ -1,8 +1,8 @@
 """What ``pixfleet status`` and ``pixfleet events`` show, as pure functions of plain data.
 
 The data (:class:`FleetStatus`, :class:`EventLine`) does not know where it came from:
-``FleetStatus.from_v1`` reads the orchestrator's ``GET /v1/status`` today; reading ECS's
-``DescribeServices``/``DescribeTasks`` answers is one more constructor, and the rendering stays.
+``FleetStatus.from_snapshot`` reads :meth:`OrchestratorClient.status`'s answer (ECS's DescribeServices
+and DescribeTasks, Application Auto Scaling's targets, summarised by ``pixfleet.orchestrator_client``).
 
 The default view fits an 80-column terminal without cutting a cell short: fewer columns (the
 counts summed up in one "tasks" cell, short task ids, no process ids), no borders, and cells that
@@ -13,7 +13,6 @@ for a console as wide as the tables.
 from __future__ import annotations
 
 import time
-from datetime import datetime
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -87,86 +86,20 @@ class FleetStatus:
     targets: tuple[TargetRow, ...] = ()
 
     @classmethod
-    def from_v1(cls, doc: dict[str, Any]) -> FleetStatus:
-        """From the orchestrator's ``GET /v1/status`` answer."""
+    def from_snapshot(cls, doc: dict[str, Any]) -> FleetStatus:
+        """From :meth:`OrchestratorClient.status` (services and tasks as its summaries, the queue from /metrics)."""
         queue = doc.get("queue")
         return cls(
             queue=None
             if not queue
             else QueueDepth(queue["visible"], queue["in_flight"], queue["delayed"], queue.get("dead_letters")),
-            services=tuple(_service_from_v1(s) for s in doc.get("services", [])),
-            tasks=tuple(_task_from_v1(t) for t in doc.get("tasks", [])),
-            targets=tuple(row for s in doc.get("services", []) for row in _targets_from_v1(s)),
+            services=tuple(_service_row(s) for s in doc.get("services", [])),
+            tasks=tuple(_task_row(t) for t in doc.get("tasks", [])),
+            targets=tuple(row for s in doc.get("services", []) for row in _target_rows(s)),
         )
 
-    @classmethod
-    def from_ecs(
-        cls,
-        services: Sequence[dict[str, Any]],
-        tasks: Sequence[dict[str, Any]],
-        targets: Sequence[dict[str, Any]] = (),
-        queue: QueueDepth | None = None,
-        decisions: dict[str, str] | None = None,
-    ) -> FleetStatus:
-        """From ECS's ``DescribeServices`` and ``DescribeTasks`` answers and Application Auto Scaling's
-        ``DescribeScalableTargets`` (boto3's shapes: timestamps as datetimes); the queue is read separately."""
-        limits = {t["ResourceId"].rsplit("/", 1)[-1]: (t["MinCapacity"], t["MaxCapacity"]) for t in targets}
-        rows = []
-        for s in services:
-            group = f"service:{s['serviceName']}"
-            mine = [t for t in tasks if t.get("group") == group]
-            rows.append(
-                ServiceRow(
-                    name=s["serviceName"],
-                    task_definition=_short_taskdef(s["taskDefinition"]),
-                    desired=s["desiredCount"],
-                    running=s["runningCount"],
-                    healthy=sum(
-                        1 for t in mine if t.get("lastStatus") == "RUNNING" and t.get("healthStatus") == "HEALTHY"
-                    ),
-                    pending=s["pendingCount"],
-                    stopping=sum(
-                        1 for t in mine if t.get("desiredStatus") == "STOPPED" and t.get("lastStatus") != "STOPPED"
-                    ),
-                    scaling=limits.get(s["serviceName"]),
-                    deployments=tuple(
-                        DeploymentRow(
-                            _short_taskdef(d["taskDefinition"]),
-                            d["status"],
-                            d.get("rolloutState", "COMPLETED"),
-                            d.get("failedTasks", 0),
-                        )
-                        for d in s.get("deployments", [])
-                    ),
-                    last_decision=(decisions or {}).get(s["serviceName"]),
-                )
-            )
-        return cls(queue=queue, services=tuple(rows), tasks=tuple(_task_from_ecs(t) for t in tasks))
 
-
-def _short_taskdef(arn: str) -> str:
-    """``arn:aws:ecs:…:task-definition/pixfleet-worker:3`` → ``pixfleet-worker:3``."""
-    return arn.rsplit("/", 1)[-1]
-
-
-def _task_from_ecs(t: dict[str, Any]) -> TaskRow:
-    group = t.get("group", "")
-    started = t.get("startedAt")
-    container = (t.get("containers") or [{}])[0]
-    return TaskRow(
-        task_id=t["taskArn"].rsplit("/", 1)[-1],
-        service=group.removeprefix("service:") if group.startswith("service:") else None,
-        group=group,
-        task_definition=_short_taskdef(t["taskDefinitionArn"]),
-        status=t["lastStatus"],
-        health=t.get("healthStatus", "UNKNOWN"),
-        in_flight=None,
-        started_at=started.timestamp() if isinstance(started, datetime) else started,
-        container_id=container.get("runtimeId"),
-    )
-
-
-def _targets_from_v1(s: dict[str, Any]) -> list[TargetRow]:
+def _target_rows(s: dict[str, Any]) -> list[TargetRow]:
     rows = []
     for lb in s.get("loadBalancers") or []:
         arn = lb["targetGroupArn"]
@@ -186,7 +119,7 @@ def _targets_from_v1(s: dict[str, Any]) -> list[TargetRow]:
     return rows
 
 
-def _service_from_v1(s: dict[str, Any]) -> ServiceRow:
+def _service_row(s: dict[str, Any]) -> ServiceRow:
     scaling = s.get("autoScaling")
     return ServiceRow(
         name=s["serviceName"],
@@ -201,11 +134,11 @@ def _service_from_v1(s: dict[str, Any]) -> ServiceRow:
             DeploymentRow(d["taskDefinition"], d["status"], d["rolloutState"], d.get("failedTasks", 0))
             for d in s.get("deployments", [])
         ),
-        last_decision=(scaling or {}).get("lastDecision"),
+        last_decision=s.get("lastDecision"),
     )
 
 
-def _task_from_v1(t: dict[str, Any]) -> TaskRow:
+def _task_row(t: dict[str, Any]) -> TaskRow:
     return TaskRow(
         task_id=t["taskId"],
         service=t.get("service"),
@@ -428,7 +361,7 @@ class EventLine:
     message: str
 
     @classmethod
-    def from_v1(cls, doc: dict[str, Any]) -> EventLine:
+    def from_event(cls, doc: dict[str, Any]) -> EventLine:
         return cls(doc["createdAt"], doc["message"])
 
 

@@ -35,7 +35,8 @@ from infra.emulator import ORCHESTRATOR_SESSION_NAME, MotoServer, start_provisio
 from pipeline.net import free_port
 from infra.provision import StackOutputs
 from infra.stack import StackSpec
-from infra import LOADBALANCING_FILE, SERVICES_FILE, TASKDEFS_DIR
+from infra import ECS_DIR, LOADBALANCING_FILE, TASKDEFS_DIR
+from infra.ecs_apply import Description, apply_to
 from pipeline.settings import AwsSettings
 from pixfleet.endpoints import stack_path
 from pixfleet.orchestrator_client import OrchestratorClient
@@ -49,7 +50,7 @@ from services.orchestrator.runtime import LaunchSpec, TaskHandle
 log = logging.getLogger("pixfleet.embedded")
 
 SHIPPED_TASKDEFS = TASKDEFS_DIR
-SHIPPED_SERVICES = SERVICES_FILE
+SHIPPED_ECS = ECS_DIR
 SHIPPED_LOADBALANCING = LOADBALANCING_FILE
 
 
@@ -67,7 +68,10 @@ class EmbeddedConfig:
     api_env: dict[str, str] = field(default_factory=dict)
     worker_env: dict[str, str] = field(default_factory=dict)
     deadletter_env: dict[str, str] = field(default_factory=dict)
+    # The worker's target tracking, in PutScalingPolicy's TargetTrackingScalingPolicyConfiguration words
+    # (``TargetValue``, ``ScaleInCooldown``, ``ScaleOutCooldown``, ``DisableScaleIn``) over infra/ecs/scaling.
     scaling: dict[str, Any] = field(default_factory=dict)
+    autoscaling: bool = True  # False: no scalable target for the worker (register one through the API)
     orchestrator_env: dict[str, str] = field(default_factory=dict)
     # HAProxy as the edge on api_port, with api_tasks API tasks on dynamic ports behind it.
     # None: when haproxy is on PATH (``apt-get install haproxy``); without it, one API task on api_port.
@@ -130,6 +134,7 @@ class EmbeddedStack:
         self._orchestrator_port = free_port()
         self.orchestrator_url = f"http://127.0.0.1:{self._orchestrator_port}"
         await self.start_orchestrator()
+        await self.apply()
         await self.wait_steady(timeout)
         self.write_stack_json()
 
@@ -159,50 +164,59 @@ class EmbeddedStack:
 
     # --- configuration ---------------------------------------------------------------------
 
-    def _write_service_config(self) -> None:
-        """Task definitions and services for this stack: the shipped ones with this config's overrides."""
+    def description(self) -> Description:
+        """The shipped description (infra/ecs, infra/taskdefs) with this stack's ports, counts and scaling."""
         cfg = self.config
-        folder = self.state_dir / "config" / "taskdefs"
-        folder.mkdir(parents=True, exist_ok=True)
-        api = json.loads((SHIPPED_TASKDEFS / "api.json").read_text())
-        container = api["containerDefinitions"][0]
+        description = Description.load(SHIPPED_ECS, SHIPPED_TASKDEFS)
+        container = description.task_definition("pixfleet-api")["containerDefinitions"][0]
         for mapping in container["portMappings"]:
             if mapping["containerPort"] == 8080:
                 mapping.pop("hostPort", None)
                 if cfg.api_port and not cfg.balanced:  # behind the load balancer: dynamic host ports
                     mapping["hostPort"] = cfg.api_port
         _set_env(container, {"PIXFLEET_API_HOST": cfg.api_host, **cfg.api_env})
-        (folder / "api.json").write_text(json.dumps(api, indent=2))
-        worker = json.loads((SHIPPED_TASKDEFS / "worker.json").read_text())
-        _set_env(
-            worker["containerDefinitions"][0],
-            cfg.worker_env,  # the queue's visibility and maxReceiveCount: the worker reads them from the queue
+        # The queue's visibility and maxReceiveCount: the worker reads them from the queue.
+        _set_env(description.task_definition("pixfleet-worker")["containerDefinitions"][0], cfg.worker_env)
+        _set_env(description.task_definition("pixfleet-deadletter")["containerDefinitions"][0], cfg.deadletter_env)
+        api = description.service("api")
+        api["desiredCount"] = cfg.api_tasks or (2 if cfg.balanced else 1)
+        if not cfg.balanced:
+            api.pop("loadBalancers", None)
+        description.service("worker")["desiredCount"] = cfg.workers
+        description.set_scaling(
+            "worker",
+            minimum=cfg.workers,
+            maximum=max(cfg.workers, cfg.max_workers or cfg.workers),
+            policy=cfg.scaling,
         )
-        (folder / "worker.json").write_text(json.dumps(worker, indent=2))
-        deadletter = json.loads((SHIPPED_TASKDEFS / "deadletter.json").read_text())
-        _set_env(
-            deadletter["containerDefinitions"][0],
-            cfg.deadletter_env,
-        )
-        (folder / "deadletter.json").write_text(json.dumps(deadletter, indent=2))
-        services = json.loads(SHIPPED_SERVICES.read_text())
-        for service in services["services"]:
-            if service["serviceName"] == "api":
-                service["desiredCount"] = cfg.api_tasks or (2 if cfg.balanced else 1)
-                if not cfg.balanced:
-                    service.pop("loadBalancers", None)
-            if service["serviceName"] == "worker":
-                service["desiredCount"] = cfg.workers
-                scaling = service.setdefault("autoScaling", {})
-                scaling.update(
-                    {"min": cfg.workers, "max": max(cfg.workers, cfg.max_workers or cfg.workers), **cfg.scaling}
-                )
-        (self.state_dir / "config" / "services.json").write_text(json.dumps(services, indent=2))
+        if not cfg.autoscaling:
+            description.scaling.clear()
+        if self.outputs is not None:  # the metric math names this stack's queue
+            description.name_queue(self.outputs.queue_url.rstrip("/").rsplit("/", 1)[-1])
+        return description
+
+    def _write_service_config(self) -> None:
+        """What this stack applies, as files (``config/ecs``, ``config/taskdefs``), and its load balancer."""
+        cfg = self.config
+        self.description().write(self.state_dir / "config" / "ecs", self.state_dir / "config" / "taskdefs")
         if cfg.balanced:  # the shipped description, its listener on this stack's edge port
             description = json.loads(SHIPPED_LOADBALANCING.read_text())
             for listener in description["listeners"].values():
                 listener["Port"] = self._edge_port
             (self.state_dir / "config" / "loadbalancing.json").write_text(json.dumps(description, indent=2))
+
+    async def apply(self) -> None:
+        """Apply ``config/`` through the control plane's ECS and Application Auto Scaling APIs."""
+        folder = self.state_dir / "config"
+        description = Description.load(folder / "ecs", folder / "taskdefs")
+        keys = {
+            "aws_access_key_id": self.bootstrap["access_key_id"],
+            "aws_secret_access_key": self.bootstrap["secret_access_key"],
+        }
+        assert self.outputs is not None
+        await asyncio.to_thread(
+            apply_to, self.orchestrator_url, self.outputs.region, keys, description, lambda line: log.info("%s", line)
+        )
 
     async def _start_load_balancer(self) -> None:
         """HAProxy, owned by this stack (it outlives orchestrator restarts); the orchestrator drives it."""
@@ -251,8 +265,6 @@ class EmbeddedStack:
             "AWS_CONTAINER_CREDENTIALS_FULL_URI": f"{self._credentials_url}/v1/credentials/{ORCHESTRATOR_SESSION_NAME}",
             "AWS_CONTAINER_AUTHORIZATION_TOKEN": token,
             "PIXFLEET_ORCH_STATE_DIR": str((self.state_dir / "orchestrator").resolve()),
-            "PIXFLEET_TASKDEFS_DIR": str((self.state_dir / "config" / "taskdefs").resolve()),
-            "PIXFLEET_SERVICES_FILE": str((self.state_dir / "config" / "services.json").resolve()),
             "PIXFLEET_ORCH_PORT": str(self._orchestrator_port),
             "PIXFLEET_ORCH_ADMIN_TOKEN": self.admin_token,
             # `aws ecs` with the same keys as `aws s3` (pixfleet env): the control plane verifies, never uses them
@@ -315,12 +327,9 @@ class EmbeddedStack:
 
     @property
     def control(self) -> OrchestratorClient:
-        """The orchestrator's control API, with the admin token."""
-        return OrchestratorClient(self.orchestrator_url, self.admin_token)
-
-    async def request(self, method: str, path: str, body: Any = None) -> Any:
-        """One raw call of the control API (tests and drills); OrchestratorError when refused."""
-        return await self.control.request(method, path, body)
+        """The control plane's ECS and Application Auto Scaling APIs, with the admin token's key pair."""
+        region = self.outputs.region if self.outputs else self.config.region
+        return OrchestratorClient(self.orchestrator_url, self.admin_token, region=region)
 
     async def services(self) -> dict[str, dict[str, Any]]:
         return {s["serviceName"]: s for s in await self.control.services()}

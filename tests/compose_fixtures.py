@@ -10,6 +10,7 @@ checks that no task container is left behind.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -25,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from pixfleet.orchestrator_client import OrchestratorClient
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -175,17 +178,19 @@ def wait_job(api_url: str, job_id: str, timeout: float = 120) -> dict[str, Any]:
     raise AssertionError(f"job {job_id} not finished after {timeout}s")
 
 
-def orchestrator(method: str, path: str, body: Any = None) -> Any:
-    """Call the compose orchestrator's API (published on loopback) with the test's admin token."""
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(
-        f"{ORCH_URL}{path}",
-        data=data,
-        method=method,
-        headers={"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.load(response)
+def control() -> OrchestratorClient:
+    """The compose orchestrator's ECS API (published on loopback), with the test's admin token."""
+    return OrchestratorClient(ORCH_URL, ADMIN_TOKEN, timeout=30)
+
+
+def services() -> dict[str, dict[str, Any]]:
+    """DescribeServices of every service, summarised (``pixfleet.orchestrator_client``)."""
+    return {s["serviceName"]: s for s in asyncio.run(control().services())}
+
+
+def tasks(service: str | None = None, status: str | None = "RUNNING") -> list[dict[str, Any]]:
+    """ListTasks + DescribeTasks, summarised."""
+    return asyncio.run(control().tasks(service, status))
 
 
 def until(predicate: Any, timeout: float, what: str, interval: float = 0.5) -> Any:

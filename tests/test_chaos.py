@@ -98,7 +98,7 @@ async def test_an_api_killed_mid_upload_leaves_nothing_behind(sweeping: StackCli
         return stalled.is_set() and bool(await sweeping.multipart_uploads(stack.aws.input_bucket))
 
     await wait_for(part_stored, timeout=60, what="a multipart upload in progress")
-    await stack.request("POST", f"/v1/tasks/{api['taskId']}/kill")  # SIGKILL: no abort, no goodbye
+    await stack.control.kill_task(api["taskId"])  # SIGKILL: no abort, no goodbye
     with pytest.raises(aiohttp.ClientError):
         await asyncio.wait_for(upload, 120)
 

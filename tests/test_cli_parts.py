@@ -229,10 +229,12 @@ def test_a_stack_json_is_stale_when_its_process_is_gone(tmp_path: Path, record: 
 
 
 def test_status_from_ecs_answers() -> None:
-    """``FleetStatus.from_ecs``: DescribeServices / DescribeTasks / DescribeScalableTargets as boto3 answers them."""
+    """DescribeServices / DescribeTasks / DescribeScalableTargets as boto3 answers them, summarised by the
+    client and drawn by ``FleetStatus.from_snapshot``."""
     from datetime import UTC, datetime
 
     from pixfleet.fleet_view import FleetStatus
+    from pixfleet.orchestrator_client import service_summary, task_summary
 
     arn = "arn:aws:ecs:us-east-1:123456789012:task-definition/pixfleet-worker:"
     services = [
@@ -243,8 +245,8 @@ def test_status_from_ecs_answers() -> None:
             "runningCount": 2,
             "pendingCount": 1,
             "deployments": [
-                {"taskDefinition": arn + "4", "status": "PRIMARY", "rolloutState": "IN_PROGRESS"},
-                {"taskDefinition": arn + "3", "status": "ACTIVE", "rolloutState": "COMPLETED"},
+                {"id": "ecs-svc/2", "taskDefinition": arn + "4", "status": "PRIMARY", "rolloutState": "IN_PROGRESS"},
+                {"id": "ecs-svc/1", "taskDefinition": arn + "3", "status": "ACTIVE", "rolloutState": "COMPLETED"},
             ],
         }
     ]
@@ -260,6 +262,7 @@ def test_status_from_ecs_answers() -> None:
             "healthStatus": health,
             "startedAt": started,
             "containers": [{"name": "worker", "runtimeId": f"c-{n}"}],
+            "attributes": [{"name": "pixfleet.jobsInFlight", "value": "2"}],
         }
 
     tasks = [
@@ -269,10 +272,21 @@ def test_status_from_ecs_answers() -> None:
         task("d4", "STOPPED", "UNKNOWN", desired="STOPPED", group="family:pixfleet-worker"),
     ]
     targets = [{"ResourceId": "service/pixfleet/worker", "MinCapacity": 1, "MaxCapacity": 4}]
-    status = FleetStatus.from_ecs(services, tasks, targets, decisions={"worker": "backlog 30 wants 3"})
+    summaries = [task_summary(t) for t in tasks]
+    summary = service_summary(
+        services[0],
+        summaries,
+        target=targets[0],
+        has_check={"pixfleet-worker:4": True},
+        last_decision="backlog 30 wants 3",
+    )
+    assert not summary["steady"]  # two deployments, one task short
+    status = FleetStatus.from_snapshot({"services": [summary], "tasks": summaries})
     (row,) = status.services
     assert (row.task_definition, row.desired, row.running, row.pending) == ("pixfleet-worker:4", 3, 2, 1)
-    assert (row.healthy, row.stopping, row.scaling, row.last_decision) == (2, 1, (1, 4), "backlog 30 wants 3")
+    # healthy: a1 only (b2's health check has not passed, c3 is being stopped)
+    assert (row.healthy, row.stopping, row.scaling, row.last_decision) == (1, 1, (1, 4), "backlog 30 wants 3")
+    assert status.tasks[0].in_flight == 2
     assert [(d.task_definition, d.status, d.rollout_state) for d in row.deployments] == [
         ("pixfleet-worker:4", "PRIMARY", "IN_PROGRESS"),
         ("pixfleet-worker:3", "ACTIVE", "COMPLETED"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import os
 import subprocess
 import sys
 import time
@@ -25,7 +26,8 @@ from compose_fixtures import (
     Stack,
     compose_stack,
     get_json,
-    orchestrator,
+    services,
+    tasks,
     running_tasks,
     submit,
     task_containers,
@@ -57,7 +59,7 @@ def stack(offline_images: dict[str, str], docker_client: Any) -> Iterator[Stack]
 
 
 def worker_count() -> tuple[int, int]:
-    worker = next(s for s in orchestrator("GET", "/v1/services")["services"] if s["serviceName"] == "worker")
+    worker = services()["worker"]
     return worker["desiredCount"], worker["runningCount"]
 
 
@@ -153,7 +155,7 @@ def lb_counters(docker_client: Any) -> dict[str, int]:
 
 def test_the_api_is_two_tasks_behind_the_load_balancer_and_both_get_traffic(stack: Stack, docker_client: Any) -> None:
     def in_service() -> bool:
-        api = next(s for s in orchestrator("GET", "/v1/services")["services"] if s["serviceName"] == "api")
+        api = services()["api"]
         (lb,) = api["loadBalancers"]
         states = [d["TargetHealth"]["State"] for d in lb["targetHealthDescriptions"]]
         return api["runningCount"] == 2 and states == ["healthy", "healthy"]
@@ -230,7 +232,7 @@ def test_docker_kill_of_a_busy_worker(stack: Stack, docker_client: Any) -> None:
     assert job["status"] == "succeeded", job
     assert job["attempts"] >= 2  # redelivered after the visibility timeout
     assert sorted(o["variant"] for o in job["outputs"]) == ["big0", "big1", "big2"]  # one set of outputs
-    stopped = orchestrator("GET", "/v1/tasks?service=worker&status=STOPPED")["tasks"]
+    stopped = tasks("worker", status="STOPPED")
     assert any(t["containerId"] == victim.id and t["exitCode"] == 137 for t in stopped)
 
 
@@ -264,7 +266,7 @@ def test_a_paused_emulator_gives_503_then_everything_finishes(stack: Stack, dock
 
 def test_a_soak_under_docker_kill_and_docker_pause_loses_nothing(stack: Stack, tmp_path: Any) -> None:
     """`pixfleet chaos --docker`: busy worker containers killed, the emulator container paused; nothing lost."""
-    from compose_fixtures import ORCH_URL
+    from compose_fixtures import ADMIN_TOKEN, ORCH_URL
 
     report_path = tmp_path / "chaos.json"
     run = subprocess.run(
@@ -296,6 +298,7 @@ def test_a_soak_under_docker_kill_and_docker_pause_loses_nothing(stack: Stack, t
         capture_output=True,
         text=True,
         timeout=1200,
+        env={**os.environ, "PIXFLEET_ORCHESTRATOR_TOKEN": ADMIN_TOKEN},
     )
     assert report_path.exists(), run.stdout[-2000:] + run.stderr[-3000:]
     report = json.loads(report_path.read_text())

@@ -60,7 +60,7 @@ async def test_a_job_killed_on_every_delivery_ends_failed_and_can_be_redriven(fr
             holder = [t for t in await stack.tasks("worker") if f"worker-{t['taskId'][:8]}" == record["worker_id"]]
             if holder:
                 killed.add(record["worker_id"])
-                await stack.request("POST", f"/v1/tasks/{holder[0]['taskId']}/kill")
+                await stack.control.kill_task(holder[0]["taskId"])
         return None
 
     job = await wait_for(failed_or_running_elsewhere, timeout=180, what="the job to exhaust its deliveries")

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from pixfleet.ecs_apply import Description, plan_service, same_task_definition
+from infra.ecs_apply import Description, plan_service, same_task_definition
 
 WANTED = {
     "family": "pixfleet-worker",

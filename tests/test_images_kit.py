@@ -12,13 +12,14 @@ from pathlib import Path
 
 import pytest
 
+from infra.ecs_apply import Description
+
 from infra.images.build import BuildOptions, read_env_file, update_env_file
 from infra.images.compose import (
     AWS_CONFIG_FILE,
     OUTPUTS_FILE,
     ProvisionSettings,
-    deployment_services,
-    deployment_taskdefs,
+    deployment_description,
     provision_main,
 )
 from infra.images.locks import LOCKS, pinned
@@ -114,21 +115,26 @@ def test_locks_pin_the_versions_that_matter() -> None:
         ]
 
 
-def test_deployment_taskdefs_name_images_and_publish_the_api(tmp_path: Path) -> None:
+def test_the_deployment_names_images_and_publishes_the_api() -> None:
     env = {
         "PIXFLEET_API_IMAGE": "pixfleet/api:abc",
         "PIXFLEET_WORKER_IMAGE": "pixfleet/worker:def",
         "PIXFLEET_API_HOST_PORT": "18080",
     }
-    folder = deployment_taskdefs(REPO / "infra" / "taskdefs", tmp_path, env)
-    api = json.loads((folder / "api.json").read_text())["containerDefinitions"][0]
-    worker = json.loads((folder / "worker.json").read_text())["containerDefinitions"][0]
+    description = deployment_description(Description.load(), env, "jobs-x")
+    api = description.task_definition("pixfleet-api")["containerDefinitions"][0]
+    worker = description.task_definition("pixfleet-worker")["containerDefinitions"][0]
     assert (api["image"], worker["image"]) == ("pixfleet/api:abc", "pixfleet/worker:def")
     assert {"name": "PIXFLEET_API_HOST", "value": "0.0.0.0"} in api["environment"]
     assert [m["hostPort"] for m in api["portMappings"] if m["containerPort"] == 8080] == [18080]
+    metrics = description.scaling[0]["PutScalingPolicy"][0]["TargetTrackingScalingPolicyConfiguration"][
+        "CustomizedMetricSpecification"
+    ]["Metrics"]
+    queues = {d["Value"] for m in metrics if "MetricStat" in m for d in m["MetricStat"]["Metric"]["Dimensions"]}
+    assert "jobs-x" in queues  # the metric math names the stack's own queue
 
-    behind = deployment_taskdefs(REPO / "infra" / "taskdefs", tmp_path / "lb", {**env, "PIXFLEET_LB_RUNTIME_API": "/s"})
-    api = json.loads((behind / "api.json").read_text())["containerDefinitions"][0]
+    behind = deployment_description(Description.load(), {**env, "PIXFLEET_LB_RUNTIME_API": "/s"})
+    api = behind.task_definition("pixfleet-api")["containerDefinitions"][0]
     assert [m.get("hostPort") for m in api["portMappings"] if m["containerPort"] == 8080] == [None]  # private
 
 
@@ -140,12 +146,36 @@ def test_deployment_taskdefs_name_images_and_publish_the_api(tmp_path: Path) -> 
         ({"PIXFLEET_LB_RUNTIME_API": "/run/pixfleet-lb/haproxy.sock", "PIXFLEET_API_TASKS": "3"}, 3, True),
     ],
 )
-def test_deployment_services_put_the_api_behind_the_load_balancer(
-    tmp_path: Path, env: dict[str, str], api_tasks: int, load_balancers: bool
+def test_the_deployment_puts_the_api_behind_the_load_balancer(
+    env: dict[str, str], api_tasks: int, load_balancers: bool
 ) -> None:
-    path = deployment_services(REPO / "infra" / "services.json", tmp_path / "services.json", env)
-    api = next(s for s in json.loads(path.read_text())["services"] if s["serviceName"] == "api")
+    api = deployment_description(Description.load(), env).service("api")
     assert api["desiredCount"] == api_tasks and bool(api.get("loadBalancers")) == load_balancers
+
+
+@pytest.mark.parametrize(
+    ("env", "limits", "policy"),
+    [
+        ({}, (1, 4), {"ScaleInCooldown": 30, "TargetValue": 10}),
+        (
+            {"PIXFLEET_WORKERS_MIN": "2", "PIXFLEET_WORKERS_MAX": "6", "PIXFLEET_SCALE_IN_COOLDOWN": "5"},
+            (2, 6),
+            {"ScaleInCooldown": 5, "TargetValue": 10},
+        ),
+        ({"PIXFLEET_WORKERS_MIN": "5", "PIXFLEET_TARGET_BACKLOG": "3"}, (5, 5), {"TargetValue": 3.0}),
+    ],
+)
+def test_the_deployment_scales_the_worker_as_asked(
+    env: dict[str, str], limits: tuple[int, int], policy: dict[str, float]
+) -> None:
+    description = deployment_description(Description.load(), env)
+    scaling = description.scaling_of("worker")
+    assert scaling is not None
+    target = scaling["RegisterScalableTarget"]
+    assert (target["MinCapacity"], target["MaxCapacity"]) == limits
+    config = scaling["PutScalingPolicy"][0]["TargetTrackingScalingPolicyConfiguration"]
+    assert {k: config[k] for k in policy} == policy
+    assert description.service("worker")["desiredCount"] >= limits[0]
 
 
 @pytest.mark.skipif(not shutil.which("docker-compose"), reason="docker-compose is not installed")

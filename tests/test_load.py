@@ -119,7 +119,7 @@ async def load_stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[
         workers=1,
         max_workers=3,
         api_port=0,
-        scaling={"targetBacklogPerTask": 5, "scaleInCooldown": 300},
+        scaling={"TargetValue": 5, "ScaleInCooldown": 300},
     )
     async with EmbeddedStack(config) as stack:
         yield stack

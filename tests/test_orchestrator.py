@@ -33,7 +33,7 @@ async def fleet(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
         workers=1,
         max_workers=4,
         api_port=0,
-        scaling={"scaleInCooldown": 3, "targetBacklogPerTask": 10},
+        scaling={"ScaleInCooldown": 3, "TargetValue": 10},
         spec=StackSpec(visibility_timeout=10),  # a message swallowed by a killed worker's poll returns soon
     )
     async with EmbeddedStack(config) as stack, aiohttp.ClientSession() as http:
@@ -76,7 +76,7 @@ async def test_a_burst_scales_out_to_max_drains_and_scales_back_in(fleet: StackC
     # message a draining worker handed back before starting it counts a delivery, not an attempt).
     for manifest in await manifests(fleet, jobs):
         assert [a["outcome"] for a in manifest["attempts"]] == ["succeeded"], manifest
-    messages = [e["message"] for e in (await stack.request("GET", "/v1/events?service=worker&limit=500"))["events"]]
+    messages = [e["message"] for e in await stack.control.events("worker", 100)]
     assert any("scaled out from 1 to 4" in m for m in messages) or any("to 4 tasks" in m for m in messages)
     assert any("scaled in" in m and "to 1 tasks" in m for m in messages)
     # Drained workers exited cleanly.
@@ -127,7 +127,7 @@ async def test_credentials_endpoint_refuses_everyone_but_the_task_itself(fleet: 
 
     # A stopped task's token opens nothing any more.
     token = worker_env["AWS_CONTAINER_AUTHORIZATION_TOKEN"]
-    await stack.request("POST", f"/v1/tasks/{worker_task['taskId']}/kill")
+    await stack.control.kill_task(worker_task["taskId"])
 
     async def gone() -> bool:
         return any(t["taskId"] == worker_task["taskId"] for t in await stack.tasks("worker", status="STOPPED"))
@@ -151,10 +151,10 @@ async def test_kills_of_healthy_tasks_are_replaced_at_once_never_throttled(fleet
 
     for _ in range(8):
         victim = await wait_for(healthy_worker, timeout=60, what="a healthy worker")
-        await stack.request("POST", f"/v1/tasks/{victim['taskId']}/kill")
+        await stack.control.kill_task(victim["taskId"])
         killed.append(victim["taskId"])
     await wait_for(healthy_worker, timeout=60, what="a healthy worker after the kills")
-    messages = [e["message"] for e in (await stack.request("GET", "/v1/events?service=worker&limit=300"))["events"]]
+    messages = [e["message"] for e in await stack.control.events("worker", 100)]
     assert not [m for m in messages if "launch throttle" in m or "backoff" in m]
     stopped = {t["taskId"]: t for t in await stack.tasks("worker", status="STOPPED")}
     assert all(stopped[t]["exitCode"] == -9 for t in killed), [stopped[t]["exitCode"] for t in killed]
@@ -190,17 +190,17 @@ async def test_a_bad_rollout_rolls_back_automatically(fleet: StackClient) -> Non
     await stack.wait_steady()
     # A revision whose tasks cannot start: the worker refuses an invalid setting and exits 2.
     doc = worker_revision(stack, PIXFLEET_WORKER_CONCURRENCY="0")
-    registered = (await stack.request("POST", "/v1/task-definitions", doc))["taskDefinition"]
+    registered = await stack.control.register_task_definition(doc)
     before = (await stack.services())["worker"]["taskDefinition"]
     assert registered != before
-    await stack.request("PATCH", "/v1/services/worker", {"taskDefinition": registered})
+    await stack.control.update_service("worker", task_definition=registered)
 
     async def rolled_back() -> bool:
         worker = (await stack.services())["worker"]
         return worker["taskDefinition"] == before and worker["steady"]
 
     await wait_for(rolled_back, timeout=240, what="rollback")  # generous: a loaded machine starts tasks slowly
-    messages = [e["message"] for e in (await stack.request("GET", "/v1/events?service=worker&limit=200"))["events"]]
+    messages = [e["message"] for e in await stack.control.events("worker", 100)]
     assert any(f"({registered}) failed" in m and f"Rolling back to {before}" in m for m in messages)
     failed = [t for t in await stack.tasks("worker", status="STOPPED") if t["taskDefinition"] == registered]
     assert len(failed) >= 3 and all(t["exitCode"] == 2 for t in failed)
@@ -212,8 +212,8 @@ async def test_a_bad_rollout_rolls_back_automatically(fleet: StackClient) -> Non
 async def test_a_good_rollout_replaces_every_task(fleet: StackClient) -> None:
     stack = fleet.stack
     doc = worker_revision(stack, PIXFLEET_WORKER_BATCH_SIZE="5")
-    registered = (await stack.request("POST", "/v1/task-definitions", doc))["taskDefinition"]
-    await stack.request("PATCH", "/v1/services/worker", {"taskDefinition": registered})
+    registered = await stack.control.register_task_definition(doc)
+    await stack.control.update_service("worker", task_definition=registered)
 
     async def deployed() -> bool:
         worker = (await stack.services())["worker"]
@@ -225,26 +225,21 @@ async def test_a_good_rollout_replaces_every_task(fleet: StackClient) -> None:
         )
 
     await wait_for(deployed, timeout=240, what="the new revision everywhere")
-    messages = [e["message"] for e in (await stack.request("GET", "/v1/events?service=worker&limit=200"))["events"]]
+    messages = [e["message"] for e in await stack.control.events("worker", 100)]
     assert any(f"({registered}) completed" in m for m in messages)
 
 
 async def test_run_task_drains_the_queue_and_exits(fleet: StackClient) -> None:
     stack = fleet.stack
-    result = await stack.request(
-        "POST",
-        "/v1/tasks",
-        {"taskDefinition": "pixfleet-worker", "count": 1, "environment": {"PIXFLEET_WORKER_IDLE_EXIT_AFTER": "2"}},
-    )
-    (task,) = result["tasks"]
-    assert task["group"] == "run-task:pixfleet-worker" and task["service"] is None
+    (task,) = await stack.control.run_task("pixfleet-worker", 1, {"PIXFLEET_WORKER_IDLE_EXIT_AFTER": "2"})
+    assert task["group"] == "family:pixfleet-worker" and task["service"] is None
 
     async def exited() -> list:
         return [t for t in await stack.tasks(status="STOPPED") if t["taskId"] == task["taskId"]]
 
     (done,) = await wait_for(exited, timeout=60, what="the batch task to exit")
     assert done["exitCode"] == 0
-    assert not [t for t in await stack.tasks() if t["group"].startswith("run-task")]  # not replaced
+    assert not [t for t in await stack.tasks() if t["group"].startswith("family:")]  # not replaced
 
 
 async def test_status_and_events_from_the_command_line(fleet: StackClient) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from services.orchestrator.scaling import QueueMetrics, ScalingPolicy, ScalingState, decide, demand
-from services.orchestrator.services_file import scaling_problems
 
 P = ScalingPolicy(min=0, max=5, target_backlog_per_task=10, scale_in_cooldown=30, activation_threshold=3)
 
@@ -110,18 +109,3 @@ def test_a_failed_metric_read_holds_and_counts(current: int, policy: ScalingPoli
         assert (d.desired, d.action, state.failures) == (expected, "hold", n)
     d = decide(policy, current, QueueMetrics(0), 10.0, state)
     assert d.state.failures == 0
-
-
-@pytest.mark.parametrize(
-    ("policy", "is_error"),
-    [
-        (ScalingPolicy(), False),
-        (ScalingPolicy(min=-1), True),
-        (ScalingPolicy(min=3, max=2), True),
-        (ScalingPolicy(target_backlog_per_task=0), True),
-        (ScalingPolicy(activation_threshold=0), True),
-        (ScalingPolicy(min=0, max=0), True),
-    ],
-)
-def test_policy_validation(policy: ScalingPolicy, is_error: bool) -> None:
-    assert bool(scaling_problems(policy)) is is_error

@@ -20,7 +20,8 @@ from infra.credentials import TemporaryCredentials
 from services.orchestrator.credentials import CredentialVault
 from services.orchestrator.model import DeploymentConfig, LoadBalancerRef, ServiceConfig, TaskState
 from services.orchestrator.orchestrator import Orchestrator
-from services.orchestrator.services_file import ServiceConfigError, parse_services
+from services.orchestrator.awsapi.ecs import load_balancer_refs
+from services.orchestrator.awsapi.errors import AwsApiError
 from services.orchestrator.targets import Candidate, TargetChanges, target_changes
 from services.orchestrator.taskdefs import TaskDefinitionRegistry
 
@@ -62,23 +63,23 @@ TG = "arn:aws:elasticloadbalancing:us-east-1:000000000000:targetgroup/pixfleet-a
 
 
 @pytest.mark.parametrize(
-    ("entry", "error"),
+    ("entries", "error"),
     [
-        ({"targetGroupArn": TG, "containerName": "api", "containerPort": 8080}, None),
-        ({"targetGroupArn": TG, "containerName": "api"}, "loadBalancers[0].containerPort: required"),
-        ({"targetGroupArn": TG, "containerName": "api", "containerPort": 0}, "containerPort: must be >= 1"),
-        ({"targetGroupArn": "", "containerName": "api", "containerPort": 1}, "targetGroupArn: must not be empty"),
-        ({"targetGroupArn": TG, "containerName": "api", "containerPort": 1, "x": 1}, "x: unknown field"),
+        ([{"targetGroupArn": TG, "containerName": "api", "containerPort": 8080}], None),
+        ([{"targetGroupArn": TG, "containerName": "api"}], "loadBalancers[0] needs containerPort"),
+        ([{"targetGroupArn": "", "containerName": "api", "containerPort": 1}], "needs targetGroupArn"),
+        ([{"loadBalancerName": "classic", "containerName": "api", "containerPort": 1}], "not loadBalancerName"),
+        ([{"targetGroupArn": TG, "containerName": "api", "containerPort": 8080}] * 6, "at most 5"),
     ],
 )
-def test_services_file_load_balancers(entry: dict[str, Any], error: str | None) -> None:
-    doc = {"services": [{"serviceName": "api", "taskDefinition": "pixfleet-api", "loadBalancers": [entry]}]}
+def test_create_service_load_balancers(entries: list[dict[str, Any]], error: str | None) -> None:
+    """CreateService's ``loadBalancers`` → the orchestrator's bindings (refusals as InvalidParameterException)."""
     if error is None:
-        (config,) = parse_services(doc, "services.json")
-        assert config.load_balancers == (LoadBalancerRef(TG, "api", 8080),)
+        assert load_balancer_refs(entries) == (LoadBalancerRef(TG, "api", 8080),)
     else:
-        with pytest.raises(ServiceConfigError, match=re.escape(error)):
-            parse_services(doc, "services.json")
+        with pytest.raises(AwsApiError, match=re.escape(error)) as refused:
+            load_balancer_refs(entries)
+        assert refused.value.type == "InvalidParameterException"
 
 
 # --- the control loop with a fake runtime and a fake load balancer ---------------------------------
@@ -270,38 +271,50 @@ async def test_a_killed_task_is_deregistered_and_replaced(balanced: Any) -> None
 
 
 def test_pixfleet_status_shows_target_health_at_80_columns() -> None:
-    from rich.console import Console
+    """Target health travels in DescribeTasks' attributes; the client turns it into targetHealthDescriptions."""
     from rich.cells import cell_len
+    from rich.console import Console
 
     from pixfleet.fleet_view import FleetStatus, render_status
+    from pixfleet.orchestrator_client import service_summary, task_summary
 
-    def target(task_id: str, port: int, state: str, reason: str | None = None) -> dict[str, Any]:
-        health = {"State": state, **({"Reason": reason} if reason else {})}
-        return {"Target": {"Id": task_id, "Port": port}, "HealthCheckPort": str(port), "TargetHealth": health}
+    arn = "arn:aws:ecs:us-east-1:000000000000:"
 
-    service = {
-        "serviceName": "api",
-        "taskDefinition": "pixfleet-api:3",
-        "desiredCount": 2,
-        "runningCount": 3,
-        "healthyCount": 2,
-        "pendingCount": 0,
-        "stoppingCount": 1,
-        "deployments": [],
-        "loadBalancers": [
+    def task(task_id: str, port: int, state: str, reason: str | None = None) -> dict[str, Any]:
+        return task_summary(
             {
-                "targetGroupArn": TG,
-                "containerName": "api",
-                "containerPort": 8080,
-                "targetHealthDescriptions": [
-                    target("a" * 32, 41001, "healthy"),
-                    target("b" * 32, 41002, "initial", "Elb.InitialHealthChecking"),
-                    target("c" * 32, 41003, "draining", "Target.DeregistrationInProgress"),
+                "taskArn": f"{arn}task/pixfleet/{task_id}",
+                "taskDefinitionArn": f"{arn}task-definition/pixfleet-api:3",
+                "group": "service:api",
+                "lastStatus": "RUNNING",
+                "desiredStatus": "STOPPED" if state == "draining" else "RUNNING",
+                "healthStatus": "HEALTHY",
+                "containers": [{"name": "api"}],
+                "attributes": [
+                    {"name": "pixfleet.target.pixfleet-api", "value": " ".join(filter(None, [str(port), state, reason]))}
                 ],
             }
-        ],
-    }
-    status = FleetStatus.from_v1({"services": [service], "tasks": []})
+        )
+
+    tasks = [
+        task("a" * 32, 41001, "healthy"),
+        task("b" * 32, 41002, "initial", "Elb.InitialHealthChecking"),
+        task("c" * 32, 41003, "draining", "Target.DeregistrationInProgress"),
+    ]
+    service = service_summary(
+        {
+            "serviceName": "api",
+            "taskDefinition": f"{arn}task-definition/pixfleet-api:3",
+            "desiredCount": 2,
+            "runningCount": 3,
+            "pendingCount": 0,
+            "deployments": [],
+            "loadBalancers": [{"targetGroupArn": TG, "containerName": "api", "containerPort": 8080}],
+        },
+        tasks,
+    )
+    assert (service["healthyCount"], service["stoppingCount"]) == (1, 1)  # b is not in service yet
+    status = FleetStatus.from_snapshot({"services": [service], "tasks": []})
     assert [(t.target_group, t.port, t.state) for t in status.targets] == [
         ("pixfleet-api", 41001, "healthy"),
         ("pixfleet-api", 41002, "initial"),

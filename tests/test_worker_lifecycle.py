@@ -82,7 +82,7 @@ async def test_killed_worker_is_replaced_and_its_job_still_completes_once(lone: 
     (victim,) = await stack.tasks("worker")
     job_id = await submit_slow(lone)
     await lone.wait(job_id, until=("processing",))
-    await stack.request("POST", f"/v1/tasks/{victim['taskId']}/kill")  # SIGKILL: no drain, no goodbye
+    await stack.control.kill_task(victim["taskId"])  # SIGKILL: no drain, no goodbye
 
     async def replaced() -> list:
         running = await stack.tasks("worker")
@@ -100,19 +100,19 @@ async def test_killed_worker_is_replaced_and_its_job_still_completes_once(lone: 
     # Redelivered after the visibility timeout. (The dead worker's pending long poll may
     # swallow one more delivery first, as with real SQS: hence >= 2.)
     assert (await manifest(lone, job_id))["attempt"] >= 2
-    events = [e["message"] for e in (await stack.request("GET", "/v1/events?service=worker"))["events"]]
+    events = [e["message"] for e in await stack.control.events("worker", 100)]
     assert any(victim["taskId"][:8] in m and "stopped" in m for m in events)
 
 
 async def test_scale_in_during_slow_jobs_drains_them_without_redelivery(lone: StackClient) -> None:
     stack = lone.stack
-    await stack.request("PATCH", "/v1/services/worker", {"min": 2, "max": 2})
+    await stack.control.set_scaling_limits("worker", minimum=2, maximum=2)
     await stack.wait_steady()
     jobs = [await submit_slow(lone, seed=s) for s in (11, 12)]
     for job_id in jobs:
         await lone.wait(job_id, until=("processing",))
     before = {t["taskId"] for t in await stack.tasks("worker")}
-    await stack.request("PATCH", "/v1/services/worker", {"min": 1, "max": 1})  # both workers are busy
+    await stack.control.set_scaling_limits("worker", minimum=1, maximum=1)  # both workers are busy
 
     async def drained() -> list:
         return [t for t in await stack.tasks("worker", status="STOPPED") if t["taskId"] in before]
@@ -137,8 +137,9 @@ async def test_restarted_orchestrator_adopts_its_tasks(lone: StackClient) -> Non
     await stack.wait_steady()
     after = sorted(t["taskId"] for t in await stack.tasks())
     assert after == before  # adopted: no duplicates, no orphans
-    events = [e["message"] for e in (await stack.request("GET", "/v1/events"))["events"]]
-    assert any(f"adopted {len(before)} running task(s)" in m for m in events)
+    workers = [t for t in await stack.tasks("worker")]
+    events = [e["message"] for e in await stack.control.events("worker", 100)]
+    assert any(f"adopted {len(workers)} running task(s)" in m for m in events)
     # The adopted tasks still get their credentials from the new orchestrator.
     status, body = await lone.upload(images.photo_jpeg(400, 300), preset="thumbs")
     assert status == 202

@@ -39,7 +39,8 @@ from typing import Any, Literal
 
 from pydantic import AliasChoices
 
-from infra import TASK_IMAGE_VARIABLES, TASKDEFS_DIR
+from infra import ECS_DIR, TASK_IMAGE_VARIABLES, TASKDEFS_DIR
+from infra.ecs_apply import Description
 from pipeline.settings import ServiceSettings, SettingsError, env
 
 STACK_DIR = "/var/lib/pixfleet/stack"
@@ -213,11 +214,13 @@ def orchestrator_environment(outputs: Mapping[str, Any]) -> dict[str, str]:
     }
 
 
-def deployment_taskdefs(shipped: Path, target: Path, env: Mapping[str, str]) -> Path:
-    """The shipped task definitions with this deployment's images and the API's published port."""
-    target.mkdir(parents=True, exist_ok=True)
-    for path in sorted(shipped.glob("*.json")):
-        doc = json.loads(path.read_text())
+def deployment_description(
+    description: Description, env: Mapping[str, str], queue_name: str | None = None
+) -> Description:
+    """The shipped description (changed in place) for this deployment: its images, the API behind the load
+    balancer or published itself, the worker's scaling from ``PIXFLEET_WORKERS_MIN`` etc., the stack's queue."""
+    balanced = bool(env.get("PIXFLEET_LB_RUNTIME_API"))
+    for doc in description.task_definitions:
         image = env.get(TASK_IMAGE_VARIABLES.get(doc.get("family", ""), ""), "")
         for container in doc.get("containerDefinitions", []):
             if image:
@@ -225,46 +228,33 @@ def deployment_taskdefs(shipped: Path, target: Path, env: Mapping[str, str]) -> 
             # No queue settings here: the workers read them from the queue the provision step made.
             if doc.get("family") == "pixfleet-api":
                 variables = {e["name"]: e for e in container.get("environment", [])}
-                variables["PIXFLEET_API_HOST"] = {
-                    "name": "PIXFLEET_API_HOST",
-                    "value": "0.0.0.0",
-                }  # published through Docker
+                variables["PIXFLEET_API_HOST"] = {"name": "PIXFLEET_API_HOST", "value": "0.0.0.0"}  # via Docker
                 container["environment"] = list(variables.values())
                 for mapping in container.get("portMappings", []):
                     if mapping.get("containerPort") == 8080:
                         mapping.pop("hostPort", None)  # behind the load balancer: private, on the tasks network
-                        if not env.get("PIXFLEET_LB_RUNTIME_API"):  # no load balancer: published itself
+                        if not balanced:  # no load balancer: published itself
                             mapping["hostPort"] = int(env.get("PIXFLEET_API_HOST_PORT") or 8080)
-        (target / path.name).write_text(json.dumps(doc, indent=2) + "\n")
-    return target
-
-
-SCALING_OVERRIDES = {
-    "PIXFLEET_WORKERS_MIN": "min",
-    "PIXFLEET_WORKERS_MAX": "max",
-    "PIXFLEET_SCALE_IN_COOLDOWN": "scaleInCooldown",
-    "PIXFLEET_TARGET_BACKLOG": "targetBacklogPerTask",
-}
-
-
-def deployment_services(shipped: Path, target: Path, env: Mapping[str, str]) -> Path:
-    """The shipped services with the worker's autoscaling overridden from ``PIXFLEET_WORKERS_MIN`` etc."""
-    doc = json.loads(shipped.read_text())
-    for service in doc.get("services", []):
-        if service.get("serviceName") == "api" and env.get("PIXFLEET_LB_RUNTIME_API"):
-            service["desiredCount"] = int(env.get("PIXFLEET_API_TASKS") or 2)
-        elif service.get("serviceName") == "api":
-            service.pop("loadBalancers", None)
-        if service.get("serviceName") == "worker":
-            scaling = service.setdefault("autoScaling", {})
-            for variable, field in SCALING_OVERRIDES.items():
-                if env.get(variable):
-                    scaling[field] = float(env[variable]) if field == "scaleInCooldown" else int(env[variable])
-            if "min" in scaling:
-                service["desiredCount"] = max(service.get("desiredCount", 1), scaling["min"])
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(json.dumps(doc, indent=2) + "\n")
-    return target
+    api = description.service("api")
+    if balanced:
+        api["desiredCount"] = int(env.get("PIXFLEET_API_TASKS") or 2)
+    else:
+        api.pop("loadBalancers", None)
+        api["desiredCount"] = 1
+    policy: dict[str, Any] = {}
+    if env.get("PIXFLEET_SCALE_IN_COOLDOWN"):
+        policy["ScaleInCooldown"] = int(float(env["PIXFLEET_SCALE_IN_COOLDOWN"]))
+    if env.get("PIXFLEET_TARGET_BACKLOG"):
+        policy["TargetValue"] = float(env["PIXFLEET_TARGET_BACKLOG"])
+    description.set_scaling(
+        "worker",
+        minimum=int(env["PIXFLEET_WORKERS_MIN"]) if env.get("PIXFLEET_WORKERS_MIN") else None,
+        maximum=int(env["PIXFLEET_WORKERS_MAX"]) if env.get("PIXFLEET_WORKERS_MAX") else None,
+        policy=policy,
+    )
+    if queue_name:
+        description.name_queue(queue_name)
+    return description
 
 
 def orchestrator_main(env: Mapping[str, str]) -> int:
@@ -277,10 +267,11 @@ def orchestrator_main(env: Mapping[str, str]) -> int:
         return 2
     new_env = dict(env)
     new_env.update(orchestrator_environment(outputs))
-    new_env["PIXFLEET_TASKDEFS_DIR"] = str(deployment_taskdefs(shipped, state_dir / "config" / "taskdefs", env))
-    new_env["PIXFLEET_SERVICES_FILE"] = str(
-        deployment_services(shipped.parent / "services.json", state_dir / "config" / "services.json", env)
-    )
+    # What this deployment applies through the orchestrator's own ECS API once it listens (config/, to read).
+    queue = str(outputs["queue_url"]).rstrip("/").rsplit("/", 1)[-1]
+    description = deployment_description(Description.load(ECS_DIR, shipped), env, queue)
+    description.write(state_dir / "config" / "ecs", state_dir / "config" / "taskdefs")
+    new_env["PIXFLEET_ORCH_APPLY"] = str(state_dir / "config")
     os.execve(sys.executable, [sys.executable, "-m", "services.orchestrator"], new_env)
     return 0  # not reached
 

@@ -86,7 +86,7 @@ async def run_burst(
         workers=max_workers if pinned else min_workers,
         max_workers=max_workers,
         api_port=0,
-        scaling={"targetBacklogPerTask": target, "scaleInCooldown": 60},
+        scaling={"TargetValue": target, "ScaleInCooldown": 60},
     )
     async with EmbeddedStack(config) as stack:
         aws = stack.aws

@@ -1,7 +1,7 @@
 """Where ``pixfleet load`` reads queue depth and running workers, once a second.
 
-* :class:`OrchestratorProbe` — ``GET {orchestrator}/v1/status``: visible, in flight, delayed,
-  dead letters, and the worker service's running and desired counts;
+* :class:`OrchestratorProbe` — ``GET {orchestrator}/metrics``: visible, in flight, delayed,
+  dead letters, and the worker service's running and desired counts (no credentials needed);
 * :class:`ApiProbe` — ``GET {api}/v1/fleet``, when only the API is known (no DLQ count).
 """
 
@@ -12,7 +12,8 @@ from typing import Any, Protocol
 
 import aiohttp
 
-from pixfleet.orchestrator_client import OrchestratorClient, OrchestratorError
+from pipeline.fleet_metrics import queue_depth, service_counts
+from pixfleet.orchestrator_client import OrchestratorError
 
 
 @dataclass(frozen=True)
@@ -47,16 +48,18 @@ class OrchestratorProbe:
         self.url = url.rstrip("/")
 
     async def read(self, http: aiohttp.ClientSession) -> FleetReading:
-        status = await OrchestratorClient(self.url, http=http, timeout=3).status()
-        queue = status.get("queue") or {}
-        worker: dict[str, Any] = next((s for s in status.get("services", []) if s.get("serviceName") == "worker"), {})
+        async with http.get(f"{self.url}/metrics", timeout=aiohttp.ClientTimeout(total=3)) as response:
+            response.raise_for_status()
+            text = await response.text()
+        queue = queue_depth(text) or {}
+        counts = service_counts(text, "worker")
         return FleetReading(
             visible=_int(queue.get("visible")),
             in_flight=_int(queue.get("in_flight")),
             delayed=_int(queue.get("delayed")),
             dead_letters=_int(queue.get("dead_letters")),
-            running_workers=_int(worker.get("runningCount")),
-            desired_workers=_int(worker.get("desiredCount")),
+            running_workers=None if counts is None else counts[0],
+            desired_workers=None if counts is None else counts[1],
         )
 
 

@@ -23,6 +23,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from pipeline.fleet_metrics import service_counts
 from pipeline.aws import aws_clients, client_config, queue_depth
 from pipeline.errors import (
     InternalError,
@@ -568,13 +569,15 @@ async def _read_fleet(app: web.Application) -> dict[str, Any]:
     depth = await queue_depth(app[SQS], settings.aws.queue_url)
     workers = desired = None
     if settings.orchestrator_url:
-        # The orchestrator's reads need no token; if it does not answer, the panel shows "unknown".
+        # The orchestrator's /metrics (what CloudWatch charts on AWS): no credentials, none of the control
+        # plane's (a task's role cannot call it). If it does not answer, the panel shows "unknown".
         try:
-            async with app[HTTP].get(f"{settings.orchestrator_url.rstrip('/')}/v1/services") as response:
-                services = (await response.json())["services"]
-            worker = next(s for s in services if s["serviceName"] == "worker")
-            workers, desired = int(worker["runningCount"]), int(worker["desiredCount"])
-        except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, TypeError, StopIteration) as exc:
+            async with app[HTTP].get(f"{settings.orchestrator_url.rstrip('/')}/metrics") as response:
+                response.raise_for_status()
+                counts = service_counts(await response.text(), "worker")
+            if counts is not None:
+                workers, desired = counts
+        except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, TypeError) as exc:
             log.debug("orchestrator %s: %s", settings.orchestrator_url, exc)
     answer = schemas.Fleet(
         queue=schemas.QueueDepth(visible=depth.visible, in_flight=depth.in_flight, delayed=depth.delayed),

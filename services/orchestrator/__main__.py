@@ -15,6 +15,7 @@ from aiobotocore.session import get_session
 from aiohttp import web
 
 from infra.credentials import assume_role_with
+from infra.ecs_apply import Description, apply_to
 from infra.stack import TASK_ROLE_KEYS, StackSpec, role_arn
 from pipeline.aws import client_config
 from pipeline.settings import SettingsError
@@ -26,12 +27,10 @@ from services.orchestrator.capacity import registered
 from services.orchestrator.awsapi.autoscaling import ApplicationAutoScaling
 from services.orchestrator.credentials import CredentialVault
 from services.orchestrator.lb.haproxy import HAProxyLoadBalancer
-from services.orchestrator.lb.spec import LoadBalancerConfigError, LoadBalancerSpec, TargetGroupNotFoundError
+from services.orchestrator.lb.spec import LoadBalancerSpec
 from services.orchestrator.metric_sources import SqsQueueDepth
-from services.orchestrator.model import ServiceConfig
 from services.orchestrator.orchestrator import Orchestrator
 from services.orchestrator.runtime import create_runtime
-from services.orchestrator.services_file import load_services
 from services.orchestrator.settings import OrchestratorSettings
 from services.orchestrator.taskdefs import TaskDefinitionRegistry, resolve_role_arn
 
@@ -49,29 +48,24 @@ def _admin_token(settings: OrchestratorSettings, state_dir: Path) -> str:
     return path.read_text().strip()
 
 
-async def _load_balancer(
-    settings: OrchestratorSettings, services: list[ServiceConfig], state_dir: Path
-) -> HAProxyLoadBalancer | None:
-    """Attach to the stack's load balancer, if it has one; every ``loadBalancers`` entry must name its groups."""
+async def _load_balancer(settings: OrchestratorSettings, state_dir: Path) -> HAProxyLoadBalancer | None:
+    """Attach to the stack's load balancer, if it has one (services name its target groups in CreateService)."""
     address = settings.lb_address
     if address is None:
-        if any(s.load_balancers for s in services):
-            log.info("no load balancer (PIXFLEET_LB_RUNTIME_API unset): services' loadBalancers are not registered")
+        log.info("no load balancer (PIXFLEET_LB_RUNTIME_API unset): CreateService refuses loadBalancers")
         return None
     spec = LoadBalancerSpec.load(Path(settings.lb_file))
-    problems = []
-    for service in services:
-        for ref in service.load_balancers:
-            try:
-                spec.target_group(ref.target_group_arn)
-            except TargetGroupNotFoundError as exc:
-                problems.append(f"service {service.name}: loadBalancers: {exc}")
-    if problems:
-        raise LoadBalancerConfigError(problems)
     balancer = HAProxyLoadBalancer(spec, state_dir / "lb", runtime_api=address)
     await balancer.attach(timeout=60)
     log.info("load balancer: HAProxy's runtime API at %s", settings.lb_runtime_api)
     return balancer
+
+
+async def _apply(folder: Path, url: str, signer: Signer, region: str) -> None:
+    """Apply the description in ``folder`` through this control plane's own API, as a user's boto3 would."""
+    keys = {"aws_access_key_id": signer.access_key_id, "aws_secret_access_key": signer.secret_access_key}
+    description = Description.load(folder / "ecs", folder / "taskdefs")
+    await asyncio.to_thread(apply_to, url, region, keys, description, lambda line: log.info("apply: %s", line))
 
 
 async def serve(settings: OrchestratorSettings) -> int:
@@ -94,13 +88,11 @@ async def serve(settings: OrchestratorSettings) -> int:
         task_roles = {key: role_arn(partition, account, names[key]) for key in TASK_ROLE_KEYS}
 
         registry = TaskDefinitionRegistry(state_dir / "taskdefs.json")
-        registry.load_dir(Path(settings.taskdefs_dir))
-        services = load_services(Path(settings.services_file))
-        load_balancer = await _load_balancer(settings, services, state_dir)
+        load_balancer = await _load_balancer(settings, state_dir)
         orchestrator = Orchestrator(
             cluster=settings.cluster,
             registry=registry,
-            services=services,
+            services=[],  # the services are ECS's, created through the API (and kept in ecs.json)
             runtime=create_runtime(
                 settings.runtime,
                 log_dir=state_dir / "logs",
@@ -128,7 +120,8 @@ async def serve(settings: OrchestratorSettings) -> int:
             state_dir=state_dir,
         )
         ecs = EcsControlPlane(orchestrator, region=aws.region, account=account, state_path=state_dir / "ecs.json")
-        signers = [admin_signer(admin_token, account)]
+        admin = admin_signer(admin_token, account)
+        signers = [admin]
         if settings.admin_access_key_id and settings.admin_secret_access_key:
             signers.append(
                 Signer(
@@ -145,13 +138,15 @@ async def serve(settings: OrchestratorSettings) -> int:
             task_key=orchestrator.vault.role_of_key,
             validate_responses=settings.validate_responses,
         )
-        runner = web.AppRunner(create_orchestrator_app(orchestrator, admin_token, aws_api), access_log=None)
+        runner = web.AppRunner(create_orchestrator_app(orchestrator, aws_api), access_log=None)
         await runner.setup()
         await web.TCPSite(runner, settings.host, settings.port).start()
         stack.push_async_callback(runner.cleanup)
         log.info("orchestrator API on http://%s:%d", settings.host, settings.port)
         await orchestrator.start()
         autoscaling.apply_saved()  # before the control loop's first tick (start() only scheduled it)
+        if settings.apply_dir:
+            await _apply(Path(settings.apply_dir), f"http://127.0.0.1:{settings.port}", admin, aws.region)
 
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import suppress
 from dataclasses import replace
 from pathlib import Path
@@ -38,6 +38,7 @@ from services.orchestrator.model import (
     DeploymentStatus,
     EventLog,
     HealthStatus,
+    LoadBalancerRef,
     RolloutState,
     Service,
     ServiceConfig,
@@ -47,7 +48,6 @@ from services.orchestrator.model import (
 from services.orchestrator.planner import DeploymentView, Plan, ServiceSnapshot, TaskView, Verdict, plan
 from services.orchestrator.runtime import Runtime
 from services.orchestrator.scaling import Decision, QueueMetrics, ScalingPolicy, decide
-from services.orchestrator.services_file import scaling_problems
 from services.orchestrator.state import StateStore
 from services.orchestrator.supervisor import Sleep, TaskSupervisor
 from services.orchestrator.targets import LoadBalancerDriver, TargetRegistrar
@@ -102,6 +102,7 @@ class Orchestrator:
         self.events = EventLog(state_dir / "events.jsonl")
         self.metrics = OrchestratorMetrics.create()
         bindings = {c.name: c.load_balancers for c in services}
+        self.load_balancer = load_balancer
         self.targets = TargetRegistrar(load_balancer, bindings) if load_balancer is not None else None
         self.vault.on_refresh = lambda task_id: self.metrics.refreshes.inc()
         self.supervisor = TaskSupervisor(
@@ -192,16 +193,25 @@ class Orchestrator:
             if service is not None:
                 service.restore(raw)
         adopted = lost = 0
+        by_service: dict[str, list[int]] = {}  # service → [adopted, lost]
         for task in saved.tasks:
             self.tasks[task.task_id] = task
             if task.state == TaskState.STOPPED:
                 continue
+            counts = by_service.setdefault(task.service or "", [0, 0])
             if task.handle is None or not await self.runtime.alive(task.handle):
                 self.supervisor.stopped(task, None, "Task stopped while the orchestrator was down")
                 lost += 1
+                counts[1] += 1
                 continue
             self.supervisor.adopt(task)
             adopted += 1
+            counts[0] += 1
+        for name, (mine, gone) in by_service.items():
+            if name in self.services:  # DescribeServices shows it: the restart, in the service's own events
+                self.events.add(
+                    name, f"the control plane restarted: adopted {mine} running task(s), {gone} had stopped meanwhile."
+                )
         strays = await self.runtime.strays(set(self.tasks))
         # e.g. a container started just before a crash, never saved: stop and remove it.
         await asyncio.gather(*(self.runtime.stop(stray, 10) for stray in strays), return_exceptions=True)
@@ -292,6 +302,21 @@ class Orchestrator:
 
     def _in_service(self, task: Task) -> bool:
         return self.targets is None or not self.targets.balanced(task) or self.targets.in_service(task)
+
+    def load_balancer_problems(self, refs: Iterable[LoadBalancerRef]) -> list[str]:
+        """What is wrong with a service's ``loadBalancers`` here: no load balancer, or an unknown target group."""
+        refs = list(refs)
+        if not refs:
+            return []
+        if self.load_balancer is None:
+            return ["this control plane has no load balancer (start the stack with haproxy installed)"]
+        problems = []
+        for ref in refs:
+            try:
+                self.load_balancer.registered(ref.target_group_arn)
+            except LookupError:
+                problems.append(f"target group {ref.target_group_arn} does not exist")
+        return problems
 
     def load_balancers(self, service: str) -> list[dict[str, Any]]:
         """A service's ``loadBalancers`` with its targets' health (DescribeServices / DescribeTargetHealth)."""
@@ -476,34 +501,14 @@ class Orchestrator:
         name: str,
         *,
         desired_count: int | None = None,
-        minimum: int | None = None,
-        maximum: int | None = None,
         task_definition: str | None = None,
         deployment: DeploymentConfig | None = None,
         force_new_deployment: bool = False,
     ) -> Service:
+        """UpdateService: desired count (clamped into the scaling limits), deployment configuration, revision."""
         service = self.services.get(name)
         if service is None:
             raise KeyError(f"no service {name!r}; services: {', '.join(self.services)}")
-        if minimum is not None or maximum is not None:
-            if service.scaling is None:
-                raise ValueError(f"service {name!r} has no autoscaling policy")
-            policy = replace(
-                service.scaling,
-                min=service.scaling.min if minimum is None else minimum,
-                max=service.scaling.max if maximum is None else maximum,
-            )
-            problems = scaling_problems(policy)
-            if problems:
-                raise ValueError("; ".join(problems))
-            service.scaling = policy
-            clamped = max(policy.min, min(policy.max, service.desired_count))
-            self.events.add(
-                name,
-                f"scaling limits changed to min {policy.min}, max {policy.max}; "
-                f"desired {service.desired_count} → {clamped}.",
-            )
-            service.desired_count = clamped
         if desired_count is not None:
             if desired_count < 0:
                 raise ValueError("desiredCount must be >= 0")
@@ -557,6 +562,8 @@ class Orchestrator:
         if config.name in self.services:
             raise ValueError(f"service {config.name!r} already exists")
         service = self.services[config.name] = self._new_service(config)
+        if self.targets is not None:
+            self.targets.bind(config.name, config.load_balancers)
         if announce:
             self.events.add(config.name, f"created with {config.task_definition}, desired {service.desired_count}.")
             self.save()
@@ -566,6 +573,8 @@ class Orchestrator:
     def remove_service(self, name: str) -> Service:
         """Forget a service (DeleteService, once its tasks stopped); ``KeyError`` for an unknown one."""
         service = self.services.pop(name)
+        if self.targets is not None:
+            self.targets.bind(name, ())
         self.save()
         return service
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from infra import LOADBALANCING_FILE, SERVICES_FILE, TASK_IMAGE_VARIABLES, TASKDEFS_DIR
+from infra import LOADBALANCING_FILE, TASK_IMAGE_VARIABLES
 from pipeline.settings import AwsSettings, ServiceSettings, env
 
 
@@ -15,8 +15,10 @@ class OrchestratorSettings(ServiceSettings):
     aws: AwsSettings
     cluster: str = env("PIXFLEET_CLUSTER", "pixfleet")
     state_dir: str = env("PIXFLEET_ORCH_STATE_DIR", ".pixfleet/orchestrator")
-    taskdefs_dir: str = env("PIXFLEET_TASKDEFS_DIR", str(TASKDEFS_DIR))
-    services_file: str = env("PIXFLEET_SERVICES_FILE", str(SERVICES_FILE))
+    # A description to apply once the API listens (``ecs/`` and ``taskdefs/`` inside, infra/'s layout), through
+    # the ECS and Application Auto Scaling calls a user would make: the compose stack's deploy step. Empty: none
+    # (the embedded stack applies from ``pixfleet up``; anyone may apply with boto3 or ``aws ecs``).
+    apply_dir: str = env("PIXFLEET_ORCH_APPLY", "")
     host: str = env("PIXFLEET_ORCH_HOST", "127.0.0.1")
     port: int = env("PIXFLEET_ORCH_PORT", 8090, ge=0, le=65535)
     task_endpoint_url: str = env("PIXFLEET_ORCH_TASK_ENDPOINT", "")

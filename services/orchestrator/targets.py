@@ -121,6 +121,22 @@ class TargetRegistrar:
         self._health: dict[str, list[TargetHealth]] = {}
         self._errors: dict[str, str] = {}
 
+    def bind(self, service: str, refs: Sequence[LoadBalancerRef]) -> None:
+        """A service created (CreateService's ``loadBalancers``): its tasks become targets from the next tick."""
+        if refs:
+            self.bindings[service] = tuple(refs)
+        else:
+            self.bindings.pop(service, None)
+
+    def target_of(self, task: Task) -> list[tuple[str, TargetHealth]]:
+        """The task's target health in each of its service's groups (by the last read)."""
+        found = []
+        for group in self._groups_of(task):
+            for health in self._health.get(group, []):
+                if health["id"] == task.task_id:
+                    found.append((group, health))
+        return found
+
     def groups(self) -> list[str]:
         return sorted({target_group_name(r.target_group_arn) for refs in self.bindings.values() for r in refs})
 

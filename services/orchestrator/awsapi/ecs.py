@@ -38,12 +38,13 @@ from services.orchestrator.awsapi.ecs_views import (
     deployment_views,
     tag_dict,
     tag_list,
+    task_attributes,
     task_view,
 )
 from services.orchestrator.awsapi.errors import AwsApiError, client_exception, invalid_parameter
 from services.orchestrator.awsapi.protocol import Action, AwsService, Call, now, page
 from services.orchestrator.capacity import Resources
-from services.orchestrator.model import DeploymentConfig, Service, ServiceConfig, Task, TaskState
+from services.orchestrator.model import DeploymentConfig, LoadBalancerRef, Service, ServiceConfig, Task, TaskState
 from services.orchestrator.orchestrator import Orchestrator
 from services.orchestrator.taskdefs import (
     ACTIVE,
@@ -56,7 +57,6 @@ from services.orchestrator.taskdefs import (
 DRAINING = "DRAINING"
 INACTIVE_KEEP = 50  # deleted services still describable
 UNSUPPORTED_SERVICE_FIELDS = (
-    "loadBalancers",
     "serviceRegistries",
     "capacityProviderStrategy",
     "placementConstraints",
@@ -127,7 +127,10 @@ class EcsControlPlane:
         the services file's get their ECS bookkeeping; saved deployment configurations are re-applied."""
         for name, meta in self.services.items():
             if name not in self.orch.services and meta.get("status") in ("ACTIVE", DRAINING):
-                config = ServiceConfig(name, meta["taskDefinition"], meta.get("desiredCount", 0))
+                bindings = tuple(LoadBalancerRef(**ref) for ref in meta.get("loadBalancers", []))
+                config = ServiceConfig(
+                    name, meta["taskDefinition"], meta.get("desiredCount", 0), load_balancers=bindings
+                )
                 self.orch.add_service(config, announce=False)
             service = self.orch.services.get(name)
             if service is not None and meta.get("deployment"):
@@ -224,6 +227,22 @@ class EcsControlPlane:
                 raise service_not_found()
         return name
 
+    def _binding_problems(self, taskdef: TaskDefinition, bindings: tuple[LoadBalancerRef, ...]) -> list[str]:
+        """CreateService's ``loadBalancers``: a known target group, and a container port the task maps."""
+        problems = self.orch.load_balancer_problems(bindings)
+        container = taskdef.main_container
+        for ref in bindings:
+            if ref.container_name != container.name:
+                problems.append(
+                    f"The container {ref.container_name} does not exist in the task definition {taskdef.key}."
+                )
+            elif ref.container_port not in {m.container_port for m in container.port_mappings}:
+                problems.append(
+                    f"The container {ref.container_name} did not have a container port {ref.container_port} "
+                    f"defined in the task definition {taskdef.key}."
+                )
+        return problems
+
     def _live_service(self, params: dict[str, Any]) -> tuple[str, Service]:
         """The service a request names; ServiceNotFoundException / ServiceNotActiveException as ECS."""
         cluster = self._cluster(params)
@@ -272,6 +291,7 @@ class EcsControlPlane:
             image=taskdef.main_container.image,
             cpu=taskdef.cpu,
             memory=taskdef.memory,
+            attributes=task_attributes(task, self.orch.targets.target_of(task) if self.orch.targets else ()),
         )
         if include_tags:
             view["tags"] = tag_list(self.tags.get(view["taskArn"], {}))
@@ -500,9 +520,10 @@ class EcsControlPlane:
             raise invalid_parameter("desiredCount is required for the REPLICA scheduling strategy.")
         name = params["serviceName"]
         taskdef = self._taskdef(params.get("taskDefinition") or "", active_only=True)
-        config = ServiceConfig(name, taskdef.key, params["desiredCount"])
+        bindings = load_balancer_refs(params.get("loadBalancers"))
+        config = ServiceConfig(name, taskdef.key, params["desiredCount"], load_balancers=bindings)
         deployment = deployment_config(params.get("deploymentConfiguration"), config.deployment)
-        problems = deployment_problems(deployment)
+        problems = deployment_problems(deployment) + self._binding_problems(taskdef, bindings)
         if problems:
             raise invalid_parameter("; ".join(problems))
         existing = self.services.get(name)
@@ -520,6 +541,7 @@ class EcsControlPlane:
             "taskDefinition": taskdef.key,
             "desiredCount": params["desiredCount"],
             "deployment": vars_of(deployment),
+            "loadBalancers": [vars(ref) for ref in bindings],
             "createdBy": call.principal.arn,
             "propagateTags": params.get("propagateTags", "NONE"),
             "enableECSManagedTags": params.get("enableECSManagedTags", False),
@@ -783,3 +805,18 @@ def _snake(action: str) -> str:
             out.append("_")
         out.append(ch.lower())
     return "".join(out)
+
+
+def load_balancer_refs(entries: list[dict[str, Any]] | None) -> tuple[LoadBalancerRef, ...]:
+    """CreateService's ``loadBalancers`` (target groups of an ALB: ``targetGroupArn``, container and port)."""
+    refs = []
+    for i, entry in enumerate(entries or []):
+        if entry.get("loadBalancerName"):
+            raise invalid_parameter("pixfleet's load balancer is an ALB: give targetGroupArn, not loadBalancerName.")
+        missing = [k for k in ("targetGroupArn", "containerName", "containerPort") if entry.get(k) in (None, "")]
+        if missing:
+            raise invalid_parameter(f"loadBalancers[{i}] needs {', '.join(missing)}.")
+        refs.append(LoadBalancerRef(entry["targetGroupArn"], entry["containerName"], int(entry["containerPort"])))
+    if len(refs) > 5:
+        raise invalid_parameter("A service can have at most 5 loadBalancers.")
+    return tuple(refs)

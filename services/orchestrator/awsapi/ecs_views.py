@@ -8,13 +8,16 @@ invented.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from services.orchestrator.model import Deployment, DeploymentConfig, DeploymentStatus, RolloutState, Task, TaskState
 
-NO_BREAKER = 1_000_000_000  # failure threshold of a disabled circuit breaker: never trips
+NO_BREAKER = 1_000_000_000
+PID_ATTRIBUTE = "pixfleet.pid"
+IN_FLIGHT_ATTRIBUTE = "pixfleet.jobsInFlight"
+TARGET_ATTRIBUTE = "pixfleet.target."  # failure threshold of a disabled circuit breaker: never trips
 
 
 def deployment_config(body: dict[str, Any] | None, current: DeploymentConfig) -> DeploymentConfig:
@@ -151,8 +154,13 @@ def task_view(
     image: str,
     cpu: int,
     memory: int,
+    attributes: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """ECS's ``Task``: states, timestamps, the one essential container and its exit code."""
+    """ECS's ``Task``: states, timestamps, the one essential container and its exit code.
+
+    ``attributes``: what pixfleet knows of the task beyond ECS's fields (its process id, the jobs a worker
+    holds, its target health), as the task's ``attributes`` (``name``/``value``, as ECS's custom attributes).
+    """
     handle = task.handle
     ports = handle.ports if handle else {}
     container: dict[str, Any] = {
@@ -205,7 +213,24 @@ def task_view(
         "startedBy": task.started_by,
     }
     view.update({k: v for k, v in optional.items() if v is not None})
+    if attributes:
+        view["attributes"] = [{"name": k, "value": v[:128]} for k, v in attributes.items()]
     return view
+
+
+def task_attributes(task: Task, targets: Iterable[tuple[str, Mapping[str, Any]]] = ()) -> dict[str, str]:
+    """pixfleet's attributes of a task: ``pixfleet.pid``, ``pixfleet.jobsInFlight``, ``pixfleet.target.GROUP``
+    (``PORT STATE [REASON]``, DescribeTargetHealth's words)."""
+    found: dict[str, str] = {}
+    if task.handle is not None and task.handle.pid:
+        found[PID_ATTRIBUTE] = str(task.handle.pid)
+    if task.in_flight is not None and task.state != TaskState.STOPPED:
+        found[IN_FLIGHT_ATTRIBUTE] = str(task.in_flight)
+    for group, health in targets:
+        found[f"{TARGET_ATTRIBUTE}{group}"] = " ".join(
+            str(part) for part in (health["port"], health["state"], health.get("reason")) if part
+        )
+    return found
 
 
 def tag_list(tags: dict[str, str]) -> list[dict[str, str]]:

@@ -1,9 +1,10 @@
 """Apply the one description (``infra/ecs`` + ``infra/taskdefs``) through the ECS and Application Auto Scaling APIs.
 
-What ``pixfleet up`` does after the control plane answers, with the calls a user would make with boto3 or
-``aws ecs``: ``CreateCluster``; ``RegisterTaskDefinition`` for each family *only when its content differs from
-the latest ACTIVE revision* (so revisions do not pile up across runs); ``CreateService`` for a service that
-does not exist, else ``UpdateService`` to the latest revision (its desired count left to the scaler or to the
+What ``pixfleet up`` does after the control plane answers (and the compose stack's orchestrator, once its
+API listens), with the calls a user would make with boto3 or ``aws ecs``: ``CreateCluster``;
+``RegisterTaskDefinition`` for each family *only when its content differs from the latest ACTIVE
+revision* (so revisions do not pile up across runs); ``CreateService`` for a service that does not
+exist, else ``UpdateService`` to the latest revision (its desired count left to the scaler or to the
 user); ``RegisterScalableTarget`` and ``PutScalingPolicy`` for the scaling files.
 
 The decisions are pure functions (:func:`same_task_definition`, :func:`plan_service`) with table tests; the
@@ -17,6 +18,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import botocore.config
+import botocore.session
 
 from infra import ECS_DIR, TASKDEFS_DIR
 
@@ -48,6 +52,74 @@ class Description:
             services=services,
             scaling=[read(p) for p in sorted((ecs_dir / "scaling").glob("*.json"))],
         )
+
+    def write(self, ecs_dir: Path, taskdefs_dir: Path) -> None:
+        """The description as files again, in the shipped layout (what a deployment applied, for people to read)."""
+
+        def put(path: Path, doc: Any) -> None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(doc, indent=2) + "\n")
+
+        put(ecs_dir / "cluster.json", self.cluster)
+        for service in self.services:
+            put(ecs_dir / "services" / f"{service['serviceName']}.json", service)
+        for scaling in self.scaling:
+            put(
+                ecs_dir / "scaling" / f"{scaling['RegisterScalableTarget']['ResourceId'].rsplit('/', 1)[-1]}.json",
+                scaling,
+            )
+        for taskdef in self.task_definitions:
+            put(taskdefs_dir / f"{taskdef['family'].removeprefix('pixfleet-')}.json", taskdef)
+
+    # --- what a deployment adjusts (tests, the embedded stack, compose) --------------------------
+
+    def service(self, name: str) -> dict[str, Any]:
+        """The ``CreateService`` body of ``name`` (to change in place)."""
+        return next(s for s in self.services if s["serviceName"] == name)
+
+    def task_definition(self, family: str) -> dict[str, Any]:
+        """The ``RegisterTaskDefinition`` body of ``family`` (to change in place)."""
+        return next(t for t in self.task_definitions if t["family"] == family)
+
+    def scaling_of(self, service: str) -> dict[str, Any] | None:
+        """The ``RegisterScalableTarget`` + ``PutScalingPolicy`` bodies of ``service``, if it is scaled."""
+        return next(
+            (s for s in self.scaling if s["RegisterScalableTarget"]["ResourceId"].endswith(f"/{service}")), None
+        )
+
+    def set_scaling(
+        self,
+        service: str,
+        *,
+        minimum: int | None = None,
+        maximum: int | None = None,
+        policy: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Change a scaled service's capacity range and its target-tracking fields (``TargetValue``,
+        ``ScaleInCooldown``, ``ScaleOutCooldown``, ``DisableScaleIn``); its desired count follows the minimum up."""
+        scaling = self.scaling_of(service)
+        if scaling is None:
+            raise KeyError(f"{service} has no scaling in the description")
+        target = scaling["RegisterScalableTarget"]
+        if minimum is not None:
+            target["MinCapacity"] = minimum
+        if maximum is not None:
+            target["MaxCapacity"] = maximum
+        target["MaxCapacity"] = max(target["MaxCapacity"], target["MinCapacity"])
+        for body in scaling.get("PutScalingPolicy", []):
+            body["TargetTrackingScalingPolicyConfiguration"].update(policy or {})
+        wanted = self.service(service)
+        wanted["desiredCount"] = max(wanted.get("desiredCount", 1), target["MinCapacity"])
+
+    def name_queue(self, queue: str) -> None:
+        """Point the scaling policies' SQS metrics at ``queue`` (the shipped files name the default queue)."""
+        for entry in self.scaling:
+            for policy in entry.get("PutScalingPolicy", []):
+                spec = policy["TargetTrackingScalingPolicyConfiguration"].get("CustomizedMetricSpecification", {})
+                for metric in spec.get("Metrics", []):
+                    stat = metric.get("MetricStat", {}).get("Metric", {})
+                    if stat.get("Namespace") == "AWS/SQS":
+                        stat["Dimensions"] = [{"Name": "QueueName", "Value": queue}]
 
 
 # --- decisions ---------------------------------------------------------------------------------
@@ -154,3 +226,24 @@ def apply(
             autoscaling.put_scaling_policy(**policy)
         say(f"scaling of {target['ResourceId']}: {target['MinCapacity']}..{target['MaxCapacity']} tasks")
     return arns
+
+
+def apply_to(
+    url: str,
+    region: str,
+    credentials: Mapping[str, str],
+    description: Description,
+    say: Callable[[str], None] = lambda line: None,
+) -> dict[str, str]:
+    """:func:`apply` with botocore's own ``ecs`` and ``application-autoscaling`` clients on the control plane at
+    ``url`` (``credentials``: ``aws_access_key_id`` and ``aws_secret_access_key``). Blocking: run it in a thread."""
+    session = botocore.session.get_session()
+    config = botocore.config.Config(connect_timeout=5, read_timeout=60, retries={"max_attempts": 3, "mode": "standard"})
+    kwargs: dict[str, Any] = {"region_name": region, "endpoint_url": url, "config": config, **credentials}
+    ecs = session.create_client("ecs", **kwargs)
+    autoscaling = session.create_client("application-autoscaling", **kwargs)
+    try:
+        return apply(ecs, autoscaling, description, say)
+    finally:
+        ecs.close()
+        autoscaling.close()
