@@ -380,7 +380,8 @@ class OrchestratorClient:
                 IncludeNotScaledActivities=True,
             )
             for activity in answer.get("ScalingActivities", []):
-                found[name] = activity["Cause"]
+                # A not-scaled activity says why not (the ceiling); any other, what caused it.
+                found[name] = activity.get("StatusMessage") if activity.get("NotScaledReasons") else activity["Cause"]
         return found
 
     async def status(self) -> dict[str, Any]:

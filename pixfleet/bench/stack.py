@@ -17,11 +17,10 @@ from pixfleet.stack import EmbeddedConfig, EmbeddedStack
 @asynccontextmanager
 async def running_stack(state_dir: Path, *, workers: int, **config: Any) -> AsyncIterator[EmbeddedStack]:
     """An embedded stack with exactly ``workers`` worker tasks (autoscaling pinned), API on a free port."""
-    scaling = {"activationThreshold": 1_000_000_000} if workers == 0 else {}  # 0: never start one for the backlog
+    # 0: no scalable target at all, so that no worker starts for the backlog (the count stays 0)
+    config.setdefault("autoscaling", workers > 0)
     async with EmbeddedStack(
-        EmbeddedConfig(
-            state_dir=state_dir, workers=workers, max_workers=max(1, workers), api_port=0, scaling=scaling, **config
-        )
+        EmbeddedConfig(state_dir=state_dir, workers=workers, max_workers=max(1, workers), api_port=0, **config)
     ) as stack:
         yield stack
 
