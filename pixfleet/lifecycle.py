@@ -141,6 +141,10 @@ def _run_foreground(
             with err.status("starting emulator, provisioning, launching tasks…"):
                 await stack.start()
             _print_stack(stack.stack_info(), state_dir, detached=False)
+            if stack.applied:
+                err.print("applied infra/ecs through the ECS API:", highlight=False)
+                for line in stack.applied:
+                    err.print(f"  {line}", highlight=False)
             await stop.wait()
             err.print("[bold]stopping…[/] (draining workers)")
         finally:
@@ -187,7 +191,11 @@ def _print_stack(info: dict[str, Any], state_dir: Path, *, detached: bool) -> No
     grid.add_column(overflow="fold")
     api = info["api_url"]
     grid.add_row("API", f"{api}  (upload page: {api}/)")
-    grid.add_row("orchestrator", info["orchestrator_url"])
+    grid.add_row(
+        "control plane",
+        f"{info.get('ecs_endpoint_url') or info['orchestrator_url']}  (ECS + Application Auto Scaling: "
+        '`eval "$(pixfleet env)"; aws ecs list-services`)',
+    )
     grid.add_row("emulator", f"{info['aws_endpoint_url']}  (moto; admin keys: `pixfleet env`)")
     grid.add_row("buckets", f"{info['input_bucket']} → {info['output_bucket']}")
     grid.add_row("job queue", info["queue_url"])

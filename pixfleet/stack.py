@@ -110,6 +110,7 @@ class EmbeddedStack:
         self.owner = ProcessRecord.current()
         self.load_balancer: HAProxyLoadBalancer | None = None
         self._edge_port = 0
+        self.applied: list[str] = []  # what the start-up's apply step did, one line per call that changed something
 
     # --- start / stop ----------------------------------------------------------------------
 
@@ -214,9 +215,12 @@ class EmbeddedStack:
             "aws_secret_access_key": self.bootstrap["secret_access_key"],
         }
         assert self.outputs is not None
-        await asyncio.to_thread(
-            apply_to, self.orchestrator_url, self.outputs.region, keys, description, lambda line: log.info("%s", line)
-        )
+
+        def say(line: str) -> None:
+            self.applied.append(line)
+            log.info("apply: %s", line)
+
+        await asyncio.to_thread(apply_to, self.orchestrator_url, self.outputs.region, keys, description, say)
 
     async def _start_load_balancer(self) -> None:
         """HAProxy, owned by this stack (it outlives orchestrator restarts); the orchestrator drives it."""
