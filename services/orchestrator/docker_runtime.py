@@ -97,6 +97,9 @@ class DockerRuntime:
             nano_cpus=int(spec.cpu_units / 1024 * 1e9) if spec.cpu_units else None,
             mem_limit=f"{spec.memory_mib}m" if spec.memory_mib else None,
             init=True,  # signals reach the service; zombies are reaped
+            # The task definition's healthCheck is run by the orchestrator; the image's own HEALTHCHECK
+            # (the worker image's, in a dead-letter task) would only show a misleading state in `docker ps`.
+            healthcheck={"test": ["NONE"]},
             detach=True,
         )
         try:
