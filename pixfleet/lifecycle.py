@@ -331,18 +331,48 @@ def env_exports(stack: dict[str, Any], state_dir: Path) -> Iterator[tuple[str, s
     yield "PIXFLEET_STATE_DIR", str(state_dir.resolve())
 
 
+def control_plane_exports(url: str, token: str, region: str) -> Iterator[tuple[str, str]]:
+    """``aws ecs`` / ``aws application-autoscaling`` against a control plane known by its URL and admin token
+    (the compose stack's): its endpoint and the admin key pair the token stands for."""
+    from services.orchestrator.awsapi.endpoint import admin_signer
+
+    signer = admin_signer(token, "000000000000")
+    yield "AWS_ENDPOINT_URL_ECS", url
+    yield "AWS_ENDPOINT_URL_APPLICATION_AUTO_SCALING", url
+    yield "AWS_REGION", region
+    yield "AWS_DEFAULT_REGION", region
+    yield "AWS_ACCESS_KEY_ID", signer.access_key_id
+    yield "AWS_SECRET_ACCESS_KEY", signer.secret_access_key
+
+
 @click.command("env")
 @state_dir_option
-def env(state_dir: Path) -> None:
+@click.option(
+    "--orchestrator",
+    "orchestrator_url",
+    help="Instead of the embedded stack: a control plane's URL (compose: http://127.0.0.1:8090), its admin "
+    "token in PIXFLEET_ORCHESTRATOR_TOKEN; prints only the ECS exports.",
+)
+@click.option("--region", default="us-east-1", show_default=True, help="With --orchestrator: the region.")
+def env(state_dir: Path, orchestrator_url: str | None, region: str) -> None:
     """Print shell exports for the running stack: the emulator's endpoint, region and admin keys.
 
     \b
       eval "$(pixfleet env)"
       aws s3 ls s3://pixfleet-output/results/ --recursive
+      aws ecs list-services
     """
-    stack = require_stack(state_dir)
-    click.echo('# the running pixfleet stack; use with: eval "$(pixfleet env)"')
-    for name, value in env_exports(stack, state_dir):
+    if orchestrator_url:
+        token = os.environ.get("PIXFLEET_ORCHESTRATOR_TOKEN")
+        if not token:
+            raise click.UsageError("--orchestrator needs the admin token in PIXFLEET_ORCHESTRATOR_TOKEN")
+        exports = list(control_plane_exports(orchestrator_url.rstrip("/"), token, region))
+        click.echo(f'# the control plane at {orchestrator_url}; use with: eval "$(pixfleet env --orchestrator …)"')
+    else:
+        stack = require_stack(state_dir)
+        exports = list(env_exports(stack, state_dir))
+        click.echo('# the running pixfleet stack; use with: eval "$(pixfleet env)"')
+    for name, value in exports:
         click.echo(f"export {name}={shlex.quote(value)}")
     click.echo("# a session token left from real AWS would spoil these keys:")
     click.echo("unset AWS_SESSION_TOKEN AWS_SECURITY_TOKEN")

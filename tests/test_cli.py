@@ -313,6 +313,17 @@ def test_env_points_the_aws_cli_at_the_stack(background: Background, tmp_path: P
         timeout=60,
     )
     assert status.returncode == 0, status.stderr
+    # a control plane known only by its URL and admin token (the compose stack's): the ECS exports
+    url = background.stack["ecs_endpoint_url"]
+    script = (
+        f'eval "$({pixfleet} env --orchestrator {url})" && {sys.executable} -m awscli ecs list-services'
+        " --query 'length(serviceArns)' --output text"
+    )
+    token_env = {**env, "PIXFLEET_ORCHESTRATOR_TOKEN": background.stack["orchestrator_token"]}
+    listed = subprocess.run(
+        ["bash", "-c", script], env=token_env, cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert listed.returncode == 0 and listed.stdout.strip() == "3", listed.stderr
 
 
 def _worker(background: Background) -> dict:
