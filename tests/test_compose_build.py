@@ -74,6 +74,7 @@ def test_compose_build_then_up_serves_uploads_through_the_load_balancer(
     }
     # the classic builder builds every stage before its target: lb, the last, needs moto's venv too
     with compose_stack("localstack", docker_client, env, build=True) as stack:
+        assert "Looking in indexes" not in (REPO / "build" / "images" / "compose-build.log").read_text()  # no PyPI
         for var, reference in BUILT.items():
             image = docker_client.images.get(reference)
             key = next(i.key for i in IMAGES if i.env_var == var)
