@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import shutil
+import sys
 import textwrap
-from typing import Any
+from typing import Any, TextIO
 
 import click
 
@@ -33,6 +34,22 @@ def fit_message(message: str, width: int | None = None, prefix: str = "Error: ")
     return "\n".join(paragraphs)
 
 
+class CurrentStderrHandler(logging.StreamHandler[TextIO]):
+    """Logs to ``sys.stderr`` as it is when a record comes, not as it was at start-up.
+
+    Under a rich status spinner (``pixfleet up``'s start-up) that is rich's proxy, which prints
+    the line above the spinner, wrapped to the terminal; the original stream would write it into
+    the spinner's line.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
+
+
 class PixfleetGroup(click.Group):
     """Click's group, with error messages wrapped to the terminal (click prints them on one line)."""
 
@@ -56,7 +73,9 @@ def main(verbose: bool) -> None:
       pixfleet down                     # drain and stop it
     """
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+        handlers=[CurrentStderrHandler()],
     )
 
 

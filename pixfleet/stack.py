@@ -74,7 +74,7 @@ class EmbeddedConfig:
     autoscaling: bool = True  # False: no scalable target for the worker (register one through the API)
     orchestrator_env: dict[str, str] = field(default_factory=dict)
     # HAProxy as the edge on api_port, with api_tasks API tasks on dynamic ports behind it.
-    # None: when haproxy is on PATH (``apt-get install haproxy``); without it, one API task on api_port.
+    # None: when haproxy is installed (on PATH, or /usr/sbin/haproxy); without it, one API task on api_port.
     load_balancer: bool | None = None
     api_tasks: int | None = None  # None: 2 behind the load balancer, else 1
 
@@ -120,14 +120,16 @@ class EmbeddedStack:
         self.emulator, self.outputs, self.bootstrap = await start_provisioned_emulator(
             cfg.state_dir / "logs", cfg.region, cfg.spec
         )
+        where = f"port {cfg.api_port}" if cfg.api_port else "a free port"
         if cfg.balanced:
             self._edge_port = cfg.api_port or free_port()
-        else:
+        elif cfg.load_balancer is None:  # the default, and haproxy is missing: say so once
             log.warning(
-                "no load balancer (haproxy is not on PATH; apt-get install haproxy):"
-                " the API runs as one task on port %s",
-                cfg.api_port or "a free port",
+                "no load balancer: haproxy is not installed (apt-get install haproxy), so the API is one task on %s",
+                where,
             )
+        else:
+            log.info("no load balancer (turned off): the API is one task on %s", where)
         self._write_service_config()
         if cfg.balanced:
             await self._start_load_balancer()

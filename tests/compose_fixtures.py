@@ -127,8 +127,14 @@ def task_containers(client: Any) -> list[Any]:
 
 
 @contextmanager
-def compose_stack(emulator: str, docker_client: Any, extra_env: dict[str, str] | None = None) -> Iterator[Stack]:
-    """The compose stack with one emulator; ``down`` afterwards must leave no task container."""
+def compose_stack(
+    emulator: str, docker_client: Any, extra_env: dict[str, str] | None = None, *, build: bool = False
+) -> Iterator[Stack]:
+    """The compose stack with one emulator; ``down`` afterwards must leave no task container.
+
+    ``build``: ``compose build`` first (the compose file's own ``build:`` sections; log in
+    build/images/compose-build.log), as a Docker user does before ``up``.
+    """
     files = "docker-compose.yml" + (":docker-compose.moto.yml" if emulator == "moto" else "")
     env = {
         **os.environ,
@@ -147,6 +153,14 @@ def compose_stack(emulator: str, docker_client: Any, extra_env: dict[str, str] |
             f"another stack holds the task subnet {TASK_SUBNET} on this engine ({', '.join(taken)}): stop it first"
         )
     try:
+        if build:
+            started = time.monotonic()
+            built = s.run("build", check=False, timeout=1800)
+            log = REPO / "build" / "images" / "compose-build.log"
+            log.parent.mkdir(parents=True, exist_ok=True)
+            log.write_text(built.stdout + built.stderr)
+            assert built.returncode == 0, f"`{' '.join(s.compose)} build` failed (log: {log}):\n{built.stderr[-3000:]}"
+            print(f"{' '.join(s.compose)} build: {time.monotonic() - started:.0f}s")
         up = s.run("up", "-d", check=False)
         assert up.returncode == 0, up.stdout + up.stderr + s.run("logs", "--tail", "80", check=False).stdout
         wait_healthy(s)

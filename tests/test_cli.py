@@ -7,13 +7,22 @@ of any of them is wider than 80 columns.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import pty
+import re
+import shlex
+import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
+import termios
+import threading
 import time
+import urllib.request
 from pathlib import Path
 
 from collections.abc import Iterator
@@ -147,6 +156,96 @@ def test_up_submit_and_stop(tmp_path: Path) -> None:
     finally:
         if up.poll() is None:
             up.kill()
+
+
+def _without_haproxy(command: list[str]) -> list[str]:
+    """``command`` where no haproxy can be found: each one installed here (on PATH, or Debian's
+    /usr/sbin/haproxy) is covered by /dev/null, which is not executable, in a private mount namespace."""
+    installed = sorted({p for p in (shutil.which("haproxy"), "/usr/sbin/haproxy") if p and os.access(p, os.X_OK)})
+    if not installed:
+        return command
+    hide = " && ".join(f"mount --bind /dev/null {shlex.quote(p)}" for p in installed)
+    user = [] if os.geteuid() == 0 else ["--map-root-user"]  # unprivileged: a user namespace may mount
+    return ["unshare", "--mount", "--propagation", "private", *user, "sh", "-c", f'{hide} && exec "$@"', "sh", *command]
+
+
+def _read_all(fd: int, into: list[bytes]) -> None:
+    while True:
+        try:
+            data = os.read(fd, 65536)
+        except OSError:  # EIO: every writer closed the terminal
+            return
+        if not data:
+            return
+        into.append(data)
+
+
+def test_up_without_haproxy_says_so_once_and_serves_uploads_from_one_task(tmp_path: Path) -> None:
+    """`pixfleet up` in an 80-column terminal on a machine without haproxy: one warning, on its own
+    line (not into the start-up spinner), and the stack still serves uploads, the API as one task."""
+    state = tmp_path / "state"
+    env = {**os.environ, "PIXFLEET_STATE_DIR": str(state), "COLUMNS": str(WIDTH), "TERM": "xterm-256color"}
+    command = _without_haproxy([*PIXFLEET, "up", "--port", "0", "--workers", "1", "--state-dir", str(state)])
+    terminal, tty = pty.openpty()
+    fcntl.ioctl(tty, termios.TIOCSWINSZ, struct.pack("HHHH", 24, WIDTH, 0, 0))
+    up = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=tty, stderr=tty)
+    os.close(tty)
+    chunks: list[bytes] = []
+    reader = threading.Thread(target=_read_all, args=(terminal, chunks), daemon=True)
+    reader.start()
+
+    def screen() -> str:
+        return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", b"".join(chunks).decode(errors="replace"))
+
+    try:
+        deadline = time.monotonic() + 90
+        while not (state / "stack.json").exists():
+            assert up.poll() is None, f"pixfleet up exited with {up.returncode}:\n{screen()}"
+            assert time.monotonic() < deadline, f"pixfleet up not up after 90 s:\n{screen()}"
+            time.sleep(0.2)
+        stack = json.loads((state / "stack.json").read_text())
+        assert stack["load_balancer"] is None
+        request = urllib.request.Request(
+            f"{stack['orchestrator_url']}/v1/services",
+            headers={"Authorization": f"Bearer {stack['orchestrator_token']}"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            api = next(s for s in json.load(response)["services"] if s["serviceName"] == "api")
+        assert (api["desiredCount"], api["runningCount"]) == (1, 1)
+
+        photo = tmp_path / "photo.jpg"
+        photo.write_bytes(images.photo_jpeg(800, 600))
+        done = subprocess.run(
+            [*PIXFLEET, "submit", str(photo), "--preset", "thumbs", "--out", str(tmp_path / "out"), "--json"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        (result,) = json.loads(done.stdout)
+        assert result["status"] == "succeeded"
+
+        up.send_signal(signal.SIGINT)  # Ctrl-C
+        assert up.wait(60) == 0
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.wait(10)
+        reader.join(10)
+        os.close(terminal)
+    lines = [line.rstrip() for line in re.split(r"[\r\n]+", screen())]
+    said = " ".join(" ".join(lines).split())
+    warning = (
+        "WARNING pixfleet.embedded: no load balancer: haproxy is not installed (apt-get install haproxy),"
+        " so the API is one task on a free port"
+    )
+    assert said.count(warning) == 1 and said.count("no load balancer") == 1, said
+    (first,) = [line for line in lines if "WARNING" in line]
+    assert first.startswith("WARNING pixfleet.embedded:"), f"the warning ran into another line: {first!r}"
+    wide = [line for line in lines if cell_len(line) > WIDTH]
+    assert not wide, "lines over 80 columns:\n" + "\n".join(wide)
+    assert "stopped." in lines
 
 
 def test_submit_without_a_stack_is_a_clear_error(tmp_path: Path) -> None:

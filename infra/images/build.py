@@ -394,7 +394,11 @@ class ImageKit:
                         shutil.copy2(path, wheel_dir / path.name)
 
     def fill_wheelhouse(self, locks: list[Lock]) -> None:
-        """``pip download`` on the host every file the locks pin, for the engine's platform and Python."""
+        """``pip download`` on the host every file the locks pin, for the engine's platform and Python.
+
+        A lock whose files are all in the wheelhouse already is checked there alone (``--no-index``),
+        without asking an index about each one again.
+        """
         assert self.options.wheelhouse is not None
         self.options.wheelhouse.mkdir(parents=True, exist_ok=True)
         arch = {"amd64": "x86_64", "arm64": "aarch64"}.get(
@@ -434,9 +438,13 @@ class ImageKit:
                     "none",
                     *(arg for platform in platforms for arg in ("--platform", platform)),
                 ]
-                log.write("$ " + " ".join(command) + "\n")
-                log.flush()
-                if subprocess.run(command, stdout=log, stderr=subprocess.STDOUT).returncode != 0:
+                local = [*command, "--no-index", "--find-links", str(self.options.wheelhouse)]
+                for attempt in (local, command):
+                    log.write("$ " + " ".join(attempt) + "\n")
+                    log.flush()
+                    if subprocess.run(attempt, stdout=log, stderr=subprocess.STDOUT).returncode == 0:
+                        break
+                else:
                     raise ImageBuildError(f"pip download for {lock.name} failed; see {log_path}")
 
     # --- 3. the images ------------------------------------------------------------------------------
