@@ -291,7 +291,10 @@ def test_pixfleet_status_shows_target_health_at_80_columns() -> None:
                 "healthStatus": "HEALTHY",
                 "containers": [{"name": "api"}],
                 "attributes": [
-                    {"name": "pixfleet.target.pixfleet-api", "value": " ".join(filter(None, [str(port), state, reason]))}
+                    {
+                        "name": "pixfleet.target.pixfleet-api",
+                        "value": " ".join(filter(None, [str(port), state, reason])),
+                    }
                 ],
             }
         )
