@@ -196,6 +196,13 @@ def _print_stack(info: dict[str, Any], state_dir: Path, *, detached: bool) -> No
         f"{info.get('ecs_endpoint_url') or info['orchestrator_url']}  (ECS + Application Auto Scaling: "
         '`eval "$(pixfleet env)"; aws ecs list-services`)',
     )
+    balancer = info.get("load_balancer")
+    grid.add_row(
+        "load balancer",
+        f"HAProxy (pid {balancer['pid']}) in front of the API tasks"
+        if balancer
+        else "none: the API is one task (apt-get install haproxy for two behind one)",
+    )
     grid.add_row("emulator", f"{info['aws_endpoint_url']}  (moto; admin keys: `pixfleet env`)")
     grid.add_row("buckets", f"{info['input_bucket']} → {info['output_bucket']}")
     grid.add_row("job queue", info["queue_url"])
