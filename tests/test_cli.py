@@ -41,6 +41,21 @@ PIXFLEET = [sys.executable, "-m", "pixfleet"]
 WIDTH = 80
 
 
+def submit_thumbs(photo: Path, out: Path, env: dict[str, str]) -> dict:
+    """``pixfleet submit PHOTO --preset thumbs --out OUT --json``: the one job's result, which succeeded."""
+    done = subprocess.run(
+        [*PIXFLEET, "submit", str(photo), "--preset", "thumbs", "--out", str(out), "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    (result,) = json.loads(done.stdout)
+    assert result["status"] == "succeeded"
+    return result
+
+
 def _run(
     *args: str, env: dict[str, str] | None = None, timeout: float = 120, cwd: Path | None = None, fits: bool = True
 ) -> subprocess.CompletedProcess[str]:
@@ -135,16 +150,7 @@ def test_up_submit_and_stop(tmp_path: Path) -> None:
         photo = tmp_path / "photo.jpg"
         photo.write_bytes(images.photo_jpeg(1000, 750))
         out = tmp_path / "out"
-        done = subprocess.run(
-            [*PIXFLEET, "submit", str(photo), "--preset", "thumbs", "--out", str(out), "--json"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert done.returncode == 0, done.stderr
-        (result,) = json.loads(done.stdout)
-        assert result["status"] == "succeeded"
+        result = submit_thumbs(photo, out, env)
         (thumb,) = result["files"]
         assert Image.open(thumb).size == (256, 256)
 
@@ -215,16 +221,7 @@ def test_up_without_haproxy_says_so_once_and_serves_uploads_from_one_task(tmp_pa
 
         photo = tmp_path / "photo.jpg"
         photo.write_bytes(images.photo_jpeg(800, 600))
-        done = subprocess.run(
-            [*PIXFLEET, "submit", str(photo), "--preset", "thumbs", "--out", str(tmp_path / "out"), "--json"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert done.returncode == 0, done.stderr
-        (result,) = json.loads(done.stdout)
-        assert result["status"] == "succeeded"
+        submit_thumbs(photo, tmp_path / "out", env)
 
         up.send_signal(signal.SIGINT)  # Ctrl-C
         assert up.wait(60) == 0
