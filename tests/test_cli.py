@@ -7,6 +7,7 @@ of any of them is wider than 80 columns.
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import json
 import os
@@ -22,7 +23,6 @@ import sys
 import termios
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 from collections.abc import Iterator
@@ -36,6 +36,7 @@ from rich.cells import cell_len
 
 import images
 from infra.emulator import MotoServer
+from pixfleet.orchestrator_client import OrchestratorClient
 
 PIXFLEET = [sys.executable, "-m", "pixfleet"]
 WIDTH = 80
@@ -211,12 +212,7 @@ def test_up_without_haproxy_says_so_once_and_serves_uploads_from_one_task(tmp_pa
             time.sleep(0.2)
         stack = json.loads((state / "stack.json").read_text())
         assert stack["load_balancer"] is None
-        request = urllib.request.Request(
-            f"{stack['orchestrator_url']}/v1/services",
-            headers={"Authorization": f"Bearer {stack['orchestrator_token']}"},
-        )
-        with urllib.request.urlopen(request, timeout=10) as response:
-            api = next(s for s in json.load(response)["services"] if s["serviceName"] == "api")
+        api = asyncio.run(OrchestratorClient.from_stack(stack).service("api"))  # DescribeServices
         assert (api["desiredCount"], api["runningCount"]) == (1, 1)
 
         photo = tmp_path / "photo.jpg"
