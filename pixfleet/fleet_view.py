@@ -341,7 +341,7 @@ def render_status(status: FleetStatus, *, wide: bool = False, now: float | None 
     parts: list[RenderableType] = [queue_line(status.queue), Text(), services_table(status, wide=wide)]
     decisions = [(s.name, s.last_decision) for s in status.services if s.last_decision]
     for name, decision in decisions:
-        parts.append(Text.from_markup(f"[dim]scaler ({name}): {decision}[/]"))
+        parts.append(Text(f"scaling ({name}): {decision}", style="dim"))  # not markup: a message may hold "["
     parts.append(Text())
     if status.targets:
         parts += [targets_table(status, wide=wide), Text()]
