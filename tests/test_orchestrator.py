@@ -72,8 +72,7 @@ async def test_a_burst_scales_out_to_max_drains_and_scales_back_in(fleet: StackC
         return worker["desiredCount"] == 1 and worker["runningCount"] == 1 and worker["stoppingCount"] == 0
 
     await wait_for(at_min, timeout=180, what="scale in to 1 worker")
-    # Every job rendered exactly once: one attempt in its history, the one that succeeded (a
-    # message a draining worker handed back before starting it counts a delivery, not an attempt).
+    # A message a draining worker handed back before starting it counts a delivery, not an attempt.
     # At-least-once under load: an attempt may be interrupted (its visibility ran out on a busy machine) and
     # redone, but none failed and each job ends with exactly one succeeded attempt.
     for manifest in await manifests(fleet, jobs):
